@@ -1,0 +1,157 @@
+// Loading ml.yaml: YAML parsing, validation with one error listing every problem, path resolution
+// relative to the config file, and overrides from flags / ML_* environment variables.
+import {readFile} from 'node:fs/promises'
+import path from 'node:path'
+import {parseDocument} from 'yaml'
+import {z} from 'zod'
+import {UserError} from '../ui/errors.js'
+import {ConfigSchema, type MlConfig} from './schema.js'
+
+export const DEFAULT_CONFIG_PATH = 'ml.yaml'
+
+/** One problem found in a config file. */
+export interface ConfigIssue {
+  /** Dotted path of the key, e.g. `train.batchSize` (empty for the whole file). */
+  path: string
+  message: string
+}
+
+export interface LoadedConfig {
+  config: MlConfig
+  /** Absolute path of the file that was read. */
+  file: string
+  /** Directory relative paths in the config are resolved against. */
+  baseDir: string
+}
+
+function valueAt(input: unknown, keys: PropertyKey[]): unknown {
+  let value: unknown = input
+  for (const key of keys) {
+    if (value === null || typeof value !== 'object') return undefined
+    value = (value as Record<PropertyKey, unknown>)[key]
+  }
+  return value
+}
+
+function describeValue(value: unknown): string {
+  if (value === undefined) return 'nothing'
+  const json = JSON.stringify(value)
+  return json.length > 60 ? json.slice(0, 57) + '...' : json
+}
+
+/** Turns zod issues into `path: expected ..., got ...` lines. */
+export function describeIssues(error: z.ZodError, input: unknown): ConfigIssue[] {
+  const issues: ConfigIssue[] = []
+  for (const issue of error.issues) {
+    const keyPath = issue.path.map(String).join('.')
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) {
+        issues.push({
+          path: keyPath ? `${keyPath}.${key}` : key,
+          message: 'unknown key (check the spelling; `ml config schema` lists every key)',
+        })
+      }
+      continue
+    }
+    if (issue.code === 'invalid_union' && 'note' in issue && issue.note === 'No matching discriminator') {
+      issues.push({path: keyPath, message: `unknown source type ${describeValue(valueAt(input, [...issue.path, 'type']))}`})
+      continue
+    }
+    const got = valueAt(input, issue.path)
+    let message = issue.message
+    if (issue.code === 'invalid_type' && got === undefined) message = `${message.replace(/^Invalid input: /, '')} (missing)`
+    else if (issue.code !== 'custom') message = `${message.replace(/^Invalid input: /, '')}, got ${describeValue(got)}`
+    issues.push({path: keyPath, message})
+  }
+  return issues
+}
+
+export function formatIssues(issues: ConfigIssue[]): string {
+  return issues.map((issue) => `  ${issue.path || '(file)'}: ${issue.message}`).join('\n')
+}
+
+/** Validates an already-parsed config object. Throws a UserError listing every problem. */
+export function validateConfig(input: unknown, source = 'config'): MlConfig {
+  const result = ConfigSchema.safeParse(input ?? {})
+  if (!result.success) {
+    const issues = describeIssues(result.error, input)
+    throw new UserError(`${source} is invalid (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${formatIssues(issues)}`, {
+      code: 'CONFIG_INVALID',
+      exit: 'usage',
+      details: {file: source, issues},
+      suggestions: ['Run `ml config schema` for the list of keys, or `ml init` for a commented starter.'],
+    })
+  }
+  return result.data
+}
+
+/** Parses YAML text; syntax errors name the line and column. */
+export function parseConfigText(text: string, source: string): unknown {
+  const document = parseDocument(text, {prettyErrors: true})
+  if (document.errors.length > 0) {
+    const issues = document.errors.map((error) => ({
+      path: '',
+      message: error.message.split('\n')[0] ?? error.message,
+    }))
+    throw new UserError(`${source} is not valid YAML:\n${formatIssues(issues)}`, {
+      code: 'CONFIG_YAML',
+      exit: 'usage',
+      details: {file: source, issues},
+    })
+  }
+  return document.toJS()
+}
+
+/** Sets `a.b.c = value` in a plain object tree (used for flag and ML_* overrides). */
+export function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
+  const keys = dotted.split('.')
+  let node = target
+  for (const key of keys.slice(0, -1)) {
+    const next = node[key]
+    if (next === null || typeof next !== 'object' || Array.isArray(next)) node[key] = {}
+    node = node[key] as Record<string, unknown>
+  }
+  node[keys.at(-1)!] = value
+}
+
+/**
+ * Reads, overrides and validates a config file. `overrides` maps dotted keys to values (undefined
+ * values are skipped), applied before validation so that a bad flag value is reported like a bad key.
+ */
+export async function loadConfig(file: string, overrides: Record<string, unknown> = {}): Promise<LoadedConfig> {
+  const absolute = path.resolve(file)
+  let text: string
+  try {
+    text = await readFile(absolute, 'utf8')
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    throw new UserError(
+      code === 'ENOENT' ? `config file ${file} not found` : `cannot read config file ${file}: ${(error as Error).message}`,
+      {
+        code: 'CONFIG_NOT_FOUND',
+        exit: 'usage',
+        cause: error,
+        suggestions: ['Create one with `ml init`, or pass --config <file> (env ML_CONFIG).'],
+      },
+    )
+  }
+  const raw = parseConfigText(text, file)
+  const input = (raw ?? {}) as Record<string, unknown>
+  if (typeof input !== 'object' || Array.isArray(input)) {
+    throw new UserError(`${file} must be a YAML mapping (key: value), not ${describeValue(raw)}`, {code: 'CONFIG_INVALID'})
+  }
+  for (const [key, value] of Object.entries(overrides)) if (value !== undefined) setPath(input, key, value)
+  const config = validateConfig(input, file)
+  return {config, file: absolute, baseDir: path.dirname(absolute)}
+}
+
+/** Resolves a config path (relative to the config file's folder) unless it is absolute or a URI. */
+export function resolvePath(loaded: Pick<LoadedConfig, 'baseDir'>, p: string): string {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(p) || path.isAbsolute(p)) return p
+  return path.resolve(loaded.baseDir, p)
+}
+
+/** JSON Schema of ml.yaml, for editor completion (yaml-language-server). */
+export function configJsonSchema(): Record<string, unknown> {
+  return z.toJSONSchema(ConfigSchema, {io: 'input', unrepresentable: 'any'}) as Record<string, unknown>
+}

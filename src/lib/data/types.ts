@@ -1,0 +1,86 @@
+// The dataset store's data model: the contract between ingest (which writes it) and training,
+// evaluation and export (which read it). Shards are TFRecord files of tf.train.Example.
+import type {ImageSpec, SplitName} from '../config/schema.js'
+
+export type {SplitName} from '../config/schema.js'
+
+/** One accepted image, normalised to the dataset's ImageSpec and ready to be written to a shard. */
+export interface ImageRecord {
+  /** sha256 (hex) of the source bytes: the dedupe key, and the input of the split hash. */
+  key: string
+  /** Class index into DatasetManifest.classes (`image/class/label`). */
+  label: number
+  /** Class name (`image/class/text`). */
+  text: string
+  /** The normalised image, PNG-encoded (`image/encoded`, `image/format` = "png"). */
+  encoded: Uint8Array
+  height: number
+  width: number
+  channels: number
+  /** Where the image came from: a file path, gs:// URI or topic/partition/offset (`image/source_id`). */
+  origin?: string
+}
+
+/** A committed, immutable shard file. */
+export interface ShardInfo {
+  /** Path relative to the store directory, e.g. `shards/train-000003.tfrecord`. */
+  file: string
+  split: SplitName
+  /** Number of examples in the shard. */
+  count: number
+  bytes: number
+  /** sha256 (hex) of the whole file. */
+  sha256: string
+  /** Path (relative to the store) of the shard's key list: one dedupe key per line, same order. */
+  keysFile: string
+  /** The manifest version that added this shard. */
+  addedIn: number
+}
+
+export type ClassCounts = Record<string, number>
+
+/** manifest.json of a dataset store. Written atomically; a shard not listed here does not exist. */
+export interface DatasetManifest {
+  format: 'ml-dataset'
+  formatVersion: 1
+  /** Increments on every ingest that adds data; manifests/v<version>.json keeps each one. */
+  version: number
+  createdAt: string
+  updatedAt: string
+  image: ImageSpec
+  /** Class names; a class's index never changes once assigned (new classes are appended). */
+  classes: string[]
+  /** Examples per split and class name. */
+  counts: Record<SplitName, ClassCounts>
+  /** Total examples over all splits. */
+  total: number
+  shards: ShardInfo[]
+  /** The split rule, so that later ingests split new images the same way. */
+  split: {validation: number; test: number; seed: number}
+  /** sha256 over the sorted dedupe keys of everything stored: identifies the dataset's content. */
+  fingerprint: string
+  /** Per-ingest history: what each version added. */
+  history: Array<{version: number; at: string; accepted: number; duplicates: number; rejected: number; sources: string[]}>
+}
+
+/** A quarantined input: kept out of the dataset with the reason (quarantine.jsonl in the store). */
+export interface QuarantineEntry {
+  origin: string
+  /** Short machine-readable reason, e.g. `corrupt`, `empty`, `too-large`, `unsupported-format`. */
+  reason: string
+  detail: string
+  at: string
+}
+
+/** A split decoded into memory for training/evaluation: uint8 pixels, NHWC, row-major. */
+export interface DecodedSplit {
+  split: SplitName
+  count: number
+  height: number
+  width: number
+  channels: number
+  /** count * height * width * channels bytes. */
+  pixels: Uint8Array
+  labels: Int32Array
+  keys: string[]
+}
