@@ -54,7 +54,8 @@ export function describeIssues(error: z.ZodError, input: unknown): ConfigIssue[]
       continue
     }
     if (issue.code === 'invalid_union' && 'note' in issue && issue.note === 'No matching discriminator') {
-      issues.push({path: keyPath, message: `unknown source type ${describeValue(valueAt(input, [...issue.path, 'type']))}`})
+      const options = 'options' in issue && Array.isArray(issue.options) ? ` (expected one of: ${issue.options.join(', ')})` : ''
+      issues.push({path: keyPath, message: `unknown type ${describeValue(valueAt(input, issue.path))}${options}`})
       continue
     }
     const got = valueAt(input, issue.path)
