@@ -1,0 +1,96 @@
+// Commented starter configs written by `ml init`. Every key shown is documented in the schema
+// (`ml config schema`); values are the defaults unless the comment says otherwise.
+
+export const TEMPLATES = {
+  folder: `# ml.yaml: one config for the whole life of an image classifier.
+# Validate it with \`ml config validate\`; list every key with \`ml config schema\`.
+name: my-classifier
+
+data:
+  sources:
+    # One sub-folder per class: images/cat/*.jpg, images/dog/*.jpg, ...
+    - type: folder
+      path: ./images
+  image:
+    width: 64          # every image is resized to width x height
+    height: 64
+    channels: 3        # 1 = greyscale, 3 = RGB
+    fit: contain       # fill (stretch) | contain (letterbox) | cover (centre crop)
+  split:               # decided by content hash: stable when images are added
+    validation: 0.1
+    test: 0.1
+    seed: 0
+  store: .ml/dataset   # versioned TFRecord shards + manifest.json
+
+model:
+  preset: cnn          # mlp | cnn-tiny | cnn-small | cnn, or an explicit list:
+  # layers:
+  #   - {type: conv2d, filters: 32, kernelSize: 3, activation: relu}
+  #   - {type: maxPooling2d, poolSize: 2}
+  #   - {type: flatten}
+  #   - {type: dense, units: 64, activation: relu}
+
+train:
+  epochs: 20
+  batchSize: 64
+  optimizer: adam      # adam | sgd | momentum | rmsprop | adagrad
+  learningRate: 0.001
+  backend: auto        # auto | tensorflow | wasm | cpu
+  seed: 42
+  augment:
+    shift: 4           # random translation in pixels
+    flipHorizontal: true
+  earlyStopping:
+    patience: 4
+  runs: .ml/runs
+
+export:
+  dir: .ml/models      # model repository: <dir>/<name>/<version>/
+  formats: [tfjs]
+
+serve:
+  port: 8080
+`,
+  mnist: `# ml.yaml for handwritten digits (MNIST): 28x28 greyscale, ten classes.
+# \`ml init --template mnist --with-data\` also writes sample digits to ./data/mnist.
+name: mnist
+
+data:
+  sources:
+    - type: folder
+      path: ./data/mnist/train     # one sub-folder per digit: 0/ .. 9/
+    - type: folder
+      path: ./data/mnist/test
+      split: test                  # the official test set stays the test split
+  image:
+    width: 28
+    height: 28
+    channels: 1
+  split:
+    validation: 0.1
+    test: 0
+    seed: 0
+  store: .ml/dataset
+
+model:
+  preset: cnn-small                # the Keras "simple MNIST convnet"
+
+train:
+  epochs: 4
+  batchSize: 64
+  optimizer: adam
+  learningRate: 0.001
+  backend: auto
+  seed: 42
+  runs: .ml/runs
+
+export:
+  dir: .ml/models
+  formats: [tfjs]
+
+serve:
+  port: 8080
+`,
+} as const
+
+export type TemplateName = keyof typeof TEMPLATES

@@ -1,0 +1,98 @@
+// A loaded classifier: model + labels + preprocessing spec, turning encoded images into top-k
+// labels exactly as training saw them (same decode, resize and 1/255 scaling from data/image.ts).
+import * as tf from '@tensorflow/tfjs'
+import {resolvePath, type LoadedConfig} from '../config/load.js'
+import type {ImageSpec} from '../config/schema.js'
+import {decodeToPixels, pixelsToFloat, type ImageLimits} from '../data/image.js'
+import {MODEL_FILES, listVersions} from '../export/tfjs.js'
+import {exists, joinPath, readJson} from '../storage/index.js'
+import {loadModel} from '../train/model.js'
+import {resolveRunDir, RUN_FILES} from '../train/run-dir.js'
+import {UserError} from '../ui/errors.js'
+
+export interface TopK {
+  label: string
+  index: number
+  score: number
+}
+
+export interface Preprocessing extends ImageSpec {
+  scale: number
+  offset: number
+}
+
+export class Predictor {
+  private constructor(
+    readonly dir: string,
+    readonly model: tf.LayersModel,
+    readonly labels: string[],
+    readonly preprocessing: Preprocessing,
+  ) {}
+
+  /** Loads a model directory: an export version folder, or a run's model folder (labels beside it). */
+  static async load(dir: string): Promise<Predictor> {
+    const model = await loadModel(dir)
+    const sidecar = async <T>(file: string): Promise<T> => {
+      for (const candidate of [joinPath(dir, file), joinPath(dir, '..', file)]) if (await exists(candidate)) return readJson<T>(candidate)
+      throw new UserError(`${file} not found next to the model in ${dir}`, {code: 'MODEL_INCOMPLETE', exit: 'data'})
+    }
+    const labels = await sidecar<string[]>(MODEL_FILES.labels)
+    const preprocessing = await sidecar<Preprocessing>(MODEL_FILES.preprocessing)
+    return new Predictor(dir, model, labels, preprocessing)
+  }
+
+  get inputShape(): [number, number, number] {
+    return [this.preprocessing.height, this.preprocessing.width, this.preprocessing.channels]
+  }
+
+  /** Decodes and normalises one encoded image; throws a UserError naming `origin` when it cannot. */
+  async preprocess(bytes: Buffer, origin: string, limits: ImageLimits = {maxPixels: 40_000_000, maxFileBytes: 50 * 1024 * 1024}): Promise<Float32Array> {
+    const result = await decodeToPixels(bytes, this.preprocessing, limits)
+    if (!result.ok) throw new UserError(`${origin}: ${result.detail}`, {code: `IMAGE_${result.reason.toUpperCase().replaceAll('-', '_')}`, exit: 'data'})
+    const floats = pixelsToFloat(result.pixels)
+    if (this.preprocessing.scale !== 1 / 255 || this.preprocessing.offset !== 0) {
+      for (let i = 0; i < floats.length; i++) floats[i] = result.pixels[i]! * this.preprocessing.scale + this.preprocessing.offset
+    }
+    return floats
+  }
+
+  /** Class probabilities for a batch of preprocessed images (n * H * W * C floats). */
+  async predictBatch(inputs: Float32Array, n: number): Promise<Float32Array> {
+    const [h, w, c] = this.inputShape
+    const out = tf.tidy(() => this.model.predict(tf.tensor4d(inputs, [n, h, w, c])) as tf.Tensor)
+    const values = (await out.data()) as Float32Array
+    out.dispose()
+    return values
+  }
+
+  topK(probabilities: Float32Array, row: number, k: number): TopK[] {
+    const n = this.labels.length
+    const scores = Array.from(probabilities.subarray(row * n, (row + 1) * n), (score, index) => ({index, score, label: this.labels[index]!}))
+    return scores.sort((a, b) => b.score - a.score || a.index - b.index).slice(0, Math.max(1, Math.min(k, n)))
+  }
+
+  dispose(): void {
+    this.model.dispose()
+  }
+}
+
+/**
+ * Finds the model a command should use: --model (an export version folder or a model folder in the
+ * repository, meaning its latest version), --run (a run's model), else the latest exported version
+ * of the config's model, else the latest run.
+ */
+export async function resolveModelDir(loaded: LoadedConfig, options: {model?: string; run?: string}): Promise<string> {
+  if (options.model) {
+    if (await exists(joinPath(options.model, MODEL_FILES.modelJson))) return options.model
+    const versions = await listVersions(joinPath(options.model, '..'), options.model.split(/[\\/]/).filter(Boolean).at(-1)!)
+    if (versions.length) return joinPath(options.model, String(versions.at(-1)))
+    throw new UserError(`no model in ${options.model}`, {code: 'MODEL_NOT_FOUND', exit: 'data', suggestions: ['Point --model at a folder written by `ml export`.']})
+  }
+  const runsDir = resolvePath(loaded, loaded.config.train.runs)
+  if (options.run) return joinPath(await resolveRunDir(runsDir, options.run), RUN_FILES.model)
+  const repo = resolvePath(loaded, loaded.config.export.dir)
+  const versions = await listVersions(repo, loaded.config.name)
+  if (versions.length) return joinPath(repo, loaded.config.name, String(versions.at(-1)))
+  const runDir = await resolveRunDir(runsDir)
+  return joinPath(runDir, RUN_FILES.model)
+}

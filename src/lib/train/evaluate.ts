@@ -1,0 +1,86 @@
+// Model quality on a split: loss, accuracy, per-class precision/recall/F1 and the confusion matrix.
+// Shared by validation during training, `ml evaluate` and export (accuracy of quantized models).
+import * as tf from '@tensorflow/tfjs'
+import type {DecodedSplit} from '../data/types.js'
+import {disposeBatch, makeBatch, sequentialOrder} from './pipeline.js'
+
+export interface Predictions {
+  /** count * numClasses probabilities. */
+  probabilities: Float32Array
+  predicted: Int32Array
+  loss: number
+  accuracy: number
+}
+
+const EPSILON = 1e-7
+
+/** Runs the model over a whole split in batches (inference mode) and scores it. */
+export async function predictSplit(model: tf.LayersModel, split: DecodedSplit, numClasses: number, batchSize = 256): Promise<Predictions> {
+  const probabilities = new Float32Array(split.count * numClasses)
+  const predicted = new Int32Array(split.count)
+  const order = sequentialOrder(split.count)
+  let lossSum = 0
+  let correct = 0
+  for (let start = 0; start < split.count; start += batchSize) {
+    const batch = makeBatch(split, order, start, batchSize, numClasses)
+    const probs = tf.tidy(() => model.predict(batch.xs) as tf.Tensor2D)
+    const values = await probs.data()
+    probs.dispose()
+    disposeBatch(batch)
+    probabilities.set(values, start * numClasses)
+    for (let i = 0; i < batch.size; i++) {
+      let best = 0
+      for (let k = 1; k < numClasses; k++) if (values[i * numClasses + k]! > values[i * numClasses + best]!) best = k
+      predicted[start + i] = best
+      const label = batch.labels[i]!
+      if (best === label) correct++
+      lossSum += -Math.log(Math.min(1 - EPSILON, Math.max(EPSILON, values[i * numClasses + label]!)))
+    }
+  }
+  const n = Math.max(1, split.count)
+  return {probabilities, predicted, loss: lossSum / n, accuracy: correct / n}
+}
+
+export interface ClassReport {
+  label: string
+  precision: number
+  recall: number
+  f1: number
+  support: number
+}
+
+export interface EvaluationReport {
+  split: string
+  count: number
+  accuracy: number
+  loss: number
+  perClass: ClassReport[]
+  /** confusionMatrix[true][predicted] counts. */
+  confusionMatrix: number[][]
+  macroF1: number
+}
+
+export function scorePredictions(split: DecodedSplit, predictions: Predictions, classes: string[]): EvaluationReport {
+  const k = classes.length
+  const matrix = Array.from({length: k}, () => new Array<number>(k).fill(0))
+  for (let i = 0; i < split.count; i++) matrix[split.labels[i]!]![predictions.predicted[i]!]! += 1
+  const perClass = classes.map((label, c) => {
+    const tp = matrix[c]![c]!
+    const support = matrix[c]!.reduce((a, b) => a + b, 0)
+    const predictedCount = matrix.reduce((a, row) => a + row[c]!, 0)
+    const precision = predictedCount ? tp / predictedCount : 0
+    const recall = support ? tp / support : 0
+    const f1 = precision + recall ? (2 * precision * recall) / (precision + recall) : 0
+    return {label, precision, recall, f1, support}
+  })
+  const withSupport = perClass.filter((c) => c.support > 0)
+  return {
+    split: split.split,
+    count: split.count,
+    accuracy: predictions.accuracy,
+    loss: predictions.loss,
+    perClass,
+    confusionMatrix: matrix,
+    macroF1: withSupport.length ? withSupport.reduce((a, c) => a + c.f1, 0) / withSupport.length : 0,
+  }
+}

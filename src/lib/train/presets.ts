@@ -1,0 +1,62 @@
+// Built-in model architectures, expressed as the same layer lists a user can write in ml.yaml
+// (model.layers), so presets and custom models go through one builder.
+import type {LayerConfig, ModelConfig} from '../config/schema.js'
+
+export type PresetName = NonNullable<ModelConfig['preset']>
+
+export const PRESET_DESCRIPTIONS: Record<PresetName, string> = {
+  mlp: 'flatten, dense 128 relu, dropout, dense softmax',
+  'cnn-tiny': 'two small convolutions (8 and 16 filters) with max-pooling: fast on any backend',
+  'cnn-small': 'the Keras "simple MNIST convnet": conv 32, pool, conv 64, pool, dropout 0.5, dense softmax',
+  cnn: 'deeper: two conv blocks of two 3x3 convolutions with batch norm, global average pooling, dense',
+}
+
+/** The hidden layers of a preset; the builder adds the input shape and the softmax classifier. */
+export function presetLayers(preset: PresetName, dropout?: number): LayerConfig[] {
+  switch (preset) {
+    case 'mlp':
+      return [
+        {type: 'flatten'},
+        {type: 'dense', units: 128, activation: 'relu'},
+        {type: 'dropout', rate: dropout ?? 0.2},
+      ]
+    case 'cnn-tiny':
+      return [
+        {type: 'conv2d', filters: 8, kernelSize: 3, activation: 'relu'},
+        {type: 'maxPooling2d', poolSize: 2},
+        {type: 'conv2d', filters: 16, kernelSize: 3, activation: 'relu'},
+        {type: 'maxPooling2d', poolSize: 2},
+        {type: 'flatten'},
+        {type: 'dropout', rate: dropout ?? 0.25},
+      ]
+    case 'cnn-small':
+      return [
+        {type: 'conv2d', filters: 32, kernelSize: 3, activation: 'relu'},
+        {type: 'maxPooling2d', poolSize: 2},
+        {type: 'conv2d', filters: 64, kernelSize: 3, activation: 'relu'},
+        {type: 'maxPooling2d', poolSize: 2},
+        {type: 'flatten'},
+        {type: 'dropout', rate: dropout ?? 0.5},
+      ]
+    case 'cnn':
+      return [
+        {type: 'conv2d', filters: 32, kernelSize: 3, padding: 'same', useBias: false},
+        {type: 'batchNormalization'},
+        {type: 'activation', activation: 'relu'},
+        {type: 'conv2d', filters: 32, kernelSize: 3, padding: 'same', useBias: false},
+        {type: 'batchNormalization'},
+        {type: 'activation', activation: 'relu'},
+        {type: 'maxPooling2d', poolSize: 2},
+        {type: 'conv2d', filters: 64, kernelSize: 3, padding: 'same', useBias: false},
+        {type: 'batchNormalization'},
+        {type: 'activation', activation: 'relu'},
+        {type: 'conv2d', filters: 64, kernelSize: 3, padding: 'same', useBias: false},
+        {type: 'batchNormalization'},
+        {type: 'activation', activation: 'relu'},
+        {type: 'maxPooling2d', poolSize: 2},
+        {type: 'globalAveragePooling2d'},
+        {type: 'dense', units: 128, activation: 'relu'},
+        {type: 'dropout', rate: dropout ?? 0.3},
+      ]
+  }
+}
