@@ -60,7 +60,8 @@ export async function readMnist(split: MnistSplit, start = 0, count = Number.POS
 /** Encodes MNIST example `i` of a sample as a PNG. */
 export async function mnistPng(sample: MnistSample, i: number): Promise<Buffer> {
   const raw = sample.pixels.subarray(i * SIDE * SIDE, (i + 1) * SIDE * SIDE)
-  return sharp(Buffer.from(raw), {raw: {width: SIDE, height: SIDE, channels: 1}}).png().toBuffer()
+  // b-w keeps the PNG greyscale (colour type 0); sharp would otherwise write RGB.
+  return sharp(Buffer.from(raw), {raw: {width: SIDE, height: SIDE, channels: 1}}).toColourspace('b-w').png().toBuffer()
 }
 
 /**

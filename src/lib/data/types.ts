@@ -23,7 +23,7 @@ export interface ImageRecord {
 
 /** A committed, immutable shard file. */
 export interface ShardInfo {
-  /** Path relative to the store directory, e.g. `shards/train-000003.tfrecord`. */
+  /** Path relative to the store directory, e.g. `shards/train-000003-00000.tfrecord` (split, manifest version that added it, number within that version). */
   file: string
   split: SplitName
   /** Number of examples in the shard. */

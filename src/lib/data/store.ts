@@ -1,0 +1,662 @@
+// The dataset store: immutable TFRecord shards plus an atomically replaced manifest.json listing them.
+// Writers add shards, then one commit publishes them; readers trust only what the manifest lists.
+import {createHash} from 'node:crypto'
+import {createReadStream} from 'node:fs'
+import {appendFile, mkdir, open, readFile, readdir, rename, rm, stat} from 'node:fs/promises'
+import path from 'node:path'
+import {PNG} from 'pngjs'
+import sharp from 'sharp'
+import {SPLITS, type ImageSpec, type SplitName} from '../config/schema.js'
+import {UserError} from '../ui/errors.js'
+import {decodeExample, encodeExample} from './example.js'
+import type {SplitFractions} from './splits.js'
+import {encodeRecord, readRecords, streamRecords} from './tfrecord.js'
+import type {ClassCounts, DatasetManifest, DecodedSplit, ImageRecord, QuarantineEntry, ShardInfo} from './types.js'
+
+const MANIFEST = 'manifest.json'
+const MANIFESTS_DIR = 'manifests'
+const SHARDS_DIR = 'shards'
+const QUARANTINE = 'quarantine.jsonl'
+const LOCK = '.lock'
+/** Shards up to this size are read whole (one read, then hashed and parsed in memory). */
+const IN_MEMORY_SHARD_BYTES = 256 << 20
+/** Framed records are written in chunks of about this size. */
+const WRITE_CHUNK_BYTES = 1 << 20
+
+export type HistoryEntry = DatasetManifest['history'][number]
+
+const pad = (n: number, width: number) => String(n).padStart(width, '0')
+const sha256Hex = (data: string | Uint8Array) => createHash('sha256').update(data).digest('hex')
+
+function corrupt(message: string, details: Record<string, unknown>, cause?: unknown): UserError {
+  return new UserError(message, {
+    code: 'DATASET_CORRUPT',
+    exit: 'data',
+    cause,
+    details,
+    suggestions: ['Restore the store from a backup, or delete it and run `ml ingest` again.'],
+  })
+}
+
+/** Makes a rename or create durable; directories cannot be fsynced on some platforms, which is fine. */
+async function fsyncDir(dir: string): Promise<void> {
+  let handle
+  try {
+    handle = await open(dir, 'r')
+    await handle.sync()
+  } catch {
+    // Best effort only.
+  } finally {
+    await handle?.close().catch(() => {})
+  }
+}
+
+/** Writes a file so that readers see either the old content or the new, never a torn write. */
+async function atomicWrite(file: string, data: string | Uint8Array): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`
+  const handle = await open(tmp, 'w')
+  try {
+    await handle.writeFile(data)
+    await handle.sync()
+  } catch (error) {
+    await handle.close()
+    await rm(tmp, {force: true})
+    throw error
+  }
+  await handle.close()
+  await rename(tmp, file)
+  await fsyncDir(path.dirname(file))
+}
+
+async function readIfExists(file: string): Promise<string | undefined> {
+  try {
+    return await readFile(file, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw error
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** Orders new class names: numerically when both are digit strings (so "2" < "10"), else by code point. */
+export function compareClassNames(a: string, b: string): number {
+  if (/^\d+$/.test(a) && /^\d+$/.test(b)) {
+    const d = Number(a) - Number(b)
+    if (d !== 0) return d
+  }
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+function parseManifest(text: string, file: string): DatasetManifest {
+  let manifest: DatasetManifest
+  try {
+    manifest = JSON.parse(text) as DatasetManifest
+  } catch (error) {
+    throw corrupt(`${file} is not valid JSON: ${(error as Error).message}`, {file}, error)
+  }
+  if (manifest?.format !== 'ml-dataset' || !Array.isArray(manifest.shards)) {
+    throw corrupt(`${file} is not an ml dataset manifest`, {file})
+  }
+  if (manifest.formatVersion !== 1) {
+    throw new UserError(`${file} has dataset format version ${manifest.formatVersion}; this ml reads version 1`, {
+      code: 'DATASET_FORMAT',
+      exit: 'data',
+      details: {file},
+      suggestions: ['Use the ml version that wrote the dataset, or re-create it with `ml ingest` into a new store.'],
+    })
+  }
+  return manifest
+}
+
+/** Reads `<dir>/manifest.json`, the committed state of a dataset store. */
+export async function readManifest(dir: string): Promise<DatasetManifest> {
+  const file = path.join(dir, MANIFEST)
+  const text = await readIfExists(file)
+  if (text === undefined) {
+    throw new UserError(`no dataset at ${dir} (${MANIFEST} not found)`, {
+      code: 'DATASET_NOT_FOUND',
+      exit: 'data',
+      details: {store: dir},
+      suggestions: ['run `ml ingest` first'],
+    })
+  }
+  return parseManifest(text, file)
+}
+
+function emptyCounts(classes: string[]): Record<SplitName, ClassCounts> {
+  const counts = {} as Record<SplitName, ClassCounts>
+  for (const split of SPLITS) counts[split] = Object.fromEntries(classes.map((name) => [name, 0]))
+  return counts
+}
+
+function specDiff(a: ImageSpec, b: ImageSpec): string[] {
+  return (['width', 'height', 'channels', 'fit'] as const).filter((k) => a[k] !== b[k]).map((k) => `${k} ${a[k]} vs ${b[k]}`)
+}
+
+/** Takes the store's writer lock: a file holding our pid, taken over when its owner is gone. */
+async function lock(dir: string): Promise<void> {
+  const file = path.join(dir, LOCK)
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(file, 'wx')
+      try {
+        await handle.writeFile(`${process.pid}\n`)
+      } finally {
+        await handle.close()
+      }
+      return
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    }
+    const owner = Number.parseInt((await readIfExists(file)) ?? '', 10)
+    // Our own pid means an earlier store object of this process (or a dead process whose pid was
+    // reused by us, as in containers): either way nobody else is writing.
+    if (Number.isInteger(owner) && owner !== process.pid && isAlive(owner)) {
+      throw new UserError(`the dataset store ${dir} is being written by another ml process (pid ${owner})`, {
+        code: 'DATASET_LOCKED',
+        exit: 'usage',
+        details: {store: dir, pid: owner},
+        suggestions: [`Wait for it to finish, or delete ${file} if no such process is running.`],
+      })
+    }
+    await rm(file, {force: true})
+  }
+  throw new Error(`could not lock ${dir}`)
+}
+
+async function unlock(dir: string): Promise<void> {
+  const file = path.join(dir, LOCK)
+  const owner = await readIfExists(file)
+  if (owner !== undefined && Number.parseInt(owner, 10) === process.pid) await rm(file, {force: true})
+}
+
+/**
+ * A dataset store opened for writing. Shards written here stay invisible until commit(); a run that
+ * dies before committing leaves files that the next open() deletes. One writer at a time (a lock file
+ * whose owner is checked by pid), any number of readers (they only follow the manifest).
+ */
+export class DatasetStore {
+  readonly dir: string
+  readonly image: ImageSpec
+  readonly split: SplitFractions
+  private committed: DatasetManifest | undefined
+  private classNames: string[]
+  private readonly keys = new Set<string>()
+  private pending: ShardInfo[] = []
+  private pendingKeys: string[] = []
+  private quarantine: QuarantineEntry[] = []
+  private readonly quarantined = new Set<string>()
+  /** Examples per split and class name in the shards written since the last commit. */
+  private readonly pendingCounts = new Map<SplitName, Map<string, number>>()
+  private readonly shardNumber: Record<SplitName, number> = {train: 0, validation: 0, test: 0}
+  private locked = false
+
+  private constructor(dir: string, image: ImageSpec, split: SplitFractions, manifest: DatasetManifest | undefined) {
+    this.dir = dir
+    this.image = image
+    this.split = split
+    this.committed = manifest
+    this.classNames = [...(manifest?.classes ?? [])]
+  }
+
+  /** Opens (creating if needed) the store in `dir` for an ingest with this image spec and split rule. */
+  static async open(dir: string, image: ImageSpec, split: SplitFractions): Promise<DatasetStore> {
+    const root = path.resolve(dir)
+    await mkdir(path.join(root, SHARDS_DIR), {recursive: true})
+    await mkdir(path.join(root, MANIFESTS_DIR), {recursive: true})
+    // Locked before the manifest is read: another writer committing in between would otherwise
+    // make its new shards look like strays to delete.
+    await lock(root)
+    try {
+      const store = await DatasetStore.load(root, image, split)
+      store.locked = true
+      return store
+    } catch (error) {
+      await unlock(root)
+      throw error
+    }
+  }
+
+  private static async load(root: string, image: ImageSpec, split: SplitFractions): Promise<DatasetStore> {
+    const text = await readIfExists(path.join(root, MANIFEST))
+    const manifest = text === undefined ? undefined : parseManifest(text, path.join(root, MANIFEST))
+    if (manifest) {
+      const diff = specDiff(manifest.image, image)
+      if (diff.length > 0) {
+        throw new UserError(
+          `the dataset store ${root} holds ${manifest.image.width}x${manifest.image.height}x${manifest.image.channels} ` +
+            `(fit ${manifest.image.fit}) images but data.image asks for ${image.width}x${image.height}x${image.channels} ` +
+            `(fit ${image.fit}): ${diff.join(', ')}`,
+          {
+            code: 'DATASET_SPEC_MISMATCH',
+            exit: 'usage',
+            details: {store: root, stored: manifest.image, config: image},
+            suggestions: ['Set another `data.store` for the new image size, or delete the store to re-ingest everything.'],
+          },
+        )
+      }
+      const s = manifest.split
+      if (s.validation !== split.validation || s.test !== split.test || s.seed !== split.seed) {
+        // Changing the rule would leave stored images split by the old one and new ones by the new
+        // one: say so rather than silently keep either.
+        throw new UserError(
+          `the dataset store ${root} was split with validation ${s.validation}, test ${s.test}, seed ${s.seed} ` +
+            `but data.split says validation ${split.validation}, test ${split.test}, seed ${split.seed}`,
+          {
+            code: 'DATASET_SPEC_MISMATCH',
+            exit: 'usage',
+            details: {store: root, stored: s, config: split},
+            suggestions: [
+              'Restore the old data.split values, or set another `data.store` (or delete the store) to re-split everything.',
+            ],
+          },
+        )
+      }
+    }
+    const store = new DatasetStore(root, image, split, manifest)
+    await store.removeStrays()
+    await store.loadKeys()
+    await store.loadQuarantine()
+    return store
+  }
+
+  /** The last committed manifest, or undefined for a store nothing was ever committed to. */
+  get manifest(): DatasetManifest | undefined {
+    return this.committed
+  }
+
+  get version(): number {
+    return this.committed?.version ?? 0
+  }
+
+  get classes(): readonly string[] {
+    return this.classNames
+  }
+
+  /** Examples committed so far. */
+  get total(): number {
+    return this.committed?.total ?? 0
+  }
+
+  /** Shards written since the last commit. */
+  get pendingShards(): readonly ShardInfo[] {
+    return this.pending
+  }
+
+  /** True when an image with this dedupe key is committed or in a shard written since. */
+  hasKey(key: string): boolean {
+    return this.keys.has(key)
+  }
+
+  /**
+   * Registers class names known up front. Names not seen before are sorted, then appended, so a first
+   * ingest gets sorted indices and later ones never renumber existing classes.
+   */
+  registerClasses(names: Iterable<string>): void {
+    const known = new Set(this.classNames)
+    const fresh = [...new Set(names)].filter((name) => !known.has(name)).sort(compareClassNames)
+    this.classNames.push(...fresh)
+  }
+
+  /** The index of class `name`, appending it if new. */
+  classIndex(name: string): number {
+    let index = this.classNames.indexOf(name)
+    if (index === -1) index = this.classNames.push(name) - 1
+    return index
+  }
+
+  /** Writes one shard of `split` (invisible until commit) and its key list. */
+  async writeShard(split: SplitName, records: readonly ImageRecord[]): Promise<ShardInfo> {
+    if (records.length === 0) throw new Error('writeShard: no records')
+    const {width, height, channels} = this.image
+    for (const r of records) {
+      if (r.width !== width || r.height !== height || r.channels !== channels) {
+        throw new Error(`writeShard: record ${r.key} is ${r.width}x${r.height}x${r.channels}, store is ${width}x${height}x${channels}`)
+      }
+      if (this.classNames[r.label] !== r.text) throw new Error(`writeShard: record ${r.key} has label ${r.label} but text "${r.text}"`)
+    }
+    const addedIn = this.version + 1
+    // Numbered synchronously, so concurrent writeShard calls get distinct names.
+    const base = `${split}-${pad(addedIn, 6)}-${pad(this.shardNumber[split]++, 5)}`
+    const file = `${SHARDS_DIR}/${base}.tfrecord`
+    const keysFile = `${SHARDS_DIR}/${base}.keys`
+    const {bytes, sha256} = await this.writeRecords(path.join(this.dir, file), records)
+    const keys = records.map((r) => r.key)
+    await atomicWrite(path.join(this.dir, keysFile), keys.join('\n') + '\n')
+    const info: ShardInfo = {file, split, count: records.length, bytes, sha256, keysFile, addedIn}
+    this.pending.push(info)
+    for (const key of keys) {
+      this.keys.add(key)
+      this.pendingKeys.push(key)
+    }
+    let byClass = this.pendingCounts.get(split)
+    if (!byClass) this.pendingCounts.set(split, (byClass = new Map()))
+    for (const r of records) byClass.set(r.text, (byClass.get(r.text) ?? 0) + 1)
+    return info
+  }
+
+  private async writeRecords(file: string, records: readonly ImageRecord[]): Promise<{bytes: number; sha256: string}> {
+    const tmp = `${file}.tmp-${process.pid}`
+    const hash = createHash('sha256')
+    const handle = await open(tmp, 'w')
+    let bytes = 0
+    try {
+      let chunk: Buffer[] = []
+      let chunkBytes = 0
+      for (const r of records) {
+        const framed = encodeRecord(encodeExample(r))
+        hash.update(framed)
+        chunk.push(framed)
+        chunkBytes += framed.length
+        if (chunkBytes >= WRITE_CHUNK_BYTES) {
+          await handle.write(Buffer.concat(chunk, chunkBytes))
+          bytes += chunkBytes
+          chunk = []
+          chunkBytes = 0
+        }
+      }
+      if (chunkBytes > 0) await handle.write(Buffer.concat(chunk, chunkBytes))
+      bytes += chunkBytes
+      await handle.sync()
+    } catch (error) {
+      await handle.close()
+      await rm(tmp, {force: true})
+      throw error
+    }
+    await handle.close()
+    await rename(tmp, file)
+    return {bytes, sha256: hash.digest('hex')}
+  }
+
+  /** Queues quarantine entries; they are appended to quarantine.jsonl by the next commit(). */
+  addQuarantine(entries: Iterable<QuarantineEntry>): void {
+    for (const entry of entries) this.quarantine.push(entry)
+  }
+
+  /**
+   * Appends queued quarantine entries, skipping an origin already quarantined for the same reason so
+   * that re-running an ingest over the same bad files does not grow the file.
+   */
+  async flushQuarantine(): Promise<void> {
+    const fresh: QuarantineEntry[] = []
+    for (const entry of this.quarantine) {
+      const id = `${entry.reason}\u0000${entry.origin}`
+      if (this.quarantined.has(id)) continue
+      this.quarantined.add(id)
+      fresh.push(entry)
+    }
+    this.quarantine = []
+    if (fresh.length === 0) return
+    await appendFile(path.join(this.dir, QUARANTINE), fresh.map((e) => JSON.stringify(e) + '\n').join(''))
+  }
+
+  /**
+   * Publishes the shards written since the last commit as manifest version+1. With nothing written
+   * the manifest is left as it is (same version), so re-ingesting the same data is a no-op.
+   */
+  async commit(history: Omit<HistoryEntry, 'version' | 'at'>): Promise<DatasetManifest> {
+    await this.flushQuarantine()
+    const now = new Date().toISOString()
+    const previous = this.committed
+    if (this.pending.length === 0) {
+      return previous ?? this.emptyManifest(now)
+    }
+    const version = this.version + 1
+    const counts = emptyCounts(this.classNames)
+    if (previous) {
+      for (const split of SPLITS) for (const [name, n] of Object.entries(previous.counts[split] ?? {})) counts[split][name] = n
+    }
+    const allKeys = [...this.keys].sort()
+    let total = previous?.total ?? 0
+    for (const shard of this.pending) total += shard.count
+    for (const [split, byClass] of this.pendingCounts) for (const [name, n] of byClass) counts[split][name] = (counts[split][name] ?? 0) + n
+    const manifest: DatasetManifest = {
+      format: 'ml-dataset',
+      formatVersion: 1,
+      version,
+      createdAt: previous?.createdAt ?? now,
+      updatedAt: now,
+      image: this.image,
+      classes: [...this.classNames],
+      counts,
+      total,
+      shards: [...(previous?.shards ?? []), ...this.pending],
+      split: {validation: this.split.validation, test: this.split.test, seed: this.split.seed},
+      fingerprint: sha256Hex(allKeys.join('\n')),
+      history: [...(previous?.history ?? []), {version, at: now, ...history}],
+    }
+    const text = JSON.stringify(manifest, null, 2) + '\n'
+    await fsyncDir(path.join(this.dir, SHARDS_DIR))
+    // History first: once manifest.json names a version, its copy under manifests/ exists.
+    await atomicWrite(path.join(this.dir, MANIFESTS_DIR, `v${pad(version, 4)}.json`), text)
+    await atomicWrite(path.join(this.dir, MANIFEST), text)
+    this.committed = manifest
+    this.pending = []
+    this.pendingKeys = []
+    this.pendingCounts.clear()
+    for (const split of SPLITS) this.shardNumber[split] = 0
+    return manifest
+  }
+
+  /** Drops everything written since the last commit (shard files, keys, queued quarantine). */
+  async discard(): Promise<void> {
+    const shards = this.pending
+    this.pending = []
+    for (const key of this.pendingKeys) this.keys.delete(key)
+    this.pendingKeys = []
+    this.pendingCounts.clear()
+    this.quarantine = []
+    this.classNames = [...(this.committed?.classes ?? [])]
+    for (const shard of shards) {
+      await rm(path.join(this.dir, shard.file), {force: true})
+      await rm(path.join(this.dir, shard.keysFile), {force: true})
+    }
+  }
+
+  /** Releases the writer lock. Uncommitted shards are left for the next open() to clean up. */
+  async close(): Promise<void> {
+    if (!this.locked) return
+    this.locked = false
+    await unlock(this.dir)
+  }
+
+  private emptyManifest(now: string): DatasetManifest {
+    return {
+      format: 'ml-dataset',
+      formatVersion: 1,
+      version: 0,
+      createdAt: now,
+      updatedAt: now,
+      image: this.image,
+      classes: [...this.classNames],
+      counts: emptyCounts(this.classNames),
+      total: 0,
+      shards: [],
+      split: {validation: this.split.validation, test: this.split.test, seed: this.split.seed},
+      fingerprint: sha256Hex(''),
+      history: [],
+    }
+  }
+
+  /** Deletes what interrupted runs left: temp files, and shards and manifests no manifest names. */
+  private async removeStrays(): Promise<void> {
+    const isTmp = (name: string) => /\.tmp-\d+$/.test(name)
+    for (const name of await readdir(this.dir)) if (isTmp(name)) await rm(path.join(this.dir, name), {force: true})
+    const referenced = new Set<string>()
+    for (const shard of this.committed?.shards ?? []) {
+      referenced.add(path.posix.basename(shard.file))
+      referenced.add(path.posix.basename(shard.keysFile))
+    }
+    for (const name of await readdir(path.join(this.dir, SHARDS_DIR))) {
+      if (!referenced.has(name)) await rm(path.join(this.dir, SHARDS_DIR, name), {force: true})
+    }
+    for (const name of await readdir(path.join(this.dir, MANIFESTS_DIR))) {
+      const version = /^v(\d+)\.json$/.exec(name)
+      if (isTmp(name) || (version && Number(version[1]) > this.version)) await rm(path.join(this.dir, MANIFESTS_DIR, name), {force: true})
+    }
+  }
+
+  private async loadKeys(): Promise<void> {
+    for (const shard of this.committed?.shards ?? []) {
+      const file = path.join(this.dir, shard.keysFile)
+      const text = await readIfExists(file)
+      const keys = text === undefined ? [] : text.split('\n').filter((line) => line.length > 0)
+      if (text === undefined || keys.length !== shard.count) {
+        throw corrupt(
+          text === undefined
+            ? `key list ${shard.keysFile} of dataset ${this.dir} is missing`
+            : `key list ${shard.keysFile} of dataset ${this.dir} has ${keys.length} keys, the manifest says ${shard.count}`,
+          {store: this.dir, shard: shard.file},
+        )
+      }
+      for (const key of keys) this.keys.add(key)
+    }
+  }
+
+  private async loadQuarantine(): Promise<void> {
+    const text = await readIfExists(path.join(this.dir, QUARANTINE))
+    for (const line of text?.split('\n') ?? []) {
+      if (!line) continue
+      try {
+        const entry = JSON.parse(line) as QuarantineEntry
+        this.quarantined.add(`${entry.reason}\u0000${entry.origin}`)
+      } catch {
+        // A torn last line from a crash: the entry is simply written again.
+      }
+    }
+  }
+}
+
+async function hashFile(file: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of createReadStream(file, {highWaterMark: 1 << 20})) hash.update(chunk as Buffer)
+  return hash.digest('hex')
+}
+
+/**
+ * Yields the records of one committed shard, after checking the file's size and sha256 against the
+ * manifest: a shard is immutable once committed, so any difference means damage.
+ */
+export async function* readShard(dir: string, shard: ShardInfo): AsyncGenerator<ImageRecord> {
+  const file = path.join(dir, shard.file)
+  const details = {store: dir, shard: shard.file}
+  let size: number
+  try {
+    size = (await stat(file)).size
+  } catch (error) {
+    throw corrupt(`shard ${shard.file} of dataset ${dir} is missing`, details, error)
+  }
+  if (size !== shard.bytes) {
+    throw corrupt(`shard ${shard.file} of dataset ${dir} is corrupt: ${size} bytes, the manifest says ${shard.bytes}`, details)
+  }
+  const mismatch = () => corrupt(`shard ${shard.file} of dataset ${dir} is corrupt: its sha256 does not match the manifest`, details)
+  let payloads: Iterable<Buffer> | AsyncIterable<Buffer>
+  if (size <= IN_MEMORY_SHARD_BYTES) {
+    const buf = await readFile(file)
+    if (sha256Hex(buf) !== shard.sha256) throw mismatch()
+    payloads = readRecords(buf, file)
+  } else {
+    // Too big to hold: hash in one pass, then parse in a second rather than yield unverified records.
+    if ((await hashFile(file)) !== shard.sha256) throw mismatch()
+    payloads = streamRecords(file)
+  }
+  let index = 0
+  for await (const payload of payloads) {
+    yield decodeExample(payload, `${file} record ${index}`)
+    index++
+  }
+  if (index !== shard.count) {
+    throw corrupt(`shard ${shard.file} of dataset ${dir} holds ${index} examples, the manifest says ${shard.count}`, details)
+  }
+}
+
+/**
+ * Decodes a PNG straight into `out` (height x width x channels) with pngjs, which is several times
+ * faster than sharp for tiny images because it avoids libvips' per-image setup. Returns false when
+ * pngjs cannot read it or the size is not the expected one.
+ */
+function decodePngInto(encoded: Uint8Array, out: Uint8Array, width: number, height: number, channels: number): boolean {
+  let png
+  try {
+    png = PNG.sync.read(Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength))
+  } catch {
+    return false
+  }
+  if (png.width !== width || png.height !== height) return false
+  const rgba = png.data
+  const n = width * height
+  if (channels === 3) {
+    for (let p = 0, o = 0; p < n; p++, o += 3) {
+      out[o] = rgba[p * 4]!
+      out[o + 1] = rgba[p * 4 + 1]!
+      out[o + 2] = rgba[p * 4 + 2]!
+    }
+  } else if (!png.color) {
+    // pngjs expands grey to R = G = B.
+    for (let p = 0; p < n; p++) out[p] = rgba[p * 4]!
+  } else {
+    // Rec. 601 luma, the weights sharp's greyscale uses.
+    for (let p = 0; p < n; p++) {
+      out[p] = Math.round(0.299 * rgba[p * 4]! + 0.587 * rgba[p * 4 + 1]! + 0.114 * rgba[p * 4 + 2]!)
+    }
+  }
+  return true
+}
+
+async function decodeWithSharp(encoded: Uint8Array, out: Uint8Array, width: number, height: number, channels: number): Promise<void> {
+  let image = sharp(encoded).resize(width, height, {fit: 'fill'})
+  image = channels === 1 ? image.greyscale() : image.toColourspace('srgb')
+  const {data, info} = await image.removeAlpha().raw().toBuffer({resolveWithObject: true})
+  if (info.channels !== channels || data.length !== out.length) {
+    throw new Error(`decoded to ${info.width}x${info.height}x${info.channels}`)
+  }
+  out.set(data)
+}
+
+/** Decodes every image of `split` into one NHWC uint8 array, in shard order. */
+export async function loadSplit(dir: string, split: SplitName, manifest?: DatasetManifest): Promise<DecodedSplit> {
+  const m = manifest ?? (await readManifest(dir))
+  const {width, height, channels} = m.image
+  const shards = m.shards.filter((s) => s.split === split)
+  const count = shards.reduce((sum, s) => sum + s.count, 0)
+  const frame = width * height * channels
+  const pixels = new Uint8Array(count * frame)
+  const labels = new Int32Array(count)
+  const keys: string[] = []
+  let i = 0
+  for (const shard of shards) {
+    for await (const r of readShard(dir, shard)) {
+      const out = pixels.subarray(i * frame, (i + 1) * frame)
+      if (!decodePngInto(r.encoded, out, width, height, channels)) {
+        try {
+          await decodeWithSharp(r.encoded, out, width, height, channels)
+        } catch (error) {
+          throw corrupt(`image ${r.key} in shard ${shard.file} of dataset ${dir} cannot be decoded: ${(error as Error).message}`, {
+            store: dir,
+            shard: shard.file,
+            key: r.key,
+          }, error)
+        }
+      }
+      if (!(r.label >= 0 && r.label < m.classes.length)) {
+        throw corrupt(`image ${r.key} in shard ${shard.file} of dataset ${dir} has label ${r.label}, outside the ${m.classes.length} classes`, {
+          store: dir,
+          shard: shard.file,
+          key: r.key,
+        })
+      }
+      labels[i] = r.label
+      keys.push(r.key)
+      i++
+    }
+  }
+  return {split, count, height, width, channels, pixels, labels, keys}
+}

@@ -1,0 +1,117 @@
+// TFRecord framing, byte-compatible with TensorFlow's tf.data.TFRecordDataset / tf.io.TFRecordWriter:
+// each record is a uint64 LE length, the masked CRC32C of those 8 bytes, the payload, its masked CRC32C.
+import {open} from 'node:fs/promises'
+import {crc32c} from '@node-rs/crc32'
+import {UserError} from '../ui/errors.js'
+
+const MASK_DELTA = 0xa282ead8
+/** Bytes of framing around each payload: 8 length + 4 length CRC + 4 payload CRC. */
+export const RECORD_OVERHEAD = 16
+const HEADER_BYTES = 12
+
+/**
+ * The CRC TFRecord stores: CRC32C rotated and offset, because a CRC over data that itself embeds
+ * CRCs is weak (this is the same mask as leveldb / TensorFlow's crc32c::Mask).
+ */
+export function maskedCrc32c(buf: Uint8Array): number {
+  const crc = crc32c(buf) >>> 0
+  return ((((crc >>> 15) | (crc << 17)) >>> 0) + MASK_DELTA) >>> 0
+}
+
+/** Frames one payload as a TFRecord. */
+export function encodeRecord(data: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(data.length + RECORD_OVERHEAD)
+  out.writeBigUInt64LE(BigInt(data.length), 0)
+  out.writeUInt32LE(maskedCrc32c(out.subarray(0, 8)), 8)
+  out.set(data, HEADER_BYTES)
+  out.writeUInt32LE(maskedCrc32c(data), HEADER_BYTES + data.length)
+  return out
+}
+
+function corrupt(source: string, index: number, offset: number, problem: string): UserError {
+  return new UserError(`${source}: TFRecord ${index} (byte offset ${offset}) ${problem}`, {
+    code: 'TFRECORD_CORRUPT',
+    exit: 'data',
+    details: {file: source, record: index, offset},
+    suggestions: ['The file is damaged or was not fully written: restore it, or re-create the dataset with `ml ingest`.'],
+  })
+}
+
+/**
+ * Checks a record header at `pos` (which must hold at least 12 bytes) and returns the payload
+ * length. The length CRC is verified before the length is trusted, so a flipped length bit reads as
+ * corruption rather than as a bogus huge allocation.
+ */
+function parseHeader(buf: Buffer, pos: number, source: string, index: number, offset: number): number {
+  const lengthBytes = buf.subarray(pos, pos + 8)
+  if (buf.readUInt32LE(pos + 8) !== maskedCrc32c(lengthBytes)) throw corrupt(source, index, offset, 'has a bad length CRC')
+  const length = buf.readBigUInt64LE(pos)
+  if (length > BigInt(Number.MAX_SAFE_INTEGER)) throw corrupt(source, index, offset, `has an impossible length ${length}`)
+  return Number(length)
+}
+
+function checkPayload(buf: Buffer, start: number, length: number, source: string, index: number, offset: number): Buffer {
+  const data = buf.subarray(start, start + length)
+  if (buf.readUInt32LE(start + length) !== maskedCrc32c(data)) throw corrupt(source, index, offset, 'has a bad data CRC')
+  return data
+}
+
+/**
+ * Yields the payloads of a whole TFRecord file held in memory (views into `buf`, not copies).
+ * `source` names the file in errors.
+ */
+export function* readRecords(buf: Buffer, source: string): Generator<Buffer> {
+  let pos = 0
+  for (let index = 0; pos < buf.length; index++) {
+    if (buf.length - pos < HEADER_BYTES) throw corrupt(source, index, pos, `is truncated (${buf.length - pos} bytes of a 12-byte header)`)
+    const length = parseHeader(buf, pos, source, index, pos)
+    const end = pos + HEADER_BYTES + length + 4
+    if (end > buf.length) throw corrupt(source, index, pos, `is truncated (needs ${end - pos} bytes, file has ${buf.length - pos} left)`)
+    yield checkPayload(buf, pos + HEADER_BYTES, length, source, index, pos)
+    pos = end
+  }
+}
+
+/**
+ * Streams the payloads of a TFRecord file without loading it whole: reads `chunkSize` bytes at a
+ * time (more for a record bigger than that). Yielded buffers stay valid after the next one.
+ */
+export async function* streamRecords(file: string, chunkSize = 4 << 20): AsyncGenerator<Buffer> {
+  const handle = await open(file, 'r')
+  try {
+    // `buf[pos..]` holds unparsed bytes that start at file offset `offset`.
+    let buf = Buffer.alloc(0)
+    let pos = 0
+    let offset = 0
+    let eof = false
+    // Each refill copies the unparsed tail into a fresh buffer (never reused), so payload views
+    // already handed out are never overwritten.
+    const fill = async (need: number): Promise<boolean> => {
+      while (buf.length - pos < need && !eof) {
+        const tail = buf.length - pos
+        const next = Buffer.allocUnsafe(Math.max(chunkSize, need))
+        buf.copy(next, 0, pos)
+        const {bytesRead} = await handle.read(next, tail, next.length - tail, offset + tail)
+        if (bytesRead < next.length - tail) eof = true
+        buf = next.subarray(0, tail + bytesRead)
+        pos = 0
+      }
+      return buf.length - pos >= need
+    }
+    for (let index = 0; ; index++) {
+      if (!(await fill(HEADER_BYTES))) {
+        if (buf.length - pos === 0) return
+        throw corrupt(file, index, offset, `is truncated (${buf.length - pos} bytes of a 12-byte header)`)
+      }
+      const length = parseHeader(buf, pos, file, index, offset)
+      const total = HEADER_BYTES + length + 4
+      if (!(await fill(total))) throw corrupt(file, index, offset, `is truncated (needs ${total} bytes, file has ${buf.length - pos} left)`)
+      const data = checkPayload(buf, pos + HEADER_BYTES, length, file, index, offset)
+      pos += total
+      offset += total
+      yield data
+    }
+  } finally {
+    await handle.close()
+  }
+}
