@@ -78,7 +78,10 @@ export async function saveCheckpoint(
   const staging = joinPath(checkpointsDir, `.staging-${name}-${process.pid}`)
   await remove(staging)
   await saveModel(model, staging)
-  const {entries, data} = await serialiseTensors(await optimizer.getWeights())
+  const optimizerWeights = await optimizer.getWeights()
+  const {entries, data} = await serialiseTensors(optimizerWeights)
+  // getWeights returns the optimizer's own variables plus a fresh iteration-count tensor: free that one.
+  for (const {tensor} of optimizerWeights) if (!(tensor instanceof tf.Variable)) tensor.dispose()
   await writeFileAtomic(joinPath(staging, 'optimizer.bin'), data)
   await writeFileAtomic(joinPath(staging, 'optimizer.json'), JSON.stringify({entries}))
   await writeFileAtomic(joinPath(staging, 'state.json'), JSON.stringify(position))
