@@ -37,7 +37,7 @@ export function createProgress(options: ProgressOptions): Progress {
 
   if (!stream.isTTY) {
     const interval = options.lineIntervalMs ?? 10_000
-    let lastLine = 0
+    let lastLine = performance.now()
     return {
       update(done, status, newTotal) {
         if (newTotal !== undefined) total = newTotal
