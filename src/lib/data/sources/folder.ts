@@ -1,0 +1,167 @@
+// The folder source: images on a local disk, one sub-folder per class (or one fixed label), listed
+// in a sorted, streamed walk so that a million-file tree costs one directory's names of memory.
+import type {Stats} from 'node:fs'
+import {lstat, opendir, readFile, stat} from 'node:fs/promises'
+import path from 'node:path'
+import type {FolderSourceConfig} from '../../config/schema.js'
+import {resolvePath} from '../../config/load.js'
+import {UserError} from '../../ui/errors.js'
+import type {SourceContext, SourceItem} from './index.js'
+
+function configKey(ctx: SourceContext): string {
+  return ctx.index === undefined ? 'data.sources[].path' : `data.sources[${ctx.index}].path`
+}
+
+/** Resolves the source's folder and checks that it is one; throws a UserError naming the config key. */
+async function resolveRoot(source: FolderSourceConfig, ctx: SourceContext): Promise<string> {
+  const root = resolvePath(ctx, source.path)
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(root)) {
+    throw new UserError(`${configKey(ctx)}: ${root} is a URI; folder sources read local folders only`, {
+      code: 'SOURCE_UNSUPPORTED',
+      exit: 'usage',
+      suggestions: ['Copy the images to a local folder, or use a source type made for that storage.'],
+    })
+  }
+  let stats: Stats
+  try {
+    stats = await stat(root)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      throw new UserError(`${configKey(ctx)}: folder ${root} does not exist`, {
+        code: 'SOURCE_NOT_FOUND',
+        exit: 'data',
+        cause: error,
+        details: {key: configKey(ctx), path: root},
+        suggestions: ['Relative paths are resolved against the folder of the config file.'],
+      })
+    }
+    throw new UserError(`${configKey(ctx)}: cannot read folder ${root}: ${(error as Error).message}`, {
+      code: 'SOURCE_UNREADABLE',
+      exit: 'data',
+      cause: error,
+      details: {key: configKey(ctx), path: root},
+    })
+  }
+  if (!stats.isDirectory()) {
+    throw new UserError(`${configKey(ctx)}: ${root} is not a folder`, {
+      code: 'SOURCE_NOT_FOUND',
+      exit: 'data',
+      details: {key: configKey(ctx), path: root},
+      suggestions: ['A folder source needs a folder with one sub-folder per class (or `label` set and the images in it).'],
+    })
+  }
+  return root
+}
+
+interface Listing {
+  /** Visible entry names, sorted by code unit (not localeCompare): the same on every machine. */
+  names: string[]
+  directories: Set<string>
+  /** Symlinks and entries whose type the file system did not report: these need a stat. */
+  others: Set<string>
+}
+
+// Names rather than Dirent objects, and types as sets of the few non-files, because a flat folder of
+// a million images has to be held in memory whole to be sorted.
+async function listFolder(dir: string, signal: AbortSignal | undefined): Promise<Listing | undefined> {
+  const listing: Listing = {names: [], directories: new Set(), others: new Set()}
+  try {
+    for await (const entry of await opendir(dir)) {
+      if (signal?.aborted) return undefined
+      const name = entry.name
+      if (name.startsWith('.')) continue
+      if (entry.isFile()) {
+        listing.names.push(name)
+      } else if (entry.isDirectory()) {
+        listing.names.push(name)
+        listing.directories.add(name)
+      } else if (entry.isSymbolicLink() || !(entry.isFIFO() || entry.isSocket() || entry.isBlockDevice() || entry.isCharacterDevice())) {
+        listing.names.push(name)
+        listing.others.add(name)
+      }
+    }
+  } catch (error) {
+    // A folder removed while we walk is simply gone; anything else (permissions) needs the user.
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new UserError(`cannot list folder ${dir}: ${(error as Error).message}`, {code: 'SOURCE_UNREADABLE', exit: 'data', cause: error})
+  }
+  listing.names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+  return listing
+}
+
+interface FoundFile {
+  file: string
+  /** The class folder (first path segment under the root), undefined for files in the root itself. */
+  classFolder: string | undefined
+  stats?: Stats
+}
+
+/**
+ * Depth-first walk in sorted order, one folder listing per level in memory. Hidden entries are
+ * skipped; symlinks are followed to files only, never to folders (no cycles, no escaping the tree).
+ * Regular files are stat'ed only when `withStats` (for their size).
+ */
+async function* walk(root: string, withStats: boolean, signal: AbortSignal | undefined): AsyncGenerator<FoundFile> {
+  async function* visit(dir: string, classFolder: string | undefined): AsyncGenerator<FoundFile> {
+    const listing = await listFolder(dir, signal)
+    if (listing === undefined) return
+    for (const name of listing.names) {
+      if (signal?.aborted) return
+      const full = path.join(dir, name)
+      const folderLabel = classFolder ?? name
+      if (listing.directories.has(name)) {
+        yield* visit(full, folderLabel)
+        continue
+      }
+      const isOther = listing.others.has(name)
+      if (!isOther && !withStats) {
+        yield {file: full, classFolder}
+        continue
+      }
+      let stats: Stats
+      try {
+        stats = await stat(full)
+      } catch {
+        // A dangling symlink, or a file deleted meanwhile: nothing to read.
+        continue
+      }
+      if (stats.isFile()) {
+        yield {file: full, classFolder, stats}
+      } else if (stats.isDirectory() && isOther) {
+        // Only an entry of unknown type can be a real folder here; a symlink to a folder is skipped.
+        const link = await lstat(full).catch(() => undefined)
+        if (link !== undefined && !link.isSymbolicLink()) yield* visit(full, folderLabel)
+      }
+    }
+  }
+  yield* visit(root, undefined)
+}
+
+/**
+ * Streams the images of a folder source. Iteration stops early (without an error) once ctx.signal
+ * is aborted; callers check `signal.aborted` to tell that from the end of the folder.
+ */
+export async function* openFolderSource(source: FolderSourceConfig, ctx: SourceContext): AsyncGenerator<SourceItem> {
+  const root = await resolveRoot(source, ctx)
+  for await (const found of walk(root, true, ctx.signal)) {
+    if (ctx.signal?.aborted) return
+    const file = found.file
+    const item: SourceItem = {
+      origin: file,
+      label: source.label ?? found.classFolder,
+      read: () => readFile(file),
+    }
+    if (source.split !== undefined) item.split = source.split
+    if (found.stats !== undefined) item.size = found.stats.size
+    yield item
+  }
+}
+
+/** Number of items openFolderSource would yield, from a listing only (stats only for symlinks). */
+export async function countFolderSource(source: FolderSourceConfig, ctx: SourceContext): Promise<number | undefined> {
+  const root = await resolveRoot(source, ctx)
+  let count = 0
+  for await (const _ of walk(root, false, ctx.signal)) count++
+  return ctx.signal?.aborted ? undefined : count
+}
