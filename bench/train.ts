@@ -22,6 +22,11 @@ interface BenchResult {
   cpuBackendImagesPerSec: number
   /** Batch size of the cpu-backend measurement (images/s barely depend on it there). */
   cpuBackendBatchSize: number
+  /** The real trainer (`ml train` code path) on real MNIST digits, 1 and 2 data-parallel workers. */
+  workers1ImagesPerSec: number
+  workers2ImagesPerSec: number
+  /** workers2ImagesPerSec / workers1ImagesPerSec. */
+  scaling2: number
   peakRssMb: number
 }
 
@@ -101,12 +106,59 @@ async function measureCpu(): Promise<number> {
   return (CPU_TIMED_STEPS * CPU_BATCH) / seconds
 }
 
+/**
+ * Epoch images/s of the trainer with 1 and 2 worker processes on the same real MNIST dataset
+ * (cnn-small, batch 128), alternating the two so that machine load affects both alike.
+ */
+async function measureWorkers(): Promise<{one: number; two: number}> {
+  const {mkdtemp, rm, writeFile} = await import('node:fs/promises')
+  const os = await import('node:os')
+  const path = await import('node:path')
+  const {materialiseMnist} = await import('../src/lib/data/mnist.js')
+  const {loadConfig} = await import('../src/lib/config/load.js')
+  const {runIngest} = await import('../src/lib/data/ingest.js')
+  const {runTraining} = await import('../src/lib/train/trainer.js')
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ml-bench-train-'))
+  try {
+    await materialiseMnist(path.join(dir, 'train'), 'train', 0, 3840)
+    const configFor = async (devices: number) => {
+      const file = path.join(dir, `ml-${devices}.yaml`)
+      await writeFile(
+        file,
+        JSON.stringify({
+          name: 'bench',
+          data: {sources: [{type: 'folder', path: 'train'}], split: {validation: 0, test: 0}, store: 'dataset'},
+          model: {preset: 'cnn-small'},
+          train: {epochs: 1, batchSize: BATCH, backend: 'wasm', devices, runs: 'runs'},
+        }),
+      )
+      return loadConfig(file)
+    }
+    const one = await configFor(1)
+    const two = await configFor(2)
+    await runIngest({config: one.config, baseDir: one.baseDir})
+    const rates: Record<number, number[]> = {1: [], 2: []}
+    let run = 0
+    for (let round = 0; round < 2; round++) {
+      for (const [devices, loaded] of [[1, one], [2, two]] as const) {
+        const summary = await runTraining({loaded, runId: `r${run++}`})
+        rates[devices]!.push(summary.imagesPerSec)
+      }
+    }
+    return {one: median(rates[1]!), two: median(rates[2]!)}
+  } finally {
+    await rm(dir, {recursive: true, force: true})
+  }
+}
+
 async function main(): Promise<void> {
   const preference = (process.argv[2] ?? 'auto') as EnginePreference
   const engine = await initEngine(preference)
   const {train, infer} = await measureBackend()
   await initEngine('cpu')
   const cpu = await measureCpu()
+  await initEngine(preference)
+  const workers = await measureWorkers()
   const round = (value: number, digits = 1) => Math.round(value * 10 ** digits) / 10 ** digits
   const result: BenchResult = {
     backend: engine.backend,
@@ -116,6 +168,9 @@ async function main(): Promise<void> {
     limitRatio: round(train / (infer / 3), 3),
     cpuBackendImagesPerSec: round(cpu, 2),
     cpuBackendBatchSize: CPU_BATCH,
+    workers1ImagesPerSec: round(workers.one),
+    workers2ImagesPerSec: round(workers.two),
+    scaling2: round(workers.two / workers.one, 3),
     peakRssMb: round(process.resourceUsage().maxRSS / 1024),
   }
   process.stdout.write(`${JSON.stringify(result)}\n`)

@@ -14,6 +14,7 @@ ${MlCommand.exitCodesHelp}`
     '<%= config.bin %> train',
     '<%= config.bin %> train --epochs 3 --backend wasm --json',
     '<%= config.bin %> train --resume',
+    '<%= config.bin %> train --devices 2',
     '<%= config.bin %> train --resume mnist-20261124-101500',
   ]
 
@@ -23,6 +24,10 @@ ${MlCommand.exitCodesHelp}`
     'learning-rate': Flags.string({summary: 'Learning rate (overrides train.learningRate).', env: 'ML_LEARNING_RATE'}),
     backend: Flags.string({summary: 'auto | tensorflow | wasm | cpu (overrides train.backend).', env: 'ML_BACKEND'}),
     seed: Flags.integer({summary: 'Seed (overrides train.seed).', env: 'ML_SEED', min: 0}),
+    devices: Flags.string({
+      summary: 'Data-parallel workers: a number, or auto (one per GPU, else one per core). Overrides train.devices.',
+      env: 'ML_DEVICES',
+    }),
     resume: Flags.string({
       summary: 'Continue a run from its last checkpoint: the latest run, or the given run id.',
       env: 'ML_RESUME',
@@ -42,6 +47,7 @@ ${MlCommand.exitCodesHelp}`
       'train.learningRate': flags['learning-rate'] === undefined ? undefined : Number(flags['learning-rate']),
       'train.backend': flags.backend,
       'train.seed': flags.seed,
+      'train.devices': flags.devices === undefined || flags.devices === 'auto' ? flags.devices : Number(flags.devices),
     })
     const {runTraining} = await import('../lib/train/trainer.js')
     const abort = new AbortController()
@@ -60,7 +66,7 @@ ${MlCommand.exitCodesHelp}`
           switch (event.type) {
             case 'start': {
               epochs = event.epochs
-              this.note(`run ${event.runId} (${event.resumed ? `resumed at epoch ${event.startEpoch + 1}` : 'new'}) on backend ${event.backend}`)
+              this.note(`run ${event.runId} (${event.resumed ? `resumed at epoch ${event.startEpoch + 1}` : 'new'}) on backend ${event.backend}${event.workers > 1 ? ` with ${event.workers} workers` : ''}`)
               for (const n of event.notes) this.note(`  ${n}`)
               this.note(`  ${event.params.toLocaleString('en-US')} parameters, ${event.trainCount} train / ${event.validationCount} validation images, ${event.steps} steps per epoch`)
               break

@@ -4,12 +4,15 @@ import * as tf from '@tensorflow/tfjs'
 import type {ImageSpec, LayerConfig, ModelConfig} from '../config/schema.js'
 import {joinPath, readBytes, readJson, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../ui/errors.js'
+import {seededDropout} from './dropout.js'
 import {presetLayers} from './presets.js'
 import {rngFor, withSeededRandom} from './rng.js'
 
 type LayerFactory = (args: Record<string, unknown>) => tf.layers.Layer
 
 function layerFactory(type: string, where: string): LayerFactory {
+  // Dropout masks must not depend on how a batch is split across workers (see dropout.ts).
+  if (type === 'dropout') return seededDropout as unknown as LayerFactory
   const factory = (tf.layers as unknown as Record<string, unknown>)[type]
   if (typeof factory !== 'function' || type === 'input' || type.startsWith('_')) {
     throw new UserError(`${where}: unknown layer type "${type}"`, {
@@ -39,6 +42,8 @@ export function buildModel(model: ModelConfig, image: ImageSpec, numClasses: num
     specs.forEach((spec, i) => {
       const {type, ...args} = spec
       const path = model.layers ? `${where}[${i}]` : where
+      // Stable layer names: dropout masks are keyed by them, and they read well in exported graphs.
+      if (args.name === undefined) args.name = `${type.replace(/[^a-zA-Z0-9]/g, '').toLowerCase()}_${i + 1}`
       try {
         net.add(layerFactory(type, `${path}.type`)(args))
       } catch (error) {

@@ -37,9 +37,17 @@ function augmentInto(out: Float32Array, at: number, pixels: Uint8Array, src: num
   }
 }
 
+export interface AugmentOptions {
+  config: TrainConfig['augment']
+  /** The generator of one example, by its row in the global batch: layout-independent randomness. */
+  rngFor: (row: number) => Rng
+  /** Row, in the global batch, of this batch's first example. */
+  rowOffset: number
+}
+
 /**
  * Builds the batch of examples order[start .. start+batchSize). With augmentation on, each image
- * gets a random shift (and flip) drawn from `augmentRng`.
+ * gets a random shift (and flip) drawn from its own generator.
  */
 export function makeBatch(
   split: DecodedSplit,
@@ -47,7 +55,7 @@ export function makeBatch(
   start: number,
   batchSize: number,
   numClasses: number,
-  augment?: {config: TrainConfig['augment']; rng: Rng},
+  augment?: AugmentOptions,
 ): Batch {
   const {height: h, width: w, channels: c} = split
   const size = Math.min(batchSize, order.length - start)
@@ -60,9 +68,10 @@ export function makeBatch(
     const src = order[start + i]!
     labels[i] = split.labels[src]!
     if (augment && (shift > 0 || flip)) {
-      const dx = shift > 0 ? Math.floor(augment.rng() * (2 * shift + 1)) - shift : 0
-      const dy = shift > 0 ? Math.floor(augment.rng() * (2 * shift + 1)) - shift : 0
-      augmentInto(data, i * imageSize, split.pixels, src, h, w, c, dx, dy, flip && augment.rng() < 0.5)
+      const rng = augment.rngFor(augment.rowOffset + i)
+      const dx = shift > 0 ? Math.floor(rng() * (2 * shift + 1)) - shift : 0
+      const dy = shift > 0 ? Math.floor(rng() * (2 * shift + 1)) - shift : 0
+      augmentInto(data, i * imageSize, split.pixels, src, h, w, c, dx, dy, flip && rng() < 0.5)
     } else {
       const from = src * imageSize
       for (let k = 0; k < imageSize; k++) data[i * imageSize + k] = split.pixels[from + k]! / 255
