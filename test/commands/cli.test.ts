@@ -96,26 +96,40 @@ describe('ml CLI end to end (real MNIST digits)', () => {
     assert.match(withBad.json.error.details.failed[0]!.file, /missing\.png$/)
   })
 
-  it('a run killed mid-training resumes from its checkpoint', async () => {
-    const killed = startCli(['train', '--config', config, '--run-id', 'killed', '--epochs', '3'])
-    let seen = ''
-    await new Promise<void>((resolve) => {
-      killed.child.stderr!.on('data', (d: Buffer) => {
-        seen += d.toString()
-        if (/epoch 1\/3 /.test(seen)) {
-          killed.child.kill('SIGKILL')
-          resolve()
-        }
+  for (const devices of [1, 2]) {
+    it(`a run killed with SIGKILL mid-training resumes to the same weights as an uninterrupted one (${devices} worker${devices > 1 ? 's' : ''})`, async () => {
+      const common = ['--config', config, '--epochs', '3', '--devices', String(devices)]
+      const straight = await runJson<{runDir: string}>(['train', ...common, '--run-id', `straight-${devices}`])
+      assert.equal(straight.code, 0, straight.stderr)
+      const killed = startCli(['train', ...common, '--run-id', `killed-${devices}`])
+      let seen = ''
+      await new Promise<void>((resolve) => {
+        killed.child.stderr!.on('data', (d: Buffer) => {
+          seen += d.toString()
+          // The first epoch is checkpointed: kill during the second.
+          if (/epoch 1\/3 /.test(seen)) {
+            killed.child.kill('SIGKILL')
+            resolve()
+          }
+        })
+        killed.child.on('close', () => resolve())
       })
-      killed.child.on('close', () => resolve())
+      const result = await killed.done
+      assert.equal(result.signal, 'SIGKILL', `the run ended before it could be killed:\n${result.stderr}`)
+      const resumed = await runJson<{runId: string; epochs: number; runDir: string}>(['train', ...common, '--resume', `killed-${devices}`])
+      assert.equal(resumed.code, 0, resumed.stderr)
+      assert.equal(resumed.json.runId, `killed-${devices}`)
+      assert.equal(resumed.json.epochs, 3)
+      const metrics = (await readFile(path.join(resumed.json.runDir, 'metrics.jsonl'), 'utf8')).trim().split('\n')
+      assert.deepEqual(metrics.map((l) => JSON.parse(l).epoch), [1, 2, 3])
+      const a = await readFile(path.join(straight.json.runDir, 'model', 'weights.bin'))
+      const b = await readFile(path.join(resumed.json.runDir, 'model', 'weights.bin'))
+      const x = new Float32Array(a.buffer, a.byteOffset, a.byteLength / 4)
+      const y = new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4)
+      assert.equal(x.length, y.length)
+      let diff = 0
+      for (let i = 0; i < x.length; i++) diff = Math.max(diff, Math.abs(x[i]! - y[i]!))
+      assert.ok(diff <= 1e-5, `resumed weights differ from the uninterrupted run by ${diff}`)
     })
-    const result = await killed.done
-    assert.equal(result.signal, 'SIGKILL', `the run ended before it could be killed:\n${result.stderr}`)
-    const resumed = await runJson<{runId: string; epochs: number}>(['train', '--config', config, '--resume', 'killed', '--epochs', '3'])
-    assert.equal(resumed.code, 0, resumed.stderr)
-    assert.equal(resumed.json.runId, 'killed')
-    assert.equal(resumed.json.epochs, 3)
-    const metrics = (await readFile(path.join(dir, 'runs', 'killed', 'metrics.jsonl'), 'utf8')).trim().split('\n')
-    assert.deepEqual(metrics.map((l) => JSON.parse(l).epoch), [1, 2, 3])
-  })
+  }
 })
