@@ -41,7 +41,38 @@ export const FolderSourceSchema = z
   })
   .describe('Images on a local disk (or gs:// prefix) in class sub-folders.')
 
-export const SourceSchema = z.discriminatedUnion('type', [FolderSourceSchema])
+export const KafkaSourceSchema = z
+  .strictObject({
+    type: z.literal('kafka'),
+    brokers: z.array(z.string().min(1)).min(1).describe('Bootstrap brokers, host:port.'),
+    topics: z.array(z.string().min(1)).min(1).describe('Topics to consume; they must exist.'),
+    groupId: z.string().min(1).describe('Consumer group; its committed offsets are where the next ingest starts.'),
+    clientId: z.string().min(1).optional().describe('Kafka client id (default ml-ingest).'),
+    ssl: z.boolean().optional().describe('Connect with TLS (system CAs).'),
+    sasl: z
+      .strictObject({
+        mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
+        username: z.string().min(1),
+        passwordEnv: z.string().min(1).describe('Name of the environment variable holding the password.'),
+      })
+      .optional(),
+    format: z
+      .enum(['image', 'json', 'fixed'])
+      .default('image')
+      .describe('image: value = image bytes, label in a header or the key; json: value = {label, uri} of a local file; fixed: value = image bytes, label = `label`.'),
+    labelHeader: z.string().min(1).default('label').describe('Header holding the class name (format image).'),
+    labelFrom: z.enum(['header', 'key']).default('header').describe('Where format image finds the class name.'),
+    label: z.string().min(1).optional().describe('A fixed class name for every message (required by format fixed).'),
+    deadLetterTopic: z.string().min(1).optional().describe('Rejected messages are produced here, with headers giving the reason.'),
+    maxInFlightBytes: positiveInt.default(64 * 1024 * 1024).describe('Consumption pauses while this many message bytes wait to be stored.'),
+    fromBeginning: z.boolean().default(true).describe('With no committed offset, start at the oldest message (else only new ones).'),
+    rollIntervalMs: positiveInt.optional().describe('ml ingest --follow commits at least this often (default 10000).'),
+    sessionTimeoutMs: positiveInt.min(1000).default(30_000).describe('Consumer group session timeout.'),
+  })
+  .refine((s) => s.format !== 'fixed' || s.label !== undefined, {message: 'format fixed needs `label`', path: ['label']})
+  .describe('Images (or pointers to them) in Kafka topics, consumed by a consumer group; offsets are committed after the data is.')
+
+export const SourceSchema = z.discriminatedUnion('type', [FolderSourceSchema, KafkaSourceSchema])
 
 export const DataSchema = z.strictObject({
   sources: z.array(SourceSchema).min(1).describe('Where images come from.'),
@@ -119,13 +150,138 @@ export const TrainSchema = z.strictObject({
 
 export const ExportSchema = z.strictObject({
   dir: z.string().min(1).default('.ml/models').describe('Model repository: <dir>/<name>/<version>/.'),
-  formats: z.array(z.enum(['tfjs'])).min(1).default(['tfjs']),
+  formats: z
+    .array(z.enum(['tfjs', 'onnx', 'triton']))
+    .min(1)
+    .default(['tfjs'])
+    .describe('Formats `ml export` writes: tfjs (model.json + weights.bin), onnx (model.onnx), triton (model.onnx + config.pbtxt + labels.txt).'),
+  quantize: z
+    .enum(['none', 'float16', 'uint8'])
+    .default('none')
+    .describe('Weight quantization of the exported kernels (tfjs and ONNX); the export reports the accuracy change.'),
+  triton: z
+    .strictObject({
+      maxBatchSize: positiveInt.max(1_048_576).default(64).describe('config.pbtxt max_batch_size.'),
+      preferredBatchSize: z.array(positiveInt).optional().describe('dynamic_batching preferred_batch_size (default: [maxBatchSize]).'),
+      maxQueueDelayMicroseconds: z.number().int().nonnegative().default(100).describe('dynamic_batching max_queue_delay_microseconds.'),
+      instances: positiveInt.max(1024).default(1).describe('instance_group count.'),
+      kind: z.enum(['cpu', 'gpu']).default('cpu').describe('instance_group kind: KIND_CPU or KIND_GPU.'),
+    })
+    .prefault({})
+    .refine((t) => (t.preferredBatchSize ?? []).every((b) => b <= t.maxBatchSize), {message: 'preferredBatchSize entries must not exceed maxBatchSize'}),
 })
 
+const ServeModelSchema = z.union([
+  z.string().min(1),
+  z.strictObject({
+    name: z.string().min(1).describe('Model folder name in the repository.'),
+    labels: z
+      .record(z.string().regex(/^[a-zA-Z][a-zA-Z0-9_-]*$/), positiveInt)
+      .optional()
+      .describe('Version labels for TF Serving URLs (/labels/<label>), e.g. {stable: 3, canary: 4}.'),
+  }),
+])
+
 export const ServeSchema = z.strictObject({
-  port: z.number().int().min(0).max(65_535).default(8080),
-  host: z.string().default('127.0.0.1'),
+  port: z.number().int().min(0).max(65_535).default(8080).describe('TCP port (0 = any free port). Flag --port, env ML_PORT.'),
+  host: z.string().default('127.0.0.1').describe('Interface to listen on (0.0.0.0 for every interface).'),
+  repository: z.string().min(1).optional().describe('Model repository <repository>/<model>/<version>/ (default export.dir).'),
+  models: z
+    .array(ServeModelSchema)
+    .min(1)
+    .optional()
+    .describe('Models to serve: names, or {name, labels}. Default: every model folder in the repository.'),
+  versionPolicy: z
+    .union([z.literal('all'), z.strictObject({latest: positiveInt})])
+    .default('all')
+    .describe('Versions kept loaded: all, or {latest: N}. Requests without a version get the newest ready one.'),
+  runtime: z
+    .enum(['auto', 'tfjs', 'onnx'])
+    .default('auto')
+    .describe('auto: model.json (TensorFlow.js) when present, else model.onnx (onnxruntime-node).'),
+  instances: z
+    .union([positiveInt.max(64), z.literal('auto')])
+    .default('auto')
+    .describe('Model instances (worker threads) per process; auto = cores / processes.'),
+  processes: positiveInt.max(64).default(1).describe('Server processes sharing the port (node:cluster); a crashed one is replaced.'),
+  maxBatchSize: positiveInt.max(4096).default(32).describe('Most images in one batch, and in one request; 1 turns batching off.'),
+  preferredBatchSize: positiveInt
+    .max(4096)
+    .optional()
+    .describe('While another instance is busy, a free one waits (up to maxQueueDelayMs) for this many queued images (default maxBatchSize).'),
+  maxQueueDelayMs: z
+    .number()
+    .min(0)
+    .max(10_000)
+    .default(2)
+    .describe('Longest a request waits for a batch to fill; never waited when every instance is idle.'),
+  maxQueueSize: positiveInt.default(512).describe('Queued images per model version beyond which requests get 503 with Retry-After.'),
+  requestTimeoutMs: positiveInt.default(10_000).describe('A request not answered in this time gets 504; its queued work is dropped.'),
+  maxBodyBytes: positiveInt.default(8 * 1024 * 1024).describe('Larger request bodies get 413.'),
+  clientTimeoutMs: positiveInt
+    .default(30_000)
+    .describe('A client that has not sent its whole request in this time is disconnected (408); headers get at most 10 s.'),
+  pollIntervalMs: z
+    .number()
+    .int()
+    .min(0)
+    .default(2000)
+    .describe('How often the repository is scanned for new, changed or removed versions (0 = never).'),
+  accessLog: z
+    .string()
+    .min(1)
+    .default('stdout')
+    .describe('JSON access log, one line per request: stdout, stderr, off, or a file path (appended).'),
+  auth: z
+    .strictObject({
+      tokenEnv: z.string().min(1).describe('Environment variable holding the bearer token.'),
+    })
+    .optional()
+    .describe('Bearer-token auth for every endpoint except health checks.'),
+  tls: z
+    .strictObject({
+      cert: z.string().min(1).describe('PEM certificate (chain) file.'),
+      key: z.string().min(1).describe('PEM private key file.'),
+    })
+    .optional()
+    .describe('Serve HTTPS with this certificate and key.'),
 })
+
+const DURATION_UNITS = {ms: 0.001, s: 1, m: 60, h: 3600} as const
+// Seconds, written as a number or as 500ms / 60s / 5m / 1h.
+const duration = z
+  .union([
+    z.number({error: 'expected a duration'}).positive({error: 'expected a positive duration'}),
+    z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/, {error: 'expected a duration like 500ms, 60s, 5m or 1h'}),
+  ])
+  .transform((v) => (typeof v === 'number' ? v : Number(/^[\d.]+/.exec(v)![0]) * DURATION_UNITS[/[a-z]+$/.exec(v)![0] as keyof typeof DURATION_UNITS]))
+
+export const MonitorSchema = z
+  .strictObject({
+    targets: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('`ml serve` URLs to watch, e.g. http://127.0.0.1:8080 (/metrics is appended to a bare host). Flag --url.'),
+    ingest: z.string().min(1).optional().describe('Metrics URL of a Kafka ingest in follow mode (flag --ingest).'),
+    refreshMs: positiveInt.min(100).max(3_600_000).default(2000).describe('Dashboard refresh interval; --once takes its two scrapes this far apart.'),
+    history: duration.default(300).describe('Span of the dashboard sparklines, e.g. 5m.'),
+    tokenEnv: z.string().min(1).optional().describe('Environment variable holding the bearer token for /metrics (default: serve.auth.tokenEnv).'),
+    slo: z
+      .strictObject({
+        p99Ms: z.number().positive().optional().describe('p99 request latency objective per model, in milliseconds.'),
+        errorRate: fraction.optional().describe('Highest share of 5xx answers per model, e.g. 0.01.'),
+        window: duration.default(60).describe('What `ml monitor --check` measures over: two scrapes this far apart (e.g. 60s). Flag --window.'),
+        drift: z
+          .number()
+          .positive()
+          .optional()
+          .describe('Highest population stability index of predicted classes against the training class priors (0.1: slight shift, 0.25: major).'),
+        driftMinSamples: positiveInt.default(100).describe('Predictions needed in the window before drift is judged.'),
+      })
+      .prefault({})
+      .describe('Objectives checked by `ml monitor --check` (exit 6 when one is violated) and shown in red on the dashboard.'),
+  })
+  .describe('`ml monitor`: live dashboard, snapshots and SLO checks of `ml serve` targets.')
 
 export const ConfigSchema = z
   .strictObject({
@@ -139,6 +295,7 @@ export const ConfigSchema = z
     train: TrainSchema.prefault({}),
     export: ExportSchema.prefault({}),
     serve: ServeSchema.prefault({}),
+    monitor: MonitorSchema.prefault({}),
   })
   .describe('ml.yaml: one declarative config for the whole lifecycle of an image classifier.')
 
@@ -147,9 +304,11 @@ export type MlConfigInput = z.input<typeof ConfigSchema>
 export type ImageSpec = z.output<typeof ImageSpecSchema>
 export type SourceConfig = z.output<typeof SourceSchema>
 export type FolderSourceConfig = z.output<typeof FolderSourceSchema>
+export type KafkaSourceConfig = z.output<typeof KafkaSourceSchema>
 export type DataConfig = z.output<typeof DataSchema>
 export type ModelConfig = z.output<typeof ModelSchema>
 export type TrainConfig = z.output<typeof TrainSchema>
 export type LayerConfig = z.output<typeof LayerSchema>
 export type SplitName = z.output<typeof SplitName>
+export type MonitorConfig = z.output<typeof MonitorSchema>
 export const SPLITS: readonly SplitName[] = ['train', 'validation', 'test']
