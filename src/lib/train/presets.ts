@@ -8,6 +8,8 @@ export const PRESET_DESCRIPTIONS: Record<PresetName, string> = {
   mlp: 'flatten, dense 128 relu, dropout, dense softmax',
   'cnn-tiny': 'two small convolutions (8 and 16 filters) with max-pooling: fast on any backend',
   'cnn-small': 'the Keras "simple MNIST convnet": conv 32, pool, conv 64, pool, dropout 0.5, dense softmax',
+  // Batch-norm momentum 0.9 rather than Keras' 0.99: moving statistics must settle within the few
+  // hundred steps of a short run, or inference sees the initial statistics.
   cnn: 'deeper: two conv blocks of two 3x3 convolutions with batch norm, global average pooling, dense',
 }
 
@@ -41,17 +43,17 @@ export function presetLayers(preset: PresetName, dropout?: number): LayerConfig[
     case 'cnn':
       return [
         {type: 'conv2d', filters: 32, kernelSize: 3, padding: 'same', useBias: false},
-        {type: 'batchNormalization'},
+        {type: 'batchNormalization', momentum: 0.9},
         {type: 'activation', activation: 'relu'},
         {type: 'conv2d', filters: 32, kernelSize: 3, padding: 'same', useBias: false},
-        {type: 'batchNormalization'},
+        {type: 'batchNormalization', momentum: 0.9},
         {type: 'activation', activation: 'relu'},
         {type: 'maxPooling2d', poolSize: 2},
         {type: 'conv2d', filters: 64, kernelSize: 3, padding: 'same', useBias: false},
-        {type: 'batchNormalization'},
+        {type: 'batchNormalization', momentum: 0.9},
         {type: 'activation', activation: 'relu'},
         {type: 'conv2d', filters: 64, kernelSize: 3, padding: 'same', useBias: false},
-        {type: 'batchNormalization'},
+        {type: 'batchNormalization', momentum: 0.9},
         {type: 'activation', activation: 'relu'},
         {type: 'maxPooling2d', poolSize: 2},
         {type: 'globalAveragePooling2d'},

@@ -6,6 +6,7 @@ import {batchMatMulConfig, identityConfig, sumConfig} from './dense-ops.js'
 import {depthwiseBackpropFilterConfig, depthwiseBackpropInputConfig} from './depthwise-backprop.js'
 import {maxPoolGradConfig} from './maxpool-grad.js'
 import {rememberStock, stockSetup} from './stock.js'
+import {tileConfig} from './tile.js'
 import type {KernelArgs} from './wasm-util.js'
 
 interface OwnKernel {
@@ -23,6 +24,7 @@ const KERNELS: OwnKernel[] = [
   batchMatMulConfig,
   sumConfig,
   identityConfig,
+  tileConfig,
 ]
 
 /** Names of the kernels {@link registerWasmTrainingKernels} installs for 'wasm'. */
