@@ -7,23 +7,49 @@ export default class Ingest extends MlCommand {
   static override summary = 'Read images from the configured sources into a versioned dataset.'
   static override description = `Every image is decoded and checked with sharp, then resized and converted to data.image and written to TFRecord shards (tf.train.Example) with a manifest. Corrupt, truncated, empty, non-image and oversized files are quarantined with the reason (quarantine.jsonl in the store) and the run goes on. Exact duplicates are dropped. The train/validation/test split is decided by content hash, so it stays stable when images are added; re-running adds nothing twice. An interrupted ingest (Ctrl-C) leaves the previous dataset version intact.
 
+Kafka sources (type: kafka) are read up to the end offsets seen at start, committing every data.shardSize records; each commit writes the manifest first and then the consumer group's offsets, so nothing is stored twice or lost across crashes. With --follow the ingest keeps consuming, also committing every --roll-interval ms, until SIGINT/SIGTERM, which finish the current shard, commit and exit 0. \`ml ingest publish\` seeds a topic from class folders.
+
 ${MlCommand.exitCodesHelp}`
 
   static override examples = [
     '<%= config.bin %> ingest',
     '<%= config.bin %> ingest --config configs/quickstart.yaml --json',
     'ML_CONFIG=ml.yaml <%= config.bin %> ingest --store /data/ds',
+    '<%= config.bin %> ingest --follow --roll-interval 5000 --metrics-port 9464',
   ]
 
   static override flags = {
     store: Flags.string({summary: 'Dataset store directory (overrides data.store).', env: 'ML_DATA_STORE'}),
     concurrency: Flags.integer({summary: 'Parallel decodes (overrides data.concurrency).', env: 'ML_INGEST_CONCURRENCY', min: 1}),
+    follow: Flags.boolean({summary: 'Keep consuming Kafka sources until SIGINT/SIGTERM, committing as it goes.', env: 'ML_INGEST_FOLLOW'}),
+    'roll-interval': Flags.integer({
+      summary: 'With --follow: commit at least this often, in ms (overrides the sources\' rollIntervalMs; default 10000).',
+      env: 'ML_INGEST_ROLL_INTERVAL',
+      min: 1,
+    }),
+    'metrics-port': Flags.integer({
+      summary: 'Serve Prometheus metrics on this port at /metrics (0 = any free port; default: off).',
+      env: 'ML_INGEST_METRICS_PORT',
+      min: 0,
+      max: 65_535,
+    }),
+    'metrics-host': Flags.string({summary: 'Address the metrics server listens on.', env: 'ML_INGEST_METRICS_HOST', default: '127.0.0.1'}),
   }
 
   async run() {
     const {flags} = await this.parse(Ingest)
     const loaded = await this.loadConfig(flags.config, {'data.store': flags.store, 'data.concurrency': flags.concurrency})
     const {runIngest} = await import('../lib/data/ingest.js')
+    if (flags.follow && !loaded.config.data.sources.some((source) => source.type === 'kafka')) {
+      throw new UserError('--follow needs a stream source (type: kafka) in data.sources; other sources are read once', {
+        code: 'FOLLOW_WITHOUT_STREAM',
+        exit: 'usage',
+        suggestions: ['Add a kafka source, or run `ml ingest` without --follow.'],
+      })
+    }
+    const metrics =
+      flags['metrics-port'] === undefined ? undefined : await (await import('../lib/data/kafka-metrics.js')).serveIngestMetrics(flags['metrics-port'], flags['metrics-host'])
+    if (metrics) this.note(`metrics on http://${flags['metrics-host']}:${metrics.port}/metrics`)
     const progress = createProgress({label: 'ingest', unit: 'img', enabled: !this.jsonEnabled()})
     const abort = new AbortController()
     const onSignal = () => abort.abort()
@@ -34,6 +60,16 @@ ${MlCommand.exitCodesHelp}`
         config: loaded.config,
         baseDir: loaded.baseDir,
         signal: abort.signal,
+        follow: flags.follow,
+        ...(flags['roll-interval'] === undefined ? {} : {rollIntervalMs: flags['roll-interval']}),
+        observer: {
+          ...metrics?.observer,
+          committed: (info) => {
+            metrics?.observer.committed?.(info)
+            if (flags.follow) progress.log(`committed dataset v${info.version}: ${info.total} images (${info.shards} new shard(s))`)
+          },
+          warn: (message) => progress.log(`warning: ${message}`),
+        },
         onProgress: (p) => progress.update(p.seen, `accepted ${p.accepted} rejected ${p.rejected} dup ${p.duplicates}`, p.total),
       })
       progress.stop()
@@ -53,6 +89,7 @@ ${MlCommand.exitCodesHelp}`
     } finally {
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
+      await metrics?.close()
     }
   }
 }

@@ -1,17 +1,34 @@
 // The dataset store: immutable TFRecord shards plus an atomically replaced manifest.json listing them.
 // Writers add shards, then one commit publishes them; readers trust only what the manifest lists.
 import {createHash} from 'node:crypto'
-import {createReadStream} from 'node:fs'
-import {appendFile, mkdir, open, readFile, readdir, rename, rm, stat} from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import {PNG} from 'pngjs'
 import sharp from 'sharp'
 import {SPLITS, type ImageSpec, type SplitName} from '../config/schema.js'
+// Every file access goes through the storage layer, so a store can live on a local disk or on gs://.
+import {
+  appendText,
+  createWriter,
+  errorCode,
+  fileSize,
+  joinPath,
+  listNames,
+  localCopy,
+  makeDir,
+  openRead,
+  readBytes,
+  readText,
+  readVersioned,
+  remove,
+  resolveLocation,
+  writeFileAtomic,
+} from '../storage/index.js'
 import {UserError} from '../ui/errors.js'
 import {decodeExample, encodeExample} from './example.js'
 import type {SplitFractions} from './splits.js'
 import {encodeRecord, readRecords, streamRecords} from './tfrecord.js'
-import type {ClassCounts, DatasetManifest, DecodedSplit, ImageRecord, QuarantineEntry, ShardInfo} from './types.js'
+import type {ClassCounts, DatasetManifest, DecodedSplit, ImageRecord, QuarantineEntry, ShardInfo, SourceCheckpoints} from './types.js'
 
 const MANIFEST = 'manifest.json'
 const MANIFESTS_DIR = 'manifests'
@@ -38,41 +55,14 @@ function corrupt(message: string, details: Record<string, unknown>, cause?: unkn
   })
 }
 
-/** Makes a rename or create durable; directories cannot be fsynced on some platforms, which is fine. */
-async function fsyncDir(dir: string): Promise<void> {
-  let handle
-  try {
-    handle = await open(dir, 'r')
-    await handle.sync()
-  } catch {
-    // Best effort only.
-  } finally {
-    await handle?.close().catch(() => {})
-  }
-}
-
-/** Writes a file so that readers see either the old content or the new, never a torn write. */
-async function atomicWrite(file: string, data: string | Uint8Array): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`
-  const handle = await open(tmp, 'w')
-  try {
-    await handle.writeFile(data)
-    await handle.sync()
-  } catch (error) {
-    await handle.close()
-    await rm(tmp, {force: true})
-    throw error
-  }
-  await handle.close()
-  await rename(tmp, file)
-  await fsyncDir(path.dirname(file))
-}
+/** Writes a file so that readers see either the old content or the new, never a torn write (and durably). */
+const atomicWrite = (file: string, data: string | Uint8Array) => writeFileAtomic(file, data)
 
 async function readIfExists(file: string): Promise<string | undefined> {
   try {
-    return await readFile(file, 'utf8')
+    return await readText(file)
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    if (errorCode(error) === 'ENOENT') return undefined
     throw error
   }
 }
@@ -118,7 +108,7 @@ function parseManifest(text: string, file: string): DatasetManifest {
 
 /** Reads `<dir>/manifest.json`, the committed state of a dataset store. */
 export async function readManifest(dir: string): Promise<DatasetManifest> {
-  const file = path.join(dir, MANIFEST)
+  const file = joinPath(dir, MANIFEST)
   const text = await readIfExists(file)
   if (text === undefined) {
     throw new UserError(`no dataset at ${dir} (${MANIFEST} not found)`, {
@@ -141,41 +131,43 @@ function specDiff(a: ImageSpec, b: ImageSpec): string[] {
   return (['width', 'height', 'channels', 'fit'] as const).filter((k) => a[k] !== b[k]).map((k) => `${k} ${a[k]} vs ${b[k]}`)
 }
 
-/** Takes the store's writer lock: a file holding our pid, taken over when its owner is gone. */
+/**
+ * Takes the store's writer lock: a file holding our pid and host (created only if absent), taken
+ * over when its owner is gone. The commit's manifest precondition backs it up where the lock cannot
+ * tell (a stale lock taken over by two processes at once).
+ */
 async function lock(dir: string): Promise<void> {
-  const file = path.join(dir, LOCK)
+  const file = joinPath(dir, LOCK)
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      const handle = await open(file, 'wx')
-      try {
-        await handle.writeFile(`${process.pid}\n`)
-      } finally {
-        await handle.close()
-      }
+      await writeFileAtomic(file, `${process.pid} ${os.hostname()}\n`, {createOnly: true})
       return
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+      if (errorCode(error) !== 'EEXIST') throw error
     }
-    const owner = Number.parseInt((await readIfExists(file)) ?? '', 10)
-    // Our own pid means an earlier store object of this process (or a dead process whose pid was
-    // reused by us, as in containers): either way nobody else is writing.
-    if (Number.isInteger(owner) && owner !== process.pid && isAlive(owner)) {
-      throw new UserError(`the dataset store ${dir} is being written by another ml process (pid ${owner})`, {
+    const [pidText, host] = ((await readIfExists(file)) ?? '').trim().split(/\s+/)
+    const owner = Number.parseInt(pidText ?? '', 10)
+    // A pid says nothing about a process on another machine (a gs:// store is shared between
+    // hosts): that one is taken to be running. Our own pid here means an earlier store object of
+    // this process (or a dead process whose pid was reused by us, as in containers).
+    const elsewhere = host !== undefined && host !== os.hostname()
+    if (Number.isInteger(owner) && (elsewhere || (owner !== process.pid && isAlive(owner)))) {
+      throw new UserError(`the dataset store ${dir} is being written by another ml process (pid ${owner}${elsewhere ? ` on ${host}` : ''})`, {
         code: 'DATASET_LOCKED',
         exit: 'usage',
-        details: {store: dir, pid: owner},
+        details: {store: dir, pid: owner, ...(elsewhere ? {host} : {})},
         suggestions: [`Wait for it to finish, or delete ${file} if no such process is running.`],
       })
     }
-    await rm(file, {force: true})
+    await remove(file)
   }
   throw new Error(`could not lock ${dir}`)
 }
 
 async function unlock(dir: string): Promise<void> {
-  const file = path.join(dir, LOCK)
+  const file = joinPath(dir, LOCK)
   const owner = await readIfExists(file)
-  if (owner !== undefined && Number.parseInt(owner, 10) === process.pid) await rm(file, {force: true})
+  if (owner !== undefined && Number.parseInt(owner, 10) === process.pid) await remove(file)
 }
 
 /**
@@ -198,6 +190,8 @@ export class DatasetStore {
   private readonly pendingCounts = new Map<SplitName, Map<string, number>>()
   private readonly shardNumber: Record<SplitName, number> = {train: 0, validation: 0, test: 0}
   private locked = false
+  /** Revision of manifest.json as read or last written: a commit replaces only that one. */
+  private manifestRevision: string | undefined
 
   private constructor(dir: string, image: ImageSpec, split: SplitFractions, manifest: DatasetManifest | undefined) {
     this.dir = dir
@@ -209,9 +203,9 @@ export class DatasetStore {
 
   /** Opens (creating if needed) the store in `dir` for an ingest with this image spec and split rule. */
   static async open(dir: string, image: ImageSpec, split: SplitFractions): Promise<DatasetStore> {
-    const root = path.resolve(dir)
-    await mkdir(path.join(root, SHARDS_DIR), {recursive: true})
-    await mkdir(path.join(root, MANIFESTS_DIR), {recursive: true})
+    const root = resolveLocation(dir)
+    await makeDir(joinPath(root, SHARDS_DIR))
+    await makeDir(joinPath(root, MANIFESTS_DIR))
     // Locked before the manifest is read: another writer committing in between would otherwise
     // make its new shards look like strays to delete.
     await lock(root)
@@ -226,8 +220,8 @@ export class DatasetStore {
   }
 
   private static async load(root: string, image: ImageSpec, split: SplitFractions): Promise<DatasetStore> {
-    const text = await readIfExists(path.join(root, MANIFEST))
-    const manifest = text === undefined ? undefined : parseManifest(text, path.join(root, MANIFEST))
+    const read = await readVersioned(joinPath(root, MANIFEST))
+    const manifest = read === undefined ? undefined : parseManifest(read.data.toString('utf8'), joinPath(root, MANIFEST))
     if (manifest) {
       const diff = specDiff(manifest.image, image)
       if (diff.length > 0) {
@@ -262,6 +256,7 @@ export class DatasetStore {
       }
     }
     const store = new DatasetStore(root, image, split, manifest)
+    store.manifestRevision = read?.revision
     await store.removeStrays()
     await store.loadKeys()
     await store.loadQuarantine()
@@ -328,9 +323,9 @@ export class DatasetStore {
     const base = `${split}-${pad(addedIn, 6)}-${pad(this.shardNumber[split]++, 5)}`
     const file = `${SHARDS_DIR}/${base}.tfrecord`
     const keysFile = `${SHARDS_DIR}/${base}.keys`
-    const {bytes, sha256} = await this.writeRecords(path.join(this.dir, file), records)
+    const {bytes, sha256} = await this.writeRecords(joinPath(this.dir, file), records)
     const keys = records.map((r) => r.key)
-    await atomicWrite(path.join(this.dir, keysFile), keys.join('\n') + '\n')
+    await atomicWrite(joinPath(this.dir, keysFile), keys.join('\n') + '\n')
     const info: ShardInfo = {file, split, count: records.length, bytes, sha256, keysFile, addedIn}
     this.pending.push(info)
     for (const key of keys) {
@@ -344,9 +339,8 @@ export class DatasetStore {
   }
 
   private async writeRecords(file: string, records: readonly ImageRecord[]): Promise<{bytes: number; sha256: string}> {
-    const tmp = `${file}.tmp-${process.pid}`
     const hash = createHash('sha256')
-    const handle = await open(tmp, 'w')
+    const writer = await createWriter(file)
     let bytes = 0
     try {
       let chunk: Buffer[] = []
@@ -357,22 +351,19 @@ export class DatasetStore {
         chunk.push(framed)
         chunkBytes += framed.length
         if (chunkBytes >= WRITE_CHUNK_BYTES) {
-          await handle.write(Buffer.concat(chunk, chunkBytes))
+          await writer.write(Buffer.concat(chunk, chunkBytes))
           bytes += chunkBytes
           chunk = []
           chunkBytes = 0
         }
       }
-      if (chunkBytes > 0) await handle.write(Buffer.concat(chunk, chunkBytes))
+      if (chunkBytes > 0) await writer.write(Buffer.concat(chunk, chunkBytes))
       bytes += chunkBytes
-      await handle.sync()
     } catch (error) {
-      await handle.close()
-      await rm(tmp, {force: true})
+      await writer.abort()
       throw error
     }
-    await handle.close()
-    await rename(tmp, file)
+    await writer.commit()
     return {bytes, sha256: hash.digest('hex')}
   }
 
@@ -395,14 +386,14 @@ export class DatasetStore {
     }
     this.quarantine = []
     if (fresh.length === 0) return
-    await appendFile(path.join(this.dir, QUARANTINE), fresh.map((e) => JSON.stringify(e) + '\n').join(''))
+    await appendText(joinPath(this.dir, QUARANTINE), fresh.map((e) => JSON.stringify(e) + '\n').join(''))
   }
 
   /**
    * Publishes the shards written since the last commit as manifest version+1. With nothing written
    * the manifest is left as it is (same version), so re-ingesting the same data is a no-op.
    */
-  async commit(history: Omit<HistoryEntry, 'version' | 'at'>): Promise<DatasetManifest> {
+  async commit(history: Omit<HistoryEntry, 'version' | 'at'>, extra: {sources?: SourceCheckpoints} = {}): Promise<DatasetManifest> {
     await this.flushQuarantine()
     const now = new Date().toISOString()
     const previous = this.committed
@@ -433,17 +424,40 @@ export class DatasetStore {
       fingerprint: sha256Hex(allKeys.join('\n')),
       history: [...(previous?.history ?? []), {version, at: now, ...history}],
     }
+    const sources = extra.sources ?? previous?.sources
+    if (sources !== undefined) manifest.sources = sources
     const text = JSON.stringify(manifest, null, 2) + '\n'
-    await fsyncDir(path.join(this.dir, SHARDS_DIR))
     // History first: once manifest.json names a version, its copy under manifests/ exists.
-    await atomicWrite(path.join(this.dir, MANIFESTS_DIR, `v${pad(version, 4)}.json`), text)
-    await atomicWrite(path.join(this.dir, MANIFEST), text)
+    await atomicWrite(joinPath(this.dir, MANIFESTS_DIR, `v${pad(version, 4)}.json`), text)
+    await this.publishManifest(text, version)
     this.committed = manifest
     this.pending = []
     this.pendingKeys = []
     this.pendingCounts.clear()
     for (const split of SPLITS) this.shardNumber[split] = 0
     return manifest
+  }
+
+  /**
+   * Replaces manifest.json only if it is still the one this store read (or last wrote): a writer that
+   * got past the lock (a stale lock taken over twice, another host) fails here instead of silently
+   * dropping the other's shards. Exact on Cloud Storage (generation precondition).
+   */
+  private async publishManifest(text: string, version: number): Promise<void> {
+    const file = joinPath(this.dir, MANIFEST)
+    try {
+      this.manifestRevision = await writeFileAtomic(file, text, this.manifestRevision === undefined ? {createOnly: true} : {ifRevision: this.manifestRevision})
+    } catch (error) {
+      const code = errorCode(error)
+      if (code !== 'EEXIST' && code !== 'ECONFLICT') throw error
+      throw new UserError(`another writer committed to the dataset store ${this.dir} while this ingest ran; version ${version} was not published`, {
+        code: 'DATASET_CONFLICT',
+        exit: 'data',
+        cause: error,
+        details: {store: this.dir},
+        suggestions: ['Run `ml ingest` again: it continues from the other writer\'s version and skips what is already stored.'],
+      })
+    }
   }
 
   /** Drops everything written since the last commit (shard files, keys, queued quarantine). */
@@ -456,8 +470,8 @@ export class DatasetStore {
     this.quarantine = []
     this.classNames = [...(this.committed?.classes ?? [])]
     for (const shard of shards) {
-      await rm(path.join(this.dir, shard.file), {force: true})
-      await rm(path.join(this.dir, shard.keysFile), {force: true})
+      await remove(joinPath(this.dir, shard.file))
+      await remove(joinPath(this.dir, shard.keysFile))
     }
   }
 
@@ -488,26 +502,38 @@ export class DatasetStore {
 
   /** Deletes what interrupted runs left: temp files, and shards and manifests no manifest names. */
   private async removeStrays(): Promise<void> {
-    const isTmp = (name: string) => /\.tmp-\d+$/.test(name)
-    for (const name of await readdir(this.dir)) if (isTmp(name)) await rm(path.join(this.dir, name), {force: true})
+    // <file>.tmp-<pid>, or .tmp-<pid>-<random> from the storage layer's atomic writes.
+    const isTmp = (name: string) => /\.tmp-\d+(-[0-9a-f]+)?$/.test(name)
+    for (const name of await listNames(this.dir)) if (isTmp(name)) await remove(joinPath(this.dir, name))
     const referenced = new Set<string>()
     for (const shard of this.committed?.shards ?? []) {
       referenced.add(path.posix.basename(shard.file))
       referenced.add(path.posix.basename(shard.keysFile))
     }
-    for (const name of await readdir(path.join(this.dir, SHARDS_DIR))) {
-      if (!referenced.has(name)) await rm(path.join(this.dir, SHARDS_DIR, name), {force: true})
+    for (const name of await listNames(joinPath(this.dir, SHARDS_DIR))) {
+      if (!referenced.has(name)) await remove(joinPath(this.dir, SHARDS_DIR, name))
     }
-    for (const name of await readdir(path.join(this.dir, MANIFESTS_DIR))) {
+    for (const name of await listNames(joinPath(this.dir, MANIFESTS_DIR))) {
       const version = /^v(\d+)\.json$/.exec(name)
-      if (isTmp(name) || (version && Number(version[1]) > this.version)) await rm(path.join(this.dir, MANIFESTS_DIR, name), {force: true})
+      if (isTmp(name) || (version && Number(version[1]) > this.version)) await remove(joinPath(this.dir, MANIFESTS_DIR, name))
     }
   }
 
   private async loadKeys(): Promise<void> {
-    for (const shard of this.committed?.shards ?? []) {
-      const file = path.join(this.dir, shard.keysFile)
-      const text = await readIfExists(file)
+    const shards = this.committed?.shards ?? []
+    // Read a few ahead: on Cloud Storage each key list is a request, and a store has many shards.
+    const AHEAD = 16
+    const texts: Array<Promise<string | undefined>> = []
+    const prefetch = (i: number) => {
+      if (i >= shards.length) return
+      texts[i] = readIfExists(joinPath(this.dir, shards[i]!.keysFile))
+      // Marked as handled: when the loop stops early on a bad shard, reads still in flight may fail unseen.
+      texts[i]!.catch(() => {})
+    }
+    for (let i = 0; i < AHEAD; i++) prefetch(i)
+    for (const [i, shard] of shards.entries()) {
+      prefetch(i + AHEAD)
+      const text = await texts[i]!
       const keys = text === undefined ? [] : text.split('\n').filter((line) => line.length > 0)
       if (text === undefined || keys.length !== shard.count) {
         throw corrupt(
@@ -522,7 +548,7 @@ export class DatasetStore {
   }
 
   private async loadQuarantine(): Promise<void> {
-    const text = await readIfExists(path.join(this.dir, QUARANTINE))
+    const text = await readIfExists(joinPath(this.dir, QUARANTINE))
     for (const line of text?.split('\n') ?? []) {
       if (!line) continue
       try {
@@ -537,7 +563,7 @@ export class DatasetStore {
 
 async function hashFile(file: string): Promise<string> {
   const hash = createHash('sha256')
-  for await (const chunk of createReadStream(file, {highWaterMark: 1 << 20})) hash.update(chunk as Buffer)
+  for await (const chunk of await openRead(file, {highWaterMark: 1 << 20})) hash.update(chunk as Buffer)
   return hash.digest('hex')
 }
 
@@ -546,35 +572,38 @@ async function hashFile(file: string): Promise<string> {
  * manifest: a shard is immutable once committed, so any difference means damage.
  */
 export async function* readShard(dir: string, shard: ShardInfo): AsyncGenerator<ImageRecord> {
-  const file = path.join(dir, shard.file)
+  const file = joinPath(dir, shard.file)
   const details = {store: dir, shard: shard.file}
-  let size: number
-  try {
-    size = (await stat(file)).size
-  } catch (error) {
-    throw corrupt(`shard ${shard.file} of dataset ${dir} is missing`, details, error)
-  }
+  const size = await fileSize(file)
+  if (size === undefined) throw corrupt(`shard ${shard.file} of dataset ${dir} is missing`, details)
   if (size !== shard.bytes) {
     throw corrupt(`shard ${shard.file} of dataset ${dir} is corrupt: ${size} bytes, the manifest says ${shard.bytes}`, details)
   }
   const mismatch = () => corrupt(`shard ${shard.file} of dataset ${dir} is corrupt: its sha256 does not match the manifest`, details)
   let payloads: Iterable<Buffer> | AsyncIterable<Buffer>
-  if (size <= IN_MEMORY_SHARD_BYTES) {
-    const buf = await readFile(file)
-    if (sha256Hex(buf) !== shard.sha256) throw mismatch()
-    payloads = readRecords(buf, file)
-  } else {
-    // Too big to hold: hash in one pass, then parse in a second rather than yield unverified records.
-    if ((await hashFile(file)) !== shard.sha256) throw mismatch()
-    payloads = streamRecords(file)
-  }
-  let index = 0
-  for await (const payload of payloads) {
-    yield decodeExample(payload, `${file} record ${index}`)
-    index++
-  }
-  if (index !== shard.count) {
-    throw corrupt(`shard ${shard.file} of dataset ${dir} holds ${index} examples, the manifest says ${shard.count}`, details)
+  // Big shards need random access: a remote one is downloaded to a temp file first (released below).
+  let copy: Awaited<ReturnType<typeof localCopy>> | undefined
+  try {
+    if (size <= IN_MEMORY_SHARD_BYTES) {
+      const buf = await readBytes(file)
+      if (sha256Hex(buf) !== shard.sha256) throw mismatch()
+      payloads = readRecords(buf, file)
+    } else {
+      copy = await localCopy(file)
+      // Too big to hold: hash in one pass, then parse in a second rather than yield unverified records.
+      if ((await hashFile(copy.path)) !== shard.sha256) throw mismatch()
+      payloads = streamRecords(copy.path)
+    }
+    let index = 0
+    for await (const payload of payloads) {
+      yield decodeExample(payload, `${file} record ${index}`)
+      index++
+    }
+    if (index !== shard.count) {
+      throw corrupt(`shard ${shard.file} of dataset ${dir} holds ${index} examples, the manifest says ${shard.count}`, details)
+    }
+  } finally {
+    await copy?.release()
   }
 }
 

@@ -61,6 +61,17 @@ export interface DatasetManifest {
   fingerprint: string
   /** Per-ingest history: what each version added. */
   history: Array<{version: number; at: string; accepted: number; duplicates: number; rejected: number; sources: string[]}>
+  /** Positions of streaming sources that this version includes everything before. */
+  sources?: SourceCheckpoints
+}
+
+/**
+ * Stream positions recorded with a commit. kafka[groupId][topic][partition] is the next offset
+ * (decimal string, int64): every message below it is in this version or was rejected, so a
+ * redelivered one (after a crash between this commit and the Kafka offset commit) is skipped.
+ */
+export interface SourceCheckpoints {
+  kafka?: Record<string, Record<string, Record<string, string>>>
 }
 
 /** A quarantined input: kept out of the dataset with the reason (quarantine.jsonl in the store). */

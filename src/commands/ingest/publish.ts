@@ -1,0 +1,80 @@
+// `ml ingest publish`: seeds a Kafka topic from class folders in the format kafka sources read by
+// default, for users filling a topic and for tests and benchmarks.
+import {Args, Flags} from '@oclif/core'
+import {existsSync} from 'node:fs'
+import type {KafkaConnection} from '../../lib/data/kafka-client.js'
+import {MlCommand} from '../../lib/ui/command.js'
+import {UserError} from '../../lib/ui/errors.js'
+
+export default class IngestPublish extends MlCommand {
+  static override summary = 'Publish a folder of class sub-folders to a Kafka topic.'
+  static override description = `Every image file under <folder>/<class>/ becomes one message: the value is the file's bytes, the header \`label\` (see --label-header) is the class folder's name and the key is the file's path under <folder>. That is what a kafka source with the default format: image reads. Files directly in <folder> are skipped (they have no class). Without --brokers, the brokers (and ssl/sasl) of the config's first kafka source are used.
+
+${MlCommand.exitCodesHelp}`
+
+  static override examples = [
+    '<%= config.bin %> ingest publish images/ --topic raw-images --brokers localhost:9092',
+    '<%= config.bin %> ingest publish images/ --topic raw-images --partitions 6 --json',
+  ]
+
+  static override args = {
+    folder: Args.string({description: 'Folder with one sub-folder per class.', required: true}),
+  }
+
+  static override flags = {
+    topic: Flags.string({char: 't', summary: 'Topic to publish to.', required: true}),
+    brokers: Flags.string({summary: 'Bootstrap brokers, comma-separated host:port.', env: 'ML_KAFKA_BROKERS'}),
+    partitions: Flags.integer({summary: 'Create the topic with this many partitions if it does not exist.', min: 1}),
+    'label-header': Flags.string({summary: 'Header that carries the class name.', default: 'label'}),
+    'client-id': Flags.string({summary: 'Kafka client id.', default: 'ml-publish'}),
+  }
+
+  async run() {
+    const {args, flags} = await this.parse(IngestPublish)
+    if (!existsSync(args.folder)) {
+      throw new UserError(`folder ${args.folder} does not exist`, {code: 'SOURCE_NOT_FOUND', exit: 'data'})
+    }
+    const connection = await this.connection(flags.brokers, flags.config, flags['client-id'])
+    const {publishFolder} = await import('../../lib/data/kafka-publish.js')
+    const abort = new AbortController()
+    const onSignal = () => abort.abort()
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    try {
+      const summary = await publishFolder({
+        folder: args.folder,
+        topic: flags.topic,
+        connection,
+        labelHeader: flags['label-header'],
+        ...(flags.partitions === undefined ? {} : {partitions: flags.partitions}),
+        signal: abort.signal,
+      })
+      if (abort.signal.aborted) {
+        throw new UserError(`publish interrupted after ${summary.published} message(s)`, {code: 'INTERRUPTED', exit: 'interrupted'})
+      }
+      this.say(`published ${summary.published} image(s) of ${summary.classes} class(es) to ${summary.topic} (${(summary.bytes / 1e6).toFixed(1)} MB, ${summary.messagesPerSec.toFixed(0)} msg/s)`)
+      if (summary.skipped > 0) this.say(`skipped ${summary.skipped} file(s) directly in ${args.folder} (no class folder)`)
+      return summary
+    } finally {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    }
+  }
+
+  private async connection(brokers: string | undefined, configFile: string, clientId: string): Promise<KafkaConnection> {
+    if (brokers !== undefined) {
+      const list = brokers.split(',').map((b) => b.trim()).filter((b) => b !== '')
+      if (list.length === 0) throw new UserError('--brokers: expected host:port[,host:port...]', {code: 'USAGE', exit: 'usage'})
+      return {brokers: list, clientId}
+    }
+    if (!existsSync(configFile)) {
+      throw new UserError(`--brokers is needed (there is no ${configFile} to take a kafka source's brokers from)`, {code: 'USAGE', exit: 'usage'})
+    }
+    const loaded = await this.loadConfig(configFile)
+    const source = loaded.config.data.sources.find((s) => s.type === 'kafka')
+    if (!source || source.type !== 'kafka') {
+      throw new UserError(`--brokers is needed (${configFile} has no kafka source)`, {code: 'USAGE', exit: 'usage'})
+    }
+    return {brokers: source.brokers, clientId, ...(source.ssl === undefined ? {} : {ssl: source.ssl}), ...(source.sasl ? {sasl: source.sasl} : {})}
+  }
+}

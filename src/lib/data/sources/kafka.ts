@@ -1,0 +1,528 @@
+// The kafka source: a consumer group whose messages become SourceItems. Offsets are committed to
+// Kafka only after ingest has committed the manifest holding them, which also records them itself.
+import {readFile} from 'node:fs/promises'
+import path from 'node:path'
+import {fileURLToPath} from 'node:url'
+import type {Admin, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage, Message, Producer} from 'kafkajs'
+import type {KafkaSourceConfig} from '../../config/schema.js'
+import {UserError} from '../../ui/errors.js'
+import {createKafka, kafkaUnavailable} from '../kafka-client.js'
+import type {SourceCheckpoints, SourceContext, SourceItem, SourceStream} from './index.js'
+
+/** Headers added to a dead-lettered message (the original headers are kept). */
+export const DEAD_LETTER_HEADERS = {
+  reason: 'ml-reject-reason',
+  detail: 'ml-reject-detail',
+  topic: 'ml-source-topic',
+  partition: 'ml-source-partition',
+  offset: 'ml-source-offset',
+} as const
+
+// A fetch answer is taken whole, so in-flight memory can reach maxInFlightBytes plus one answer:
+// answers are capped at half of it (within these bounds; a message larger than that still comes,
+// alone, since brokers always return at least one batch).
+const MAX_FETCH_BYTES = 10 << 20
+const MIN_FETCH_BYTES = 4 << 10
+const PARTITION_FETCH_BYTES = 1 << 20
+
+interface Part {
+  topic: string
+  partition: number
+  /** Bumped when the partition is revoked: items of an older epoch are withdrawn. */
+  epoch: number
+  assigned: boolean
+  /** Next offset to hand out; kafkajs redelivers older ones after a rebalance, and they are dropped. */
+  delivered: bigint
+  /** Every offset below this is settled by ingest (or was never ours to handle). */
+  settled: bigint
+  /** Every offset below this is in a committed manifest (or committed in Kafka before we started). */
+  durable: bigint
+  committedKafka: bigint
+  /** Default mode: the high watermark at start; the partition is done once delivered reaches it. */
+  target: bigint | undefined
+  /** Items of the current epoch handed out (or queued) and not settled. */
+  pending: number
+  /** Offset to seek to on first assignment (the manifest is ahead of the group's offset). */
+  seekTo: bigint | undefined
+  /**
+   * False for a partition (re)gained from another member: its group offset may have moved on, so
+   * nothing is recorded or committed for it until its first message shows where it stands, lest
+   * the group's offset go backwards.
+   */
+  baseKnown: boolean
+}
+
+interface Entry {
+  part: Part
+  epoch: number
+  bytes: number
+  offset: bigint
+  item: SourceItem
+  done: boolean
+}
+
+const key = (topic: string, partition: number) => `${topic}\u0000${partition}`
+const max = (a: bigint, b: bigint) => (a > b ? a : b)
+const describe = (error: unknown) => (error instanceof Error ? error.message : String(error))
+
+function headerValue(headers: IHeaders | undefined, name: string): string | undefined {
+  const raw = headers?.[name]
+  const value = Array.isArray(raw) ? raw[0] : raw
+  if (value === undefined || value === null) return undefined
+  const text = value.toString()
+  return text === '' ? undefined : text
+}
+
+/**
+ * The consumer behind a kafka source. Iterating it starts the consumer; the iteration ends once
+ * every assigned partition has reached the high watermark seen at start (default mode), or when
+ * ctx.signal aborts (follow mode, where it otherwise waits for new messages forever).
+ */
+export class KafkaSourceStream implements SourceStream {
+  private kafka: Kafka | undefined
+  private admin: Admin | undefined
+  private consumer: Consumer | undefined
+  private producer: Producer | undefined
+  private readonly parts = new Map<string, Part>()
+  private readonly queue: Entry[] = []
+  /** Message bytes queued or handed out and not yet settled: the in-flight memory. */
+  private bytes = 0
+  private overLimit = false
+  private joined = false
+  private failure: Error | undefined
+  private wakeup: (() => void) | undefined
+  private deadLetters: Message[] = []
+  private deadLetterFlush: Promise<void> | undefined
+  private deadLetterError: unknown
+  /** Next offsets per partition as last recorded in a manifest (or read from one at start). */
+  private readonly recorded = new Map<string, bigint>()
+  private snapshot: Array<{part: Part; epoch: number; offset: bigint}> = []
+  private closed = false
+  private readonly keyName: string
+  private readonly onAbort = () => this.wake()
+
+  constructor(
+    readonly source: KafkaSourceConfig,
+    private readonly ctx: SourceContext,
+  ) {
+    this.keyName = ctx.index === undefined ? 'data.sources[]' : `data.sources[${ctx.index}]`
+    for (const [topic, partitions] of Object.entries(ctx.checkpoints?.kafka?.[source.groupId] ?? {})) {
+      for (const [partition, offset] of Object.entries(partitions)) this.recorded.set(key(topic, Number(partition)), BigInt(offset))
+    }
+  }
+
+  private get follow(): boolean {
+    return this.ctx.follow === true
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<SourceItem> {
+    await this.start()
+    this.ctx.signal?.addEventListener('abort', this.onAbort)
+    try {
+      for (;;) {
+        if (this.failure) throw this.failure
+        const entry = this.queue.shift()
+        if (entry) {
+          if (entry.epoch !== entry.part.epoch) {
+            this.release(entry)
+            continue
+          }
+          yield entry.item
+          continue
+        }
+        if (this.ctx.signal?.aborted || this.closed) return
+        if (!this.follow && this.caughtUp()) return
+        await new Promise<void>((resolve) => (this.wakeup = resolve))
+        this.wakeup = undefined
+      }
+    } finally {
+      this.ctx.signal?.removeEventListener('abort', this.onAbort)
+    }
+  }
+
+  private wake(): void {
+    this.wakeup?.()
+  }
+
+  private caughtUp(): boolean {
+    if (!this.joined) return false
+    for (const part of this.parts.values()) {
+      if (part.assigned && !this.isDone(part)) return false
+    }
+    return true
+  }
+
+  private isDone(part: Part): boolean {
+    return part.target !== undefined && part.delivered >= part.target
+  }
+
+  private async start(): Promise<void> {
+    const {source} = this
+    try {
+      this.kafka = createKafka(source, this.keyName)
+      this.admin = this.kafka.admin()
+      await this.admin.connect()
+      const existing = new Set(await this.admin.listTopics())
+      for (const topic of [...source.topics, ...(source.deadLetterTopic ? [source.deadLetterTopic] : [])]) {
+        if (existing.has(topic)) continue
+        const which = topic === source.deadLetterTopic ? 'deadLetterTopic' : 'topics'
+        throw new UserError(`${this.keyName}.${which}: topic ${topic} does not exist on ${source.brokers.join(', ')}`, {
+          code: 'SOURCE_NOT_FOUND',
+          exit: 'data',
+          details: {key: `${this.keyName}.${which}`, topic},
+          suggestions: ['Create the topic first (the kafka source never creates topics), or fix its name.'],
+        })
+      }
+      const committed = new Map<string, bigint>()
+      for (const {topic, partitions} of await this.admin.fetchOffsets({groupId: source.groupId, topics: source.topics})) {
+        for (const {partition, offset} of partitions) if (BigInt(offset) >= 0n) committed.set(key(topic, partition), BigInt(offset))
+      }
+      for (const topic of source.topics) {
+        for (const {partition, low, high} of await this.admin.fetchTopicOffsets(topic)) {
+          const k = key(topic, partition)
+          const kafkaOffset = committed.get(k)
+          const manifestOffset = this.recorded.get(k)
+          let start: bigint
+          let seekTo: bigint | undefined
+          if (manifestOffset !== undefined && (kafkaOffset === undefined || manifestOffset > kafkaOffset)) {
+            // A crash came between a manifest commit and its offset commit: resume after what the
+            // manifest holds rather than redeliver it.
+            start = manifestOffset
+            seekTo = manifestOffset
+          } else if (kafkaOffset !== undefined) {
+            start = kafkaOffset
+          } else {
+            start = source.fromBeginning ? BigInt(low) : BigInt(high)
+          }
+          this.parts.set(k, {
+            topic,
+            partition,
+            epoch: 0,
+            assigned: false,
+            delivered: start,
+            settled: start,
+            durable: start,
+            committedKafka: kafkaOffset ?? -1n,
+            target: this.follow ? undefined : BigInt(high),
+            pending: 0,
+            seekTo,
+            baseKnown: true,
+          })
+        }
+      }
+      const sessionTimeout = source.sessionTimeoutMs
+      const fetchBytes = Math.min(MAX_FETCH_BYTES, Math.max(MIN_FETCH_BYTES, Math.floor(source.maxInFlightBytes / 2)))
+      this.consumer = this.kafka.consumer({
+        groupId: source.groupId,
+        allowAutoTopicCreation: false,
+        sessionTimeout,
+        rebalanceTimeout: Math.max(sessionTimeout, 10_000),
+        heartbeatInterval: Math.max(100, Math.min(3000, Math.floor(sessionTimeout / 10))),
+        maxWaitTimeInMs: 500,
+        maxBytes: fetchBytes,
+        maxBytesPerPartition: Math.min(PARTITION_FETCH_BYTES, fetchBytes),
+      })
+      const consumer = this.consumer
+      consumer.on(consumer.events.GROUP_JOIN, (event) => this.assign(event.payload.memberAssignment))
+      consumer.on(consumer.events.CRASH, (event) => {
+        if (!event.payload.restart) this.fail(kafkaUnavailable(source.brokers, event.payload.error))
+      })
+      await consumer.connect()
+      await consumer.subscribe({topics: source.topics, fromBeginning: source.fromBeginning})
+      await consumer.run({autoCommit: false, eachBatchAutoResolve: false, eachBatch: (payload) => this.onBatch(payload)})
+    } catch (error) {
+      await this.close()
+      throw kafkaUnavailable(source.brokers, error)
+    }
+  }
+
+  private fail(error: Error): void {
+    this.failure ??= error
+    this.wake()
+  }
+
+  private part(topic: string, partition: number): Part {
+    const k = key(topic, partition)
+    let part = this.parts.get(k)
+    if (!part) {
+      // A partition added after start: in default mode there was nothing in it to catch up with.
+      const start = this.recorded.get(k) ?? 0n
+      part = {
+        topic,
+        partition,
+        epoch: 0,
+        assigned: false,
+        delivered: start,
+        settled: start,
+        durable: start,
+        committedKafka: -1n,
+        target: this.follow ? undefined : 0n,
+        pending: 0,
+        seekTo: undefined,
+        baseKnown: false,
+      }
+      this.parts.set(k, part)
+    }
+    return part
+  }
+
+  /** A new generation's assignment: revoked partitions drop their unsettled work, which kafkajs will hand to the new owner. */
+  private assign(assignment: Record<string, number[]>): void {
+    const now = new Set<string>()
+    for (const [topic, partitions] of Object.entries(assignment)) for (const p of partitions) now.add(key(topic, p))
+    let revoked = false
+    for (const [k, part] of this.parts) {
+      if (part.assigned && !now.has(k)) {
+        revoked = true
+        part.assigned = false
+        part.epoch++
+        part.pending = 0
+        part.settled = part.durable
+        part.delivered = part.durable
+        for (let i = this.queue.length - 1; i >= 0; i--) {
+          const entry = this.queue[i]!
+          if (entry.part === part) {
+            this.queue.splice(i, 1)
+            this.release(entry)
+          }
+        }
+      }
+    }
+    for (const k of now) {
+      const [topic, partition] = k.split('\u0000') as [string, string]
+      const part = this.part(topic, Number(partition))
+      if (!part.assigned && part.epoch > 0) part.baseKnown = false
+      part.assigned = true
+      if (part.seekTo !== undefined) {
+        this.consumer!.seek({topic, partition: part.partition, offset: part.seekTo.toString()})
+        part.seekTo = undefined
+      }
+    }
+    this.joined = true
+    if (revoked) this.ctx.onWithdrawn?.()
+    this.applyPause()
+    this.wake()
+  }
+
+  /** Pauses done partitions (default mode) and, while over maxInFlightBytes, all of them. */
+  private applyPause(): void {
+    const consumer = this.consumer
+    if (!consumer || this.closed) return
+    if (this.overLimit && this.bytes <= this.source.maxInFlightBytes / 2) {
+      this.overLimit = false
+      this.ctx.observer?.paused?.(false)
+    }
+    const pause = new Map<string, number[]>()
+    const resume = new Map<string, number[]>()
+    for (const part of this.parts.values()) {
+      if (!part.assigned) continue
+      const target = this.overLimit || this.isDone(part) ? pause : resume
+      const list = target.get(part.topic) ?? []
+      list.push(part.partition)
+      target.set(part.topic, list)
+    }
+    if (pause.size > 0) consumer.pause([...pause].map(([topic, partitions]) => ({topic, partitions})))
+    if (resume.size > 0) consumer.resume([...resume].map(([topic, partitions]) => ({topic, partitions})))
+  }
+
+  private async onBatch({batch, resolveOffset}: EachBatchPayload): Promise<void> {
+    const part = this.part(batch.topic, batch.partition)
+    // A batch fetched before a revoke: its messages belong to the next owner now.
+    if (!part.assigned || this.closed) return
+    let count = 0
+    for (const message of batch.messages) {
+      const offset = BigInt(message.offset)
+      if (part.target !== undefined && offset >= part.target) break
+      part.baseKnown = true
+      if (offset < part.delivered) {
+        // Already handed out, or below what a manifest holds: redelivered after a rebalance or a crash.
+        if (part.pending === 0) part.settled = max(part.settled, offset + 1n)
+        resolveOffset(message.offset)
+        continue
+      }
+      // Anything skipped before this offset (compaction, another owner's work) is not ours to wait for.
+      if (part.pending === 0 && offset > part.settled) part.settled = offset
+      part.delivered = offset + 1n
+      this.enqueue(part, message, offset)
+      resolveOffset(message.offset)
+      count++
+    }
+    if (count > 0) this.ctx.observer?.consumed?.(batch.topic, batch.partition, count)
+    const lag = BigInt(batch.highWatermark) - part.delivered
+    this.ctx.observer?.lag?.(batch.topic, batch.partition, Number(lag > 0n ? lag : 0n))
+    if (this.bytes > this.source.maxInFlightBytes && !this.overLimit) {
+      this.overLimit = true
+      this.ctx.observer?.paused?.(true)
+    }
+    this.applyPause()
+    this.wake()
+  }
+
+  private enqueue(part: Part, message: KafkaMessage, offset: bigint): void {
+    const {source} = this
+    const value = message.value ?? Buffer.alloc(0)
+    const origin = `kafka:${part.topic}/${part.partition}/${offset}`
+    const entry: Entry = {part, epoch: part.epoch, bytes: value.length, offset, done: false, item: undefined as unknown as SourceItem}
+    const item: SourceItem = {
+      origin,
+      label: undefined,
+      read: async () => value,
+      settle: () => this.settle(entry),
+      reject: (reason, detail) => this.deadLetter(part, offset, message, reason, detail),
+      withdrawn: () => entry.epoch !== part.epoch,
+    }
+    if (source.format === 'json') {
+      this.fromJson(item, value)
+    } else {
+      item.size = value.length
+      item.label = source.label ?? (source.labelFrom === 'key' ? (message.key?.toString('utf8') || undefined) : headerValue(message.headers, source.labelHeader))
+      if (item.label === undefined) {
+        const where = source.labelFrom === 'key' ? 'an empty key' : `no \`${source.labelHeader}\` header`
+        item.problem = {reason: 'no-label', detail: `${where}: the class name goes there (labelFrom/labelHeader), or set \`label\` on the source`}
+      }
+    }
+    entry.item = item
+    part.pending++
+    this.bytes += entry.bytes
+    this.queue.push(entry)
+  }
+
+  /** format json: the value is {label, uri} naming a local file; gs:// waits for the storage layer. */
+  private fromJson(item: SourceItem, value: Buffer): void {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(value.toString('utf8'))
+    } catch (error) {
+      item.problem = {reason: 'bad-message', detail: `the value is not JSON: ${describe(error)}`}
+      return
+    }
+    const body = parsed as {label?: unknown; uri?: unknown}
+    if (typeof parsed !== 'object' || parsed === null || typeof body.uri !== 'string' || body.uri === '') {
+      item.problem = {reason: 'bad-message', detail: 'expected a JSON object {"label": ..., "uri": ...} with a string uri'}
+      return
+    }
+    item.label = typeof body.label === 'string' && body.label !== '' ? body.label : this.source.label
+    const uri = body.uri
+    let file: string
+    if (/^file:\/\//i.test(uri)) {
+      file = fileURLToPath(uri)
+    } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(uri)) {
+      const scheme = uri.slice(0, uri.indexOf(':'))
+      item.problem = {
+        reason: 'unsupported-uri',
+        detail: `${uri}: ${scheme}:// objects are not read by the kafka source yet (gs:// will come with the storage layer); use a local path or a file:// URI`,
+      }
+      return
+    } else {
+      file = path.resolve(this.ctx.baseDir, uri)
+    }
+    item.read = () => readFile(file)
+  }
+
+  private settle(entry: Entry): void {
+    if (entry.done) return
+    this.release(entry)
+    const part = entry.part
+    if (entry.epoch === part.epoch) {
+      part.pending--
+      part.settled = max(part.settled, entry.offset + 1n)
+    }
+    if (this.overLimit) this.applyPause()
+  }
+
+  private release(entry: Entry): void {
+    if (entry.done) return
+    entry.done = true
+    this.bytes -= entry.bytes
+  }
+
+  private deadLetter(part: Part, offset: bigint, message: KafkaMessage, reason: string, detail: string): void {
+    const topic = this.source.deadLetterTopic
+    if (topic === undefined) return
+    const headers: IHeaders = {}
+    for (const [name, value] of Object.entries(message.headers ?? {})) if (value !== undefined) headers[name] = value
+    headers[DEAD_LETTER_HEADERS.reason] = reason
+    headers[DEAD_LETTER_HEADERS.detail] = detail.slice(0, 2000)
+    headers[DEAD_LETTER_HEADERS.topic] = part.topic
+    headers[DEAD_LETTER_HEADERS.partition] = String(part.partition)
+    headers[DEAD_LETTER_HEADERS.offset] = offset.toString()
+    this.deadLetters.push({key: message.key, value: message.value, headers})
+    this.deadLetterFlush ??= this.flushDeadLetters().finally(() => (this.deadLetterFlush = undefined))
+  }
+
+  private async flushDeadLetters(): Promise<void> {
+    try {
+      if (!this.producer) {
+        this.producer = this.kafka!.producer({allowAutoTopicCreation: false})
+        await this.producer.connect()
+      }
+      while (this.deadLetters.length > 0) {
+        const messages = this.deadLetters.splice(0)
+        await this.producer.send({topic: this.source.deadLetterTopic!, messages, acks: -1})
+      }
+    } catch (error) {
+      this.deadLetterError ??= error
+    }
+  }
+
+  async checkpoint(): Promise<SourceCheckpoints> {
+    // Dead letters first: once the manifest moves past a rejected message it is never seen again.
+    while (this.deadLetterFlush) await this.deadLetterFlush
+    if (this.deadLetterError !== undefined) {
+      const error = this.deadLetterError
+      this.deadLetterError = undefined
+      throw kafkaUnavailable(this.source.brokers, error)
+    }
+    this.snapshot = []
+    for (const [k, part] of this.parts) {
+      if (!part.assigned || !part.baseKnown) continue
+      this.snapshot.push({part, epoch: part.epoch, offset: part.settled})
+      if (part.settled > (this.recorded.get(k) ?? -1n)) this.recorded.set(k, part.settled)
+    }
+    const topics: Record<string, Record<string, string>> = {}
+    for (const [k, offset] of this.recorded) {
+      const [topic, partition] = k.split('\u0000') as [string, string]
+      ;(topics[topic] ??= {})[partition] = offset.toString()
+    }
+    return {kafka: {[this.source.groupId]: topics}}
+  }
+
+  async committed(_checkpoint: SourceCheckpoints): Promise<void> {
+    const commits: Array<{topic: string; partition: number; offset: string}> = []
+    const snapshot = this.snapshot
+    this.snapshot = []
+    for (const {part, epoch, offset} of snapshot) {
+      if (part.epoch !== epoch) continue
+      part.durable = max(part.durable, offset)
+      if (part.assigned && offset > part.committedKafka) commits.push({topic: part.topic, partition: part.partition, offset: offset.toString()})
+    }
+    if (commits.length === 0 || !this.consumer) return
+    try {
+      await this.consumer.commitOffsets(commits)
+      for (const c of commits) {
+        const part = this.parts.get(key(c.topic, c.partition))!
+        part.committedKafka = max(part.committedKafka, BigInt(c.offset))
+      }
+    } catch (error) {
+      // The manifest already holds these positions, so a redelivery is recognised and skipped.
+      this.ctx.observer?.warn?.(`committing Kafka offsets failed (the next run skips what the dataset holds): ${describe(error)}`)
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.wake()
+    const steps: Array<() => Promise<void> | undefined> = [
+      () => this.consumer?.disconnect(),
+      () => this.producer?.disconnect(),
+      () => this.admin?.disconnect(),
+    ]
+    for (const step of steps) await Promise.resolve(step()).catch(() => {})
+  }
+}
+
+/** Opens a kafka source; nothing connects until it is iterated. */
+export function openKafkaSource(source: KafkaSourceConfig, ctx: SourceContext): SourceStream {
+  return new KafkaSourceStream(source, ctx)
+}

@@ -1,0 +1,256 @@
+// `runIngest` from Kafka topics served by the test broker: end to end with bad messages (quarantine and
+// dead-letter topic), exactly-once across a crash between the manifest and the offset commit, the
+// json format, backpressure, and a rebalance that moves partitions to another consumer mid-stream.
+import assert from 'node:assert/strict'
+import {readFile, writeFile} from 'node:fs/promises'
+import path from 'node:path'
+import {after, afterEach, before, describe, it} from 'node:test'
+import type {Consumer, Kafka} from 'kafkajs'
+import {runIngest, type IngestProgress} from '../../../src/lib/data/ingest.js'
+import {readManifest} from '../../../src/lib/data/store.js'
+import {DEAD_LETTER_HEADERS} from '../../../src/lib/data/sources/kafka.js'
+import {UserError} from '../../../src/lib/ui/errors.js'
+import {tempDir} from '../../support/fixtures.js'
+import {KafkaBroker} from '../../support/kafka-broker.js'
+import {FAST_CONSUMER, kafkaLog, testKafka} from '../../support/kafka-client.js'
+import {createTopics, digitMessage, kafkaConfig, mnistDigits, produce, sha256, storedKeys, type Digit} from '../../support/kafka-fixtures.js'
+
+let broker: KafkaBroker
+let kafka: Kafka
+let dir: string
+let cleanup: () => Promise<void>
+let digits: Digit[]
+const consumers: Consumer[] = []
+
+before(async () => {
+  broker = await KafkaBroker.create({autoCreateTopics: false})
+  kafka = testKafka(broker.address)
+  ;({dir, cleanup} = await tempDir('ml-kafka-ingest-'))
+  digits = await mnistDigits(240)
+})
+afterEach(async () => {
+  await Promise.all(consumers.splice(0).map((c) => c.disconnect().catch(() => {})))
+})
+after(async () => {
+  await broker.stop()
+  await cleanup()
+  if (process.exitCode) console.error(kafkaLog.slice(-40).join('\n'))
+})
+
+let n = 0
+/** A fresh workspace folder, topic names and group id for one test. */
+function names() {
+  const id = n++
+  return {ws: path.join(dir, `ws${id}`), topic: `digits-${id}`, dead: `dead-${id}`, group: `g-${id}`}
+}
+
+const offsetsOf = (topic: string, partitions: number) => Array.from({length: partitions}, (_, p) => broker.highWatermark(topic, p))
+
+describe('ingest from Kafka', () => {
+  it('ingests a topic end to end: corrupt and unlabelled messages go to the quarantine and the dead-letter topic', async () => {
+    const {ws, topic, dead, group} = names()
+    await createTopics(kafka, [[topic, 3], [dead, 1]])
+    const good = digits.slice(0, 60)
+    const corrupt = {value: good[0]!.png.subarray(0, 60), headers: {label: '7', trace: 'abc'}}
+    const unlabelled = {value: good[1]!.png, headers: {other: 'x'}}
+    const oversized = {value: Buffer.concat([good[3]!.png, Buffer.alloc(4000)]), headers: {label: '1'}}
+    await produce(kafka, topic, [...good.map((d) => digitMessage(d)), corrupt, unlabelled, oversized, digitMessage(good[2]!)])
+
+    const progress: IngestProgress[] = []
+    const config = kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group, deadLetterTopic: dead}, {maxFileBytes: 2000})
+    const summary = await runIngest({config, baseDir: ws, onProgress: (p) => progress.push(p)})
+    assert.deepEqual([summary.accepted, summary.rejected, summary.duplicates], [60, 3, 1])
+    assert.deepEqual(summary.rejectedByReason, {corrupt: 1, 'no-label': 1, 'too-large': 1})
+    assert.equal(summary.total, 60)
+    assert.equal(progress.at(-1)!.seen, 64)
+
+    const storeDir = path.join(ws, 'store')
+    const stored = await storedKeys(storeDir)
+    assert.deepEqual(new Map(good.map((d) => [d.key, d.label])), stored)
+
+    // The manifest records each partition's next offset, and Kafka got the same, after it.
+    const manifest = await readManifest(storeDir)
+    const ends = offsetsOf(topic, 3)
+    assert.deepEqual(manifest.sources?.kafka?.[group]?.[topic], Object.fromEntries(ends.map((o, p) => [String(p), String(o)])))
+    assert.deepEqual([0, 1, 2].map((p) => broker.committed(group, topic, p)), ends)
+
+    const quarantine = (await readFile(path.join(storeDir, 'quarantine.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l))
+    assert.deepEqual(quarantine.map((q) => q.reason).sort(), ['corrupt', 'no-label', 'too-large'])
+    for (const q of quarantine) assert.match(q.origin, new RegExp(`^kafka:${topic}/\\d/\\d+$`))
+
+    // Dead letters: the original key, value and headers, plus why and where from.
+    const letters = broker.records(dead, 0)
+    assert.equal(letters.length, 3)
+    const header = (r: (typeof letters)[number], name: string) => r.headers.find((h) => h.key === name)?.value?.toString()
+    const byReason = new Map(letters.map((r) => [header(r, DEAD_LETTER_HEADERS.reason), r]))
+    assert.deepEqual(byReason.get('corrupt')!.value, corrupt.value)
+    assert.equal(header(byReason.get('corrupt')!, 'trace'), 'abc')
+    assert.equal(header(byReason.get('corrupt')!, DEAD_LETTER_HEADERS.topic), topic)
+    assert.deepEqual(byReason.get('no-label')!.value, unlabelled.value)
+    const origin = quarantine.find((q) => q.reason === 'corrupt').origin as string
+    assert.equal(`kafka:${topic}/${header(byReason.get('corrupt')!, DEAD_LETTER_HEADERS.partition)}/${header(byReason.get('corrupt')!, DEAD_LETTER_HEADERS.offset)}`, origin)
+
+    // A second run starts at the committed offsets: nothing to do, nothing new.
+    const again = await runIngest({config, baseDir: ws})
+    assert.deepEqual([again.accepted, again.rejected, again.duplicates, again.datasetVersion], [0, 0, 0, manifest.version])
+    assert.equal(broker.records(dead, 0).length, 3)
+  })
+
+  it('names the config key when a topic does not exist, and stores nothing', async () => {
+    const {ws, group} = names()
+    await assert.rejects(
+      runIngest({config: kafkaConfig({brokers: [broker.address], topics: ['no-such-topic'], groupId: group}), baseDir: ws}),
+      (error: unknown) => {
+        assert.ok(error instanceof UserError)
+        assert.equal(error.code, 'SOURCE_NOT_FOUND')
+        assert.match(error.message, /data\.sources\[0\]\.topics: topic no-such-topic does not exist/)
+        return true
+      },
+    )
+    assert.equal(broker.hasTopic('no-such-topic'), false, 'the source never creates topics')
+  })
+
+  it('stores nothing twice after a crash between the manifest commit and the offset commit', async () => {
+    const {ws, topic, group} = names()
+    await createTopics(kafka, [[topic, 2]])
+    const first = digits.slice(0, 50)
+    await produce(kafka, topic, first.map((d) => digitMessage(d)))
+    const config = kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group})
+    const v1 = await runIngest({config, baseDir: ws})
+    assert.equal(v1.accepted, 50)
+
+    // The crash: the offset commit never reached Kafka (the group has no offsets at all).
+    broker.setCommitted(group, topic, 0, undefined)
+    broker.setCommitted(group, topic, 1, undefined)
+    const more = digits.slice(50, 60)
+    await produce(kafka, topic, more.map((d) => digitMessage(d)))
+    const v2 = await runIngest({config, baseDir: ws})
+    // The old messages are recognised by their offsets: not even counted as duplicates.
+    assert.deepEqual([v2.accepted, v2.duplicates, v2.total], [10, 0, 60])
+    assert.deepEqual([0, 1].map((p) => broker.committed(group, topic, p)), offsetsOf(topic, 2))
+
+    // Without the recorded offsets (a store from before they existed), the content hash still
+    // drops every repeat.
+    const file = path.join(ws, 'store', 'manifest.json')
+    const manifest = JSON.parse(await readFile(file, 'utf8'))
+    delete manifest.sources
+    await writeFile(file, JSON.stringify(manifest))
+    broker.setCommitted(group, topic, 0, 0)
+    broker.setCommitted(group, topic, 1, 0)
+    const v3 = await runIngest({config, baseDir: ws})
+    assert.deepEqual([v3.accepted, v3.duplicates, v3.total], [0, 60, 60])
+    const stored = await storedKeys(path.join(ws, 'store'))
+    assert.equal(stored.size, 60)
+  })
+
+  it('reads the json format ({label, uri} of a local file) and quarantines bad and gs:// messages', async () => {
+    const {ws, topic, group} = names()
+    await createTopics(kafka, [[topic, 1]])
+    const {mkdir} = await import('node:fs/promises')
+    await mkdir(path.join(ws, 'files'), {recursive: true})
+    const files = digits.slice(100, 110)
+    for (const [i, d] of files.entries()) await writeFile(path.join(ws, 'files', `${i}.png`), d.png)
+    const messages = files.map((d, i) => ({value: Buffer.from(JSON.stringify({label: d.label, uri: i % 2 ? `files/${i}.png` : `file://${path.join(ws, 'files', `${i}.png`)}`}))}))
+    messages.push({value: Buffer.from(JSON.stringify({label: '3', uri: 'gs://bucket/x.png'}))})
+    messages.push({value: Buffer.from('{not json')})
+    messages.push({value: Buffer.from(JSON.stringify({label: '3', uri: 'files/missing.png'}))})
+    await produce(kafka, topic, messages)
+    const summary = await runIngest({config: kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group, format: 'json'}), baseDir: ws})
+    assert.equal(summary.accepted, 10)
+    assert.deepEqual(summary.rejectedByReason, {'unsupported-uri': 1, 'bad-message': 1, unreadable: 1})
+    const quarantine = (await readFile(path.join(ws, 'store', 'quarantine.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l))
+    assert.match(quarantine.find((q) => q.reason === 'unsupported-uri').detail, /gs:\/\/ .*not read by the kafka source yet/)
+    assert.deepEqual(await storedKeys(path.join(ws, 'store')), new Map(files.map((d) => [sha256(d.png), d.label])))
+  })
+
+  it('pauses and resumes the consumer under a tiny maxInFlightBytes and loses nothing (label from the key, tiny shards)', async () => {
+    const {ws, topic, group} = names()
+    await createTopics(kafka, [[topic, 4]])
+    const batch = digits.slice(0, 200)
+    await produce(kafka, topic, batch.map((d) => ({key: d.label, value: d.png})), 10)
+    const pauses: boolean[] = []
+    const summary = await runIngest({
+      config: kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group, labelFrom: 'key', maxInFlightBytes: 4000}, {shardSize: 16, concurrency: 2}),
+      baseDir: ws,
+      observer: {paused: (on) => pauses.push(on)},
+    })
+    assert.equal(summary.accepted, 200)
+    assert.ok(summary.datasetVersion > 5, `commits every 16 records: version ${summary.datasetVersion}`)
+    assert.deepEqual(await storedKeys(path.join(ws, 'store')), new Map(batch.map((d) => [d.key, d.label])))
+    assert.ok(pauses.filter(Boolean).length >= 2, `paused ${pauses.filter(Boolean).length} time(s)`)
+    assert.ok(pauses.filter((on) => !on).length >= 1, 'and resumed')
+  })
+
+  it('drops the uncommitted work of partitions revoked by a rebalance, so that nothing is lost or stored twice', async () => {
+    const {ws, topic, group} = names()
+    await createTopics(kafka, [[topic, 4]])
+    const all = digits.slice(0, 240)
+    await produce(kafka, topic, all.map((d, i) => ({...digitMessage(d), partition: i % 4})))
+    const ends = offsetsOf(topic, 4)
+
+    // Consumer B records what it gets and commits after every batch.
+    const other: string[] = []
+    let bAssigned: number[] = []
+    const b = kafka.consumer({groupId: group, ...FAST_CONSUMER})
+    consumers.push(b)
+    b.on(b.events.GROUP_JOIN, (e) => (bAssigned = e.payload.memberAssignment[topic] ?? []))
+    const bPositions = new Map<number, number>()
+    let bDone: () => void
+    const bFinished = new Promise<void>((resolve) => (bDone = resolve))
+    const checkB = () => {
+      if (bAssigned.length > 0 && bAssigned.every((p) => (bPositions.get(p) ?? 0) >= ends[p]!)) bDone()
+    }
+    // Everything is accounted for once what A holds (stored or buffered) and what B got add up.
+    const checkAll = () => {
+      if (bStarted && other.length > 0 && accepted + other.length === all.length) done()
+    }
+
+    const controller = new AbortController()
+    let bStarted = false
+    let done: () => void
+    const allHandled = new Promise<void>((resolve) => (done = resolve))
+    let accepted = 0
+    const ingest = runIngest({
+      // No commit can happen before the abort: the dropped work must be what was never committed.
+      config: kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group}, {shardSize: 10_000, concurrency: 2}),
+      baseDir: ws,
+      follow: true,
+      rollIntervalMs: 3_600_000,
+      signal: controller.signal,
+      onProgress: (p: IngestProgress) => {
+        accepted = p.accepted
+        if (!bStarted && p.accepted >= 40) {
+          bStarted = true
+          void (async () => {
+            await b.connect()
+            await b.subscribe({topic, fromBeginning: true})
+            await b.run({
+              eachMessage: async ({partition, message}) => {
+                other.push(sha256(message.value!))
+                bPositions.set(partition, Number(message.offset) + 1)
+                checkB()
+                checkAll()
+              },
+            })
+          })()
+        }
+        checkAll()
+      },
+    })
+    await bFinished
+    assert.ok(bAssigned.length > 0 && bAssigned.length < 4, `B got ${bAssigned}`)
+    await b.disconnect()
+    for (const p of bAssigned) assert.equal(broker.committed(group, topic, p), ends[p], 'B committed what it consumed')
+    await allHandled
+    controller.abort()
+    const summary = await ingest
+    assert.equal(summary.accepted + other.length, all.length)
+
+    const stored = await storedKeys(path.join(ws, 'store'))
+    const overlap = other.filter((k) => stored.has(k))
+    assert.deepEqual(overlap, [], 'stored by both consumers')
+    assert.equal(new Set(other).size, other.length, 'B got a message twice')
+    assert.deepEqual(new Set([...stored.keys(), ...other]), new Set(all.map((d) => d.key)))
+    assert.deepEqual([0, 1, 2, 3].map((p) => broker.committed(group, topic, p)), ends)
+  })
+})

@@ -1,0 +1,78 @@
+// Fixtures for Kafka ingest tests: real MNIST digits as PNG messages, a producer helper, configs for
+// a kafka source, and a reader of what a dataset store holds (sha256 key -> class name).
+import {createHash} from 'node:crypto'
+import type {Kafka, Message} from 'kafkajs'
+import {validateConfig} from '../../src/lib/config/load.js'
+import type {MlConfig} from '../../src/lib/config/schema.js'
+import {mnistPng, readMnist} from '../../src/lib/data/mnist.js'
+import {loadSplit, readManifest} from '../../src/lib/data/store.js'
+
+export interface Digit {
+  png: Buffer
+  label: string
+  key: string
+}
+
+/** `count` real MNIST training digits from `start`, PNG-encoded, with their sha256 dedupe keys. */
+export async function mnistDigits(count: number, start = 0): Promise<Digit[]> {
+  const sample = await readMnist('train', start, count)
+  const out: Digit[] = []
+  for (let i = 0; i < sample.count; i++) {
+    const png = await mnistPng(sample, i)
+    out.push({png, label: String(sample.labels[i]), key: createHash('sha256').update(png).digest('hex')})
+  }
+  return out
+}
+
+export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+
+/** Sends messages in requests of at most `per` messages (kafkajs sends one request per call). */
+export async function produce(kafka: Kafka, topic: string, messages: Message[], per = 200): Promise<void> {
+  const producer = kafka.producer({allowAutoTopicCreation: false})
+  await producer.connect()
+  try {
+    for (let i = 0; i < messages.length; i += per) await producer.send({topic, messages: messages.slice(i, i + per), acks: -1})
+  } finally {
+    await producer.disconnect()
+  }
+}
+
+export const digitMessage = (d: Digit, header = 'label'): Message => ({value: d.png, headers: {[header]: d.label}})
+
+export async function createTopics(kafka: Kafka, topics: Array<[string, number]>): Promise<void> {
+  const admin = kafka.admin()
+  await admin.connect()
+  try {
+    await admin.createTopics({topics: topics.map(([topic, numPartitions]) => ({topic, numPartitions})), waitForLeaders: true})
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+/** A validated config with one kafka source (plus `source` overrides) and 28x28 grey images. */
+export function kafkaConfig(source: Record<string, unknown>, data: Record<string, unknown> = {}): MlConfig {
+  return validateConfig({
+    data: {
+      sources: [{type: 'kafka', sessionTimeoutMs: 6000, ...source}],
+      store: 'store',
+      image: {width: 28, height: 28, channels: 1},
+      shardSize: 1000,
+      concurrency: 4,
+      ...data,
+    },
+  })
+}
+
+/** Every stored example: sha256 key -> class name (asserting that no key is stored twice). */
+export async function storedKeys(storeDir: string): Promise<Map<string, string>> {
+  const manifest = await readManifest(storeDir)
+  const out = new Map<string, string>()
+  for (const split of ['train', 'validation', 'test'] as const) {
+    const decoded = await loadSplit(storeDir, split, manifest)
+    decoded.keys.forEach((key, i) => {
+      if (out.has(key)) throw new Error(`key ${key} stored twice`)
+      out.set(key, manifest.classes[decoded.labels[i]!]!)
+    })
+  }
+  return out
+}
