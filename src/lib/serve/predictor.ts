@@ -46,14 +46,8 @@ export class Predictor {
   }
 
   /** Decodes and normalises one encoded image; throws a UserError naming `origin` when it cannot. */
-  async preprocess(bytes: Buffer, origin: string, limits: ImageLimits = {maxPixels: 40_000_000, maxFileBytes: 50 * 1024 * 1024}): Promise<Float32Array> {
-    const result = await decodeToPixels(bytes, this.preprocessing, limits)
-    if (!result.ok) throw new UserError(`${origin}: ${result.detail}`, {code: `IMAGE_${result.reason.toUpperCase().replaceAll('-', '_')}`, exit: 'data'})
-    const floats = pixelsToFloat(result.pixels)
-    if (this.preprocessing.scale !== 1 / 255 || this.preprocessing.offset !== 0) {
-      for (let i = 0; i < floats.length; i++) floats[i] = result.pixels[i]! * this.preprocessing.scale + this.preprocessing.offset
-    }
-    return floats
+  async preprocess(bytes: Buffer, origin: string, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<Float32Array> {
+    return preprocessImage(bytes, this.preprocessing, origin, limits)
   }
 
   /** Class probabilities for a batch of preprocessed images (n * H * W * C floats). */
@@ -74,6 +68,23 @@ export class Predictor {
   dispose(): void {
     this.model.dispose()
   }
+}
+
+export const DEFAULT_IMAGE_LIMITS: ImageLimits = {maxPixels: 40_000_000, maxFileBytes: 50 * 1024 * 1024}
+
+/**
+ * Decodes and normalises one encoded image to a model's input floats. A function of its own so that
+ * the server can preprocess on its main thread (sharp works in libuv's pool) without a loaded model.
+ * The UserError's code is IMAGE_<reason>, e.g. IMAGE_CORRUPT or IMAGE_TOO_MANY_PIXELS.
+ */
+export async function preprocessImage(bytes: Buffer, preprocessing: Preprocessing, origin: string, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<Float32Array> {
+  const result = await decodeToPixels(bytes, preprocessing, limits)
+  if (!result.ok) throw new UserError(`${origin}: ${result.detail}`, {code: `IMAGE_${result.reason.toUpperCase().replaceAll('-', '_')}`, exit: 'data'})
+  const floats = pixelsToFloat(result.pixels)
+  if (preprocessing.scale !== 1 / 255 || preprocessing.offset !== 0) {
+    for (let i = 0; i < floats.length; i++) floats[i] = result.pixels[i]! * preprocessing.scale + preprocessing.offset
+  }
+  return floats
 }
 
 /**

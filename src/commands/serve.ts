@@ -1,0 +1,58 @@
+import {Flags} from '@oclif/core'
+import {MlCommand} from '../lib/ui/command.js'
+import {isUserError} from '../lib/ui/errors.js'
+import type {LoadedConfig} from '../lib/config/load.js'
+
+export default class Serve extends MlCommand {
+  static override summary = 'Serve exported models over HTTP (KServe V2 and TF Serving REST).'
+  static override description = `Serves every version in the model repository (export.dir, or serve.repository / --repository) for the config's model (or serve.models / --model): the KServe V2 (Triton) and TensorFlow Serving REST protocols, a raw-image :classify for curl, /healthz, /readyz and Prometheus /metrics. Requests are batched dynamically across serve.instances worker threads in each of serve.processes processes; new versions dropped into the repository are loaded, warmed up and swapped in without dropping a request. SIGTERM or Ctrl-C stops taking connections, finishes queued and in-flight requests and exits 0. Events are JSON lines on stderr; the access log goes to serve.accessLog (default stdout).
+
+${MlCommand.exitCodesHelp}`
+
+  static override examples = [
+    '<%= config.bin %> serve',
+    '<%= config.bin %> serve --config ml.yaml --port 9000',
+    '<%= config.bin %> serve --repository ./models --model digits --instances 2',
+    'curl -s --data-binary @digit.png -H "Content-Type: image/png" localhost:8080/v1/models/digits:classify',
+  ]
+
+  static override flags = {
+    port: Flags.integer({summary: 'Port (overrides serve.port; 0 picks a free one).', env: 'ML_PORT', min: 0, max: 65_535}),
+    host: Flags.string({summary: 'Interface to listen on (overrides serve.host).', env: 'ML_HOST'}),
+    repository: Flags.string({summary: 'Model repository folder (overrides serve.repository and export.dir).', env: 'ML_REPOSITORY'}),
+    model: Flags.string({summary: 'Serve this model only (repeatable; overrides serve.models).', multiple: true}),
+    instances: Flags.integer({summary: 'Model instances (worker threads) per process.', min: 1, max: 64}),
+    processes: Flags.integer({summary: 'Server processes sharing the port.', min: 1, max: 64}),
+  }
+
+  async run() {
+    const {flags} = await this.parse(Serve)
+    let loaded: LoadedConfig | undefined
+    try {
+      loaded = await this.loadConfig(flags.config)
+    } catch (error) {
+      // A bare repository can be served without any ml.yaml.
+      if (!(isUserError(error) && error.code === 'CONFIG_NOT_FOUND' && flags.repository)) throw error
+    }
+    const {resolveServeOptions} = await import('../lib/serve/options.js')
+    const options = resolveServeOptions(loaded, {
+      port: flags.port,
+      host: flags.host,
+      repository: flags.repository,
+      models: flags.model,
+      instances: flags.instances,
+      processes: flags.processes,
+    })
+    // Under --json stdout must hold only the final summary.
+    if (this.jsonEnabled() && options.accessLog === 'stdout') options.accessLog = 'stderr'
+    const {runServe} = await import('../lib/serve/run.js')
+    const summary = await runServe(options, {
+      onListening: (info) => {
+        const models = info.models.map((m) => `${m.name} (versions ${m.versions.join(', ')})`).join(', ')
+        this.note(`serving ${models} at ${info.url} with ${info.processes} process(es) x ${info.instances} instance(s); Ctrl-C to stop`)
+      },
+    })
+    this.note(`stopped on ${summary.signal}${summary.requests === undefined ? '' : ` after ${summary.requests} request(s)`}`)
+    return summary
+  }
+}

@@ -1,0 +1,60 @@
+// What protocol handlers share: the server's parts, the per-request state the access log and metrics
+// read (protocol, model, version), and the one way to run a model version on queued input.
+import type {ServeMetrics} from './metrics.js'
+import type {ServeOptions} from './options.js'
+import type {Lease, ModelRepository, ModelVersion, VersionSelector} from './repository.js'
+import type {CancelToken, Scheduler} from './scheduler.js'
+
+export type Protocol = 'kserve' | 'tfserving' | 'raw' | 'health' | 'metrics' | 'other'
+
+export interface ServeContext {
+  options: ServeOptions
+  repository: ModelRepository
+  scheduler: Scheduler
+  /** Server name and version for KServe server metadata. */
+  server: {name: string; version: string}
+  /** Drift metrics (predicted classes, input statistics); absent in handler tests. */
+  metrics?: ServeMetrics
+}
+
+export interface RequestState {
+  protocol: Protocol
+  model?: string
+  version?: string
+  /** performance.now() time at which the request is answered 504. */
+  deadline: number
+  /** Called by the server when the client goes away, so that its queued work is dropped. */
+  cancel: CancelToken
+  /** True for requests that run a model (counted by the nv_inference_* metrics). */
+  inference: boolean
+  leases: Lease[]
+  /** Response body bytes, for the access log. */
+  bytes?: number
+}
+
+export interface Reply {
+  status: number
+  /** A JSON value, or a string sent as is (then contentType says what it is). */
+  body?: unknown
+  contentType?: string
+  headers?: Record<string, string>
+}
+
+export const json = (body: unknown, status = 200): Reply => ({status, body})
+
+/** Takes a version for the rest of the request (released by the server when it has answered). */
+export function useVersion(ctx: ServeContext, state: RequestState, model: string, selector: VersionSelector): ModelVersion {
+  state.model = model
+  const lease = ctx.repository.acquire(model, selector)
+  state.leases.push(lease)
+  state.version = String(lease.version.version)
+  return lease.version
+}
+
+/** Queues `n` images for the version; resolves with n * numClasses probabilities. */
+export async function runModel(ctx: ServeContext, state: RequestState, version: ModelVersion, input: Float32Array, n: number): Promise<Float32Array> {
+  state.inference = true
+  const outcome = await ctx.scheduler.submit(version.key, input, n, state.deadline, state.cancel)
+  ctx.metrics?.predicted(version.model, String(version.version), version.labels, outcome.output, n)
+  return outcome.output
+}

@@ -1,0 +1,103 @@
+// Request payloads to model input: JSON number arrays (flat or nested) and base64 images, each
+// checked against the model's input shape, with the client's mistakes reported as 4xx HttpErrors.
+import {isUserError} from '../ui/errors.js'
+import {badRequest, HttpError} from './http-error.js'
+import type {ServeMetrics} from './metrics.js'
+import type {ServeOptions} from './options.js'
+import {preprocessImage} from './predictor.js'
+import type {ModelVersion} from './repository.js'
+
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+export function parseJson(body: Buffer): unknown {
+  if (body.length === 0) throw badRequest('the request body is empty; expected a JSON object')
+  try {
+    return JSON.parse(body.toString('utf8'))
+  } catch (error) {
+    throw badRequest(`malformed JSON: ${(error as Error).message}`)
+  }
+}
+
+export function inputSize(version: ModelVersion): number {
+  const [h, w, c] = version.inputShape
+  return h * w * c
+}
+
+export function shapeText(shape: readonly number[]): string {
+  return `[${shape.join(',')}]`
+}
+
+/**
+ * Copies numbers from a flat or nested JSON array into `out` from `offset`; returns how many. Throws
+ * on a non-number, and stops counting past `out`'s end (the caller reports the size mismatch).
+ */
+export function fillNumbers(data: unknown, out: Float32Array, offset: number, where: string): number {
+  if (!Array.isArray(data)) throw badRequest(`${where}: expected an array of numbers`)
+  let n = 0
+  for (let i = 0; i < data.length; i++) {
+    const value: unknown = data[i]
+    if (typeof value === 'number') {
+      if (offset + n < out.length) out[offset + n] = value
+      n++
+    } else if (Array.isArray(value)) {
+      n += fillNumbers(value, out, offset + n, where)
+    } else {
+      throw badRequest(`${where}: expected numbers, found ${value === null ? 'null' : typeof value}`)
+    }
+  }
+  return n
+}
+
+/** Elements of a flat or nested array, in row-major order. */
+export function flatten(data: unknown[]): unknown[] {
+  return data.some(Array.isArray) ? (data as unknown[]).flat(Number.POSITIVE_INFINITY) : data
+}
+
+const BASE64 = /^[A-Za-z0-9+/\-_\s]*={0,2}\s*$/
+
+export function decodeBase64(text: unknown, where: string): Buffer {
+  if (typeof text !== 'string') throw badRequest(`${where}: expected a base64 string, found ${text === null ? 'null' : typeof text}`)
+  if (!BASE64.test(text)) throw badRequest(`${where}: not valid base64`)
+  return Buffer.from(text, 'base64')
+}
+
+export type ImageErrorStyle = 'json' | 'raw'
+
+/**
+ * Decodes and normalises images (sharp works in libuv's thread pool, off the event loop) exactly as
+ * training did. In a raw image body an unsupported format is 415 and an oversized image 413; inside
+ * JSON every image problem is 400.
+ */
+export async function imagesToInput(images: Buffer[], version: ModelVersion, options: ServeOptions, where: (i: number) => string, style: ImageErrorStyle = 'json', metrics?: ServeMetrics): Promise<Float32Array> {
+  const size = inputSize(version)
+  const out = new Float32Array(images.length * size)
+  await Promise.all(images.map(async (bytes, i) => {
+    try {
+      const pixels = await preprocessImage(bytes, version.preprocessing!, where(i), options.imageLimits)
+      out.set(pixels, i * size)
+      metrics?.input(version.model, String(version.version), bytes, pixels, version.preprocessing!.scale, version.preprocessing!.offset)
+    } catch (error) {
+      if (!isUserError(error)) throw error
+      let status = 400
+      if (style === 'raw' && error.code === 'IMAGE_UNSUPPORTED_FORMAT') status = 415
+      if (style === 'raw' && (error.code === 'IMAGE_TOO_LARGE' || error.code === 'IMAGE_TOO_MANY_PIXELS')) status = 413
+      throw new HttpError(status, error.message)
+    }
+  }))
+  return out
+}
+
+export function checkBatch(n: number, options: ServeOptions): void {
+  if (n < 1) throw badRequest('no images in the request')
+  if (n > options.maxBatchSize) throw badRequest(`${n} images in one request is over serve.maxBatchSize (${options.maxBatchSize}); split the request`)
+}
+
+/** The `top` highest scores of one row, best first (ties: lower index first). */
+export function topScores(probabilities: Float32Array, row: number, numClasses: number, top: number): Array<{index: number; score: number}> {
+  const scores: Array<{index: number; score: number}> = []
+  for (let i = 0; i < numClasses; i++) scores.push({index: i, score: probabilities[row * numClasses + i]!})
+  scores.sort((a, b) => b.score - a.score || a.index - b.index)
+  return scores.slice(0, Math.max(1, Math.min(top, numClasses)))
+}

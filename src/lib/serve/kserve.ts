@@ -1,0 +1,141 @@
+// KServe V2 / Triton HTTP protocol: server and model metadata, model readiness, and inference with
+// FP32 tensors or BYTES elements holding base64-encoded images, plus the classification extension.
+import {badRequest, HttpError} from './http-error.js'
+import {checkBatch, decodeBase64, fillNumbers, flatten, imagesToInput, inputSize, isObject, parseJson, shapeText, topScores} from './inputs.js'
+import {json, runModel, useVersion, type Reply, type RequestState, type ServeContext} from './context.js'
+import type {ModelVersion} from './repository.js'
+
+export const INPUT_NAME = 'image'
+export const OUTPUT_NAME = 'probabilities'
+export const EXTENSIONS = ['classification', 'model_repository'] as const
+
+export function platformOf(version: ModelVersion): string {
+  return version.runtime === 'onnx' ? 'onnxruntime_onnx' : 'tensorflowjs_layers'
+}
+
+export function serverMetadata(ctx: ServeContext): Reply {
+  return json({name: ctx.server.name, version: ctx.server.version, extensions: [...EXTENSIONS]})
+}
+
+export function modelMetadata(ctx: ServeContext, state: RequestState, model: string, version?: string): Reply {
+  const chosen = useVersion(ctx, state, model, {version})
+  const entry = ctx.repository.model(model)
+  const versions = [...entry.versions.values()].filter((v) => v.state === 'AVAILABLE').map((v) => v.version).sort((a, b) => a - b).map(String)
+  return json({
+    name: model,
+    versions,
+    platform: platformOf(chosen),
+    inputs: [{name: INPUT_NAME, datatype: 'FP32', shape: [-1, ...chosen.inputShape]}],
+    outputs: [{name: OUTPUT_NAME, datatype: 'FP32', shape: [-1, chosen.labels.length]}],
+  })
+}
+
+/** 200 with an empty body when ready, 400 when known but not ready (the spec: health is the status code). */
+export function modelReady(ctx: ServeContext, state: RequestState, model: string, version?: string): Reply {
+  state.model = model
+  ctx.repository.model(model)
+  try {
+    const chosen = ctx.repository.find(model, {version})
+    state.version = String(chosen.version)
+    return {status: 200}
+  } catch (error) {
+    if (error instanceof HttpError && error.status !== 400) return {status: 400}
+    throw error
+  }
+}
+
+interface RequestedOutput {
+  name: string
+  classification?: number
+}
+
+function parseOutputs(value: unknown): RequestedOutput[] {
+  if (value === undefined) return [{name: OUTPUT_NAME}]
+  if (!Array.isArray(value) || value.length === 0) throw badRequest('"outputs" must be a non-empty array of {name, parameters?}')
+  return value.map((output, i) => {
+    if (!isObject(output) || typeof output.name !== 'string') throw badRequest(`outputs[${i}]: expected an object with a "name"`)
+    if (output.name !== OUTPUT_NAME) throw badRequest(`unexpected inference output "${output.name}"; this model has one output, "${OUTPUT_NAME}"`)
+    const parameters = output.parameters
+    if (parameters !== undefined && !isObject(parameters)) throw badRequest(`outputs[${i}].parameters must be an object`)
+    const k = parameters?.classification
+    if (k === undefined) return {name: output.name}
+    if (typeof k !== 'number' || !Number.isInteger(k) || k < 1) throw badRequest(`outputs[${i}].parameters.classification must be a positive integer, got ${JSON.stringify(k)}`)
+    return {name: output.name, classification: k}
+  })
+}
+
+async function parseInput(ctx: ServeContext, version: ModelVersion, input: unknown): Promise<{data: Float32Array; n: number}> {
+  if (!isObject(input)) throw badRequest('inputs[0] must be an object {name, shape, datatype, data}')
+  if (input.name !== INPUT_NAME) throw badRequest(`unexpected inference input ${JSON.stringify(input.name)} for model "${version.model}"; its input is "${INPUT_NAME}"`)
+  const shape = input.shape
+  if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => typeof d === 'number' && Number.isInteger(d) && d >= 0)) {
+    throw badRequest(`input "${INPUT_NAME}": "shape" must be an array of non-negative integers`)
+  }
+  if (!Array.isArray(input.data)) throw badRequest(`input "${INPUT_NAME}": "data" must be an array`)
+  const expected = [-1, ...version.inputShape]
+  if (input.datatype === 'FP32') {
+    const [n, ...rest] = shape as number[]
+    if (shape.length !== 4 || rest.some((d, i) => d !== version.inputShape[i])) {
+      throw badRequest(`input "${INPUT_NAME}": shape ${shapeText(shape as number[])} does not match the model input ${shapeText(expected)}`)
+    }
+    checkBatch(n!, ctx.options)
+    const data = new Float32Array(n! * inputSize(version))
+    const count = fillNumbers(input.data, data, 0, `input "${INPUT_NAME}" data`)
+    if (count !== data.length) throw badRequest(`input "${INPUT_NAME}": shape ${shapeText(shape as number[])} needs ${data.length} values, "data" has ${count}`)
+    return {data, n: n!}
+  }
+  if (input.datatype === 'BYTES') {
+    if (!(shape.length === 1 || (shape.length === 2 && shape[1] === 1))) {
+      throw badRequest(`input "${INPUT_NAME}": BYTES input holds one encoded image per element; shape must be [n] or [n,1], got ${shapeText(shape as number[])}`)
+    }
+    const elements = flatten(input.data)
+    const n = shape[0] as number
+    if (elements.length !== n) throw badRequest(`input "${INPUT_NAME}": shape ${shapeText(shape as number[])} needs ${n} elements, "data" has ${elements.length}`)
+    checkBatch(n, ctx.options)
+    const images = elements.map((element, i) => decodeBase64(element, `input "${INPUT_NAME}" element ${i}`))
+    return {data: await imagesToInput(images, version, ctx.options, (i) => `input "${INPUT_NAME}" element ${i}`, 'json', ctx.metrics), n}
+  }
+  throw badRequest(`input "${INPUT_NAME}": datatype ${JSON.stringify(input.datatype)} is not accepted; send FP32 (shape ${shapeText(expected)}, the preprocessed image) or BYTES (base64-encoded image files)`)
+}
+
+export async function infer(ctx: ServeContext, state: RequestState, model: string, versionText: string | undefined, body: Buffer): Promise<Reply> {
+  const request = parseJson(body)
+  if (!isObject(request)) throw badRequest('the request body must be a JSON object {inputs: [...]}')
+  if (request.id !== undefined && typeof request.id !== 'string') throw badRequest('"id" must be a string')
+  if (!Array.isArray(request.inputs) || request.inputs.length === 0) throw badRequest('"inputs" must be a non-empty array')
+  const outputs = parseOutputs(request.outputs)
+  const version = useVersion(ctx, state, model, {version: versionText})
+  if (request.inputs.length !== 1) throw badRequest(`model "${model}" has one input ("${INPUT_NAME}"); the request has ${request.inputs.length}`)
+  const {data, n} = await parseInput(ctx, version, request.inputs[0])
+  const probabilities = await runModel(ctx, state, version, data, n)
+  const numClasses = version.labels.length
+  return json({
+    model_name: model,
+    model_version: String(version.version),
+    ...(request.id !== undefined ? {id: request.id} : {}),
+    outputs: outputs.map((output) => {
+      if (output.classification === undefined) {
+        return {name: output.name, datatype: 'FP32', shape: [n, numClasses], data: Array.from(probabilities)}
+      }
+      const k = Math.min(output.classification, numClasses)
+      const data: string[] = []
+      for (let row = 0; row < n; row++) {
+        // Triton's format: value (std::to_string, 6 decimals), class index, label.
+        for (const {index, score} of topScores(probabilities, row, numClasses, k)) data.push(`${score.toFixed(6)}:${index}:${version.labels[index]}`)
+      }
+      return {name: output.name, datatype: 'BYTES', shape: [n, k], data}
+    }),
+  })
+}
+
+/** Triton's POST /v2/repository/index: every version the server knows, with its state. */
+export function repositoryIndex(ctx: ServeContext): Reply {
+  const states = {AVAILABLE: 'READY', LOADING: 'LOADING', UNLOADING: 'UNLOADING', FAILED: 'UNAVAILABLE'} as const
+  const index: Array<Record<string, string>> = []
+  for (const entry of ctx.repository.models.values()) {
+    for (const v of [...entry.versions.values()].sort((a, b) => a.version - b.version)) {
+      index.push({name: entry.name, version: String(v.version), state: states[v.state], ...(v.reason ? {reason: v.reason} : {})})
+    }
+  }
+  return json(index)
+}

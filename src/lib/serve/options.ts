@@ -1,0 +1,123 @@
+// The server's settings, resolved once from ml.yaml (serve.*, export.dir, data limits) and flags into
+// plain JSON, so that cluster worker processes receive exactly what the primary resolved.
+import os from 'node:os'
+import path from 'node:path'
+import {z} from 'zod'
+import {resolvePath, type LoadedConfig} from '../config/load.js'
+import {ServeSchema} from '../config/schema.js'
+import type {ImageLimits} from '../data/image.js'
+import type {EnginePreference} from '../engine/backend.js'
+import {UserError} from '../ui/errors.js'
+
+export type ServeConfig = z.output<typeof ServeSchema>
+
+export interface ServedModel {
+  name: string
+  /** Version labels (TF Serving /labels/<label>) to version numbers. */
+  labels: Record<string, number>
+}
+
+export interface ServeOptions {
+  /** Absolute path of the model repository. */
+  repository: string
+  /** Models to serve; undefined = every model folder in the repository. */
+  models?: ServedModel[]
+  host: string
+  port: number
+  versionPolicy: 'all' | {latest: number}
+  runtime: 'auto' | 'tfjs' | 'onnx'
+  /** Worker threads per process. */
+  instances: number
+  processes: number
+  maxBatchSize: number
+  preferredBatchSize: number
+  maxQueueDelayMs: number
+  maxQueueSize: number
+  requestTimeoutMs: number
+  maxBodyBytes: number
+  clientTimeoutMs: number
+  pollIntervalMs: number
+  /** 'stdout', 'stderr', 'off' or an absolute file path. */
+  accessLog: string
+  auth?: {tokenEnv: string}
+  tls?: {cert: string; key: string}
+  /** TensorFlow.js backend preference (train.backend), initialised in every worker thread. */
+  engine: EnginePreference
+  imageLimits: ImageLimits
+}
+
+export interface ServeOverrides {
+  port?: number
+  host?: string
+  repository?: string
+  models?: string[]
+  instances?: number
+  processes?: number
+}
+
+/**
+ * Turns a loaded config (or, with no config file, the serve defaults and a repository flag) into
+ * ServeOptions. Paths in the config are relative to its folder; flag paths to the working directory.
+ */
+export function resolveServeOptions(loaded: LoadedConfig | undefined, overrides: ServeOverrides = {}): ServeOptions {
+  let serve: ServeConfig
+  if (loaded) serve = loaded.config.serve
+  else {
+    const parsed = ServeSchema.safeParse({})
+    if (!parsed.success) throw new Error('serve defaults do not validate')
+    serve = parsed.data
+  }
+  const base = loaded ?? {baseDir: process.cwd()}
+  const repository = overrides.repository
+    ? path.resolve(overrides.repository)
+    : serve.repository
+      ? resolvePath(base, serve.repository)
+      : loaded
+        ? resolvePath(loaded, loaded.config.export.dir)
+        : undefined
+  if (repository === undefined) {
+    throw new UserError('no model repository: pass --repository <dir> or --config <ml.yaml>', {code: 'SERVE_NO_REPOSITORY', exit: 'usage'})
+  }
+  let models: ServedModel[] | undefined = serve.models?.map((m) => (typeof m === 'string' ? {name: m, labels: {}} : {name: m.name, labels: m.labels ?? {}}))
+  if (overrides.models?.length) {
+    models = overrides.models.map((name) => models?.find((m) => m.name === name) ?? {name, labels: {}})
+  } else if (models === undefined && loaded) {
+    // `ml serve --config x` serves what `ml export` wrote for that config.
+    models = [{name: loaded.config.name, labels: {}}]
+  }
+  const processes = overrides.processes ?? serve.processes
+  const instancesSetting = overrides.instances ?? serve.instances
+  const instances = instancesSetting === 'auto' ? Math.max(1, Math.floor(os.availableParallelism() / processes)) : instancesSetting
+  const accessLog = ['stdout', 'stderr', 'off'].includes(serve.accessLog) ? serve.accessLog : resolvePath(base, serve.accessLog)
+  return {
+    repository,
+    models,
+    host: overrides.host ?? serve.host,
+    port: overrides.port ?? serve.port,
+    versionPolicy: serve.versionPolicy,
+    runtime: serve.runtime,
+    instances,
+    processes,
+    maxBatchSize: serve.maxBatchSize,
+    preferredBatchSize: Math.min(serve.preferredBatchSize ?? serve.maxBatchSize, serve.maxBatchSize),
+    maxQueueDelayMs: serve.maxQueueDelayMs,
+    maxQueueSize: serve.maxQueueSize,
+    requestTimeoutMs: serve.requestTimeoutMs,
+    maxBodyBytes: serve.maxBodyBytes,
+    clientTimeoutMs: serve.clientTimeoutMs,
+    pollIntervalMs: serve.pollIntervalMs,
+    accessLog,
+    auth: serve.auth,
+    tls: serve.tls ? {cert: resolvePath(base, serve.tls.cert), key: resolvePath(base, serve.tls.key)} : undefined,
+    engine: loaded?.config.train.backend ?? 'auto',
+    imageLimits: loaded ? {maxPixels: loaded.config.data.maxPixels, maxFileBytes: loaded.config.data.maxFileBytes} : {maxPixels: 40_000_000, maxFileBytes: 50 * 1024 * 1024},
+  }
+}
+
+/** ServeOptions for tests and benchmarks: defaults, then the given fields. */
+export function serveOptions(fields: Partial<ServeOptions> & {repository: string}): ServeOptions {
+  const defaults = resolveServeOptions(undefined, {repository: fields.repository})
+  const merged = {...defaults, ...fields}
+  if (fields.preferredBatchSize === undefined) merged.preferredBatchSize = merged.maxBatchSize
+  return merged
+}

@@ -1,0 +1,62 @@
+// Entry point of one server process under `serve.processes > 1` (forked by the cluster primary in
+// run.ts): the same server as a single process, with /metrics aggregated through the primary.
+import {AggregatorRegistry} from 'prom-client'
+import {errorToJson} from '../ui/errors.js'
+import type {ServeOptions} from './options.js'
+import {OPTIONS_ENV, servedModels, type ClusterMessage} from './run.js'
+import {startServer, type ServeHandle} from './server.js'
+
+// Installs prom-client's listener that answers the primary's requests for this process's metrics.
+new AggregatorRegistry()
+
+const send = (message: ClusterMessage) => new Promise<void>((resolve) => process.send!(message, undefined, {}, () => resolve()))
+const waiting = new Map<number, (text: string) => void>()
+let nextId = 1
+let handle: ServeHandle | undefined
+let stopping: Promise<void> | undefined
+
+function aggregatedMetrics(): Promise<string> {
+  return new Promise((resolve) => {
+    const id = nextId++
+    // Should the primary not answer, this process's own metrics are better than none.
+    const fallback = setTimeout(() => {
+      waiting.delete(id)
+      void handle!.metrics.registry.metrics().then(resolve)
+    }, 5_000)
+    waiting.set(id, (text) => {
+      clearTimeout(fallback)
+      resolve(text)
+    })
+    void send({type: 'ml:metrics-request', id})
+  })
+}
+
+function shutdown(): Promise<void> {
+  stopping ??= (async () => {
+    await handle?.close()
+    // Exit now rather than when the last handle closes: the primary counts exits as drained.
+    process.exit(0)
+  })()
+  return stopping
+}
+
+process.on('message', (message: ClusterMessage) => {
+  if (message.type === 'ml:metrics') {
+    waiting.get(message.id)?.(message.text)
+    waiting.delete(message.id)
+  } else if (message.type === 'ml:shutdown') void shutdown()
+})
+// Ctrl-C reaches every process of the group; each drains on its own.
+process.once('SIGTERM', () => void shutdown())
+process.once('SIGINT', () => void shutdown())
+
+try {
+  const options = JSON.parse(process.env[OPTIONS_ENV] ?? '') as ServeOptions
+  handle = await startServer(options, {metricsText: aggregatedMetrics, logFields: {pid: process.pid}})
+  AggregatorRegistry.setRegistries([handle.metrics.registry])
+  await send({type: 'ml:listening', port: handle.port, url: handle.url, models: servedModels(handle)})
+} catch (error) {
+  await send({type: 'ml:fatal', error: errorToJson(error).error})
+  process.exitCode = 1
+  process.disconnect()
+}

@@ -1,0 +1,330 @@
+// The served side of the model repository <repo>/<model>/<version>/: which versions are loaded,
+// polling for new, changed and removed ones, and swapping them in only once loaded and warmed up.
+import {EventEmitter} from 'node:events'
+import {readdir, stat} from 'node:fs/promises'
+import {z} from 'zod'
+import {listVersions, MODEL_FILES} from '../export/tfjs.js'
+import {exists, joinPath, listNames, readJson} from '../storage/index.js'
+import {HttpError, notFound, unavailable} from './http-error.js'
+import type {JsonLog} from './log.js'
+import type {ServeMetrics} from './metrics.js'
+import type {ServedModel, ServeOptions} from './options.js'
+import type {Preprocessing} from './predictor.js'
+import type {Scheduler} from './scheduler.js'
+import type {LoadSpec, Runtime} from './worker-protocol.js'
+
+export const ONNX_FILE = 'model.onnx'
+
+/** TF Serving's state names, plus FAILED for a version that could not be loaded. */
+export type VersionState = 'LOADING' | 'AVAILABLE' | 'UNLOADING' | 'FAILED'
+
+export interface ModelVersion {
+  model: string
+  version: number
+  /** `<model>/<version>`: the scheduler's and the instances' name for it. */
+  key: string
+  dir: string
+  state: VersionState
+  /** Why a FAILED version failed. */
+  reason?: string
+  runtime?: Runtime
+  labels: string[]
+  preprocessing?: Preprocessing
+  /** [height, width, channels]. */
+  inputShape: [number, number, number]
+  /** Files, sizes and times: a FAILED version is retried only once this changes. */
+  fingerprint: string
+  loadMs?: number
+  /** Requests holding this version (acquire/release); it is unloaded only when none do. */
+  users: number
+}
+
+export interface ModelEntry {
+  name: string
+  labels: Record<string, number>
+  versions: Map<number, ModelVersion>
+}
+
+export interface VersionSelector {
+  version?: string
+  label?: string
+}
+
+export interface Lease {
+  version: ModelVersion
+  release(): void
+}
+
+/** What the repository needs from the instances. */
+export interface ModelLoader {
+  load(spec: LoadSpec): Promise<void>
+  unload(key: string): Promise<void>
+}
+
+const PreprocessingFile = z.object({
+  width: z.number().int().positive(),
+  height: z.number().int().positive(),
+  channels: z.union([z.literal(1), z.literal(3)]),
+  fit: z.enum(['fill', 'contain', 'cover']),
+  scale: z.number(),
+  offset: z.number(),
+})
+
+const LabelsFile = z.array(z.string()).min(1)
+
+const WARMUP_MAX = 64
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
+
+async function fingerprint(dir: string): Promise<string> {
+  try {
+    const names = (await readdir(dir)).sort()
+    const parts = await Promise.all(names.map(async (name) => {
+      const s = await stat(joinPath(dir, name))
+      return `${name}:${s.size}:${s.mtimeMs}`
+    }))
+    return parts.join('|')
+  } catch (error) {
+    return `unreadable:${message(error)}`
+  }
+}
+
+export class ModelRepository extends EventEmitter {
+  readonly models = new Map<string, ModelEntry>()
+  private scanning: Promise<void> | undefined
+  private timer: NodeJS.Timeout | undefined
+  private stopped = false
+  private scanned = false
+
+  constructor(
+    private readonly options: ServeOptions,
+    private readonly loader: ModelLoader,
+    private readonly scheduler: Scheduler,
+    private readonly metrics: ServeMetrics,
+    private readonly log: JsonLog,
+  ) {
+    super()
+    for (const model of options.models ?? []) this.entry(model)
+  }
+
+  private entry(model: ServedModel): ModelEntry {
+    let entry = this.models.get(model.name)
+    if (entry === undefined) {
+      entry = {name: model.name, labels: model.labels, versions: new Map()}
+      this.models.set(model.name, entry)
+    }
+    return entry
+  }
+
+  /** The first scan (every version is loaded before it resolves), then polling. */
+  async start(): Promise<void> {
+    await this.scan()
+    this.schedule()
+  }
+
+  private schedule(): void {
+    if (this.stopped || this.options.pollIntervalMs <= 0) return
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      void this.scan().finally(() => this.schedule())
+    }, this.options.pollIntervalMs)
+  }
+
+  /** One pass over the repository; concurrent calls share the pass in progress. */
+  scan(): Promise<void> {
+    this.scanning ??= this.scanOnce()
+      .catch((error) => this.log.event('warn', 'repository-scan-failed', {repository: this.options.repository, reason: message(error)}))
+      .finally(() => {
+        this.scanning = undefined
+        this.scanned = true
+      })
+    return this.scanning
+  }
+
+  private async modelNames(): Promise<string[]> {
+    if (this.options.models) return this.options.models.map((m) => m.name)
+    const names: string[] = []
+    for (const name of await listNames(this.options.repository)) {
+      if (name.startsWith('.')) continue
+      if ((await listVersions(this.options.repository, name)).length > 0) names.push(name)
+    }
+    return names
+  }
+
+  private async scanOnce(): Promise<void> {
+    const names = await this.modelNames()
+    for (const name of names) {
+      if (this.stopped) return
+      await this.scanModel(this.entry({name, labels: {}}))
+    }
+    // A model folder that disappeared (only when serving whatever the repository holds).
+    for (const entry of [...this.models.values()]) {
+      if (names.includes(entry.name)) continue
+      for (const version of [...entry.versions.values()]) await this.unloadVersion(entry, version)
+      this.models.delete(entry.name)
+    }
+  }
+
+  private async scanModel(entry: ModelEntry): Promise<void> {
+    const onDisk = await listVersions(this.options.repository, entry.name)
+    const limit = this.options.versionPolicy === 'all' ? Number.POSITIVE_INFINITY : this.options.versionPolicy.latest
+    const wanted = new Set<number>()
+    // Newest first, so that a new latest version is served as soon as possible. A version that
+    // failed does not count towards the policy: the older one it would replace keeps serving.
+    for (const version of [...onDisk].reverse()) {
+      if (wanted.size >= limit || this.stopped) break
+      const dir = joinPath(this.options.repository, entry.name, String(version))
+      const known = entry.versions.get(version)
+      if (known === undefined) await this.loadVersion(entry, version, dir)
+      else if (known.state === 'FAILED' && known.fingerprint !== (await fingerprint(dir))) await this.loadVersion(entry, version, dir)
+      if (entry.versions.get(version)?.state === 'AVAILABLE') wanted.add(version)
+    }
+    for (const version of [...entry.versions.values()]) {
+      if (version.state === 'AVAILABLE' && !wanted.has(version.version)) await this.unloadVersion(entry, version)
+      else if (version.state === 'FAILED' && !onDisk.includes(version.version)) entry.versions.delete(version.version)
+    }
+  }
+
+  private async readVersion(dir: string): Promise<{runtime: Runtime; labels: string[]; preprocessing: Preprocessing}> {
+    const hasJson = await exists(joinPath(dir, MODEL_FILES.modelJson))
+    const hasOnnx = await exists(joinPath(dir, ONNX_FILE))
+    const choice = this.options.runtime
+    let runtime: Runtime
+    if (choice === 'tfjs' || (choice === 'auto' && hasJson)) {
+      if (!hasJson) throw new Error(`${MODEL_FILES.modelJson} not found (serve.runtime is tfjs)`)
+      runtime = 'tfjs'
+    } else {
+      if (!hasOnnx) throw new Error(choice === 'onnx' ? `${ONNX_FILE} not found (serve.runtime is onnx)` : `neither ${MODEL_FILES.modelJson} nor ${ONNX_FILE} found`)
+      runtime = 'onnx'
+    }
+    const labels = LabelsFile.safeParse(await readJson(joinPath(dir, MODEL_FILES.labels)).catch((error) => {
+      throw new Error(`${MODEL_FILES.labels}: ${message(error)}`)
+    }))
+    if (!labels.success) throw new Error(`${MODEL_FILES.labels} must be a non-empty array of strings`)
+    const preprocessing = PreprocessingFile.safeParse(await readJson(joinPath(dir, MODEL_FILES.preprocessing)).catch((error) => {
+      throw new Error(`${MODEL_FILES.preprocessing}: ${message(error)}`)
+    }))
+    if (!preprocessing.success) throw new Error(`${MODEL_FILES.preprocessing} is invalid: ${preprocessing.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`)
+    return {runtime, labels: labels.data, preprocessing: preprocessing.data}
+  }
+
+  private async loadVersion(entry: ModelEntry, version: number, dir: string): Promise<void> {
+    const key = `${entry.name}/${version}`
+    const record: ModelVersion = {model: entry.name, version, key, dir, state: 'LOADING', labels: [], inputShape: [0, 0, 0], fingerprint: await fingerprint(dir), users: 0}
+    entry.versions.set(version, record)
+    const labels = {model: entry.name, version: String(version)}
+    const started = performance.now()
+    this.log.event('info', 'model-loading', {model: entry.name, version, dir})
+    try {
+      const meta = await this.readVersion(dir)
+      const p = meta.preprocessing
+      record.runtime = meta.runtime
+      record.labels = meta.labels
+      record.preprocessing = p
+      record.inputShape = [p.height, p.width, p.channels]
+      const warmup = [...new Set([1, Math.min(this.options.maxBatchSize, WARMUP_MAX)])]
+      await this.loader.load({key, dir, runtime: meta.runtime, inputShape: record.inputShape, numClasses: meta.labels.length, warmup})
+      this.scheduler.addModel({key, model: entry.name, version: String(version), inputSize: p.height * p.width * p.channels, outputSize: meta.labels.length})
+      record.loadMs = Math.round(performance.now() - started)
+      record.state = 'AVAILABLE'
+      this.metrics.modelLoads.inc({...labels, result: 'success'})
+      this.metrics.modelReady.set(labels, 1)
+      this.log.event('info', 'model-loaded', {model: entry.name, version, runtime: meta.runtime, ms: record.loadMs})
+      this.emit('loaded', record)
+    } catch (error) {
+      record.state = 'FAILED'
+      record.reason = message(error)
+      // Fingerprint again: files may have been written while loading; the next change retries.
+      record.fingerprint = await fingerprint(dir)
+      this.metrics.modelLoads.inc({...labels, result: 'failure'})
+      this.log.event('error', 'model-load-failed', {model: entry.name, version, dir, reason: record.reason})
+      this.emit('failed', record)
+    }
+  }
+
+  private async unloadVersion(entry: ModelEntry, record: ModelVersion): Promise<void> {
+    if (record.state !== 'AVAILABLE') {
+      entry.versions.delete(record.version)
+      return
+    }
+    record.state = 'UNLOADING'
+    // Requests that already hold this version finish on it.
+    while (record.users > 0) await new Promise((resolve) => this.once(`released:${record.key}`, resolve))
+    await this.scheduler.removeModel(record.key)
+    await this.loader.unload(record.key)
+    entry.versions.delete(record.version)
+    const labels = {model: entry.name, version: String(record.version)}
+    this.metrics.modelReady.remove(labels)
+    this.metrics.modelLoads.inc({...labels, result: 'unloaded'})
+    this.log.event('info', 'model-unloaded', {model: entry.name, version: record.version})
+    this.emit('unloaded', record)
+  }
+
+  /** The model, or 404. */
+  model(name: string): ModelEntry {
+    const entry = this.models.get(name)
+    if (entry === undefined) throw notFound(`unknown model "${name}"${this.models.size ? `; served: ${[...this.models.keys()].join(', ')}` : ''}`)
+    return entry
+  }
+
+  /** The version a request names (number or label), else the newest available one; 404 or 503 if none. */
+  find(name: string, selector: VersionSelector = {}): ModelVersion {
+    const entry = this.model(name)
+    let wanted: number | undefined
+    if (selector.label !== undefined) {
+      wanted = entry.labels[selector.label]
+      if (wanted === undefined) {
+        const known = Object.keys(entry.labels)
+        throw notFound(`model "${name}" has no version label "${selector.label}"${known.length ? ` (labels: ${known.join(', ')})` : ' (set serve.models[].labels)'}`)
+      }
+    } else if (selector.version !== undefined) {
+      if (!/^[1-9][0-9]{0,15}$/.test(selector.version)) throw new HttpError(400, `invalid version "${selector.version}": expected a positive integer`)
+      wanted = Number(selector.version)
+    }
+    if (wanted !== undefined) {
+      const record = entry.versions.get(wanted)
+      if (record === undefined) throw notFound(`version ${wanted} of model "${name}" not found`)
+      if (record.state === 'LOADING') throw unavailable(`version ${wanted} of model "${name}" is loading`)
+      if (record.state === 'FAILED') throw notFound(`version ${wanted} of model "${name}" failed to load: ${record.reason}`)
+      if (record.state === 'UNLOADING') throw notFound(`version ${wanted} of model "${name}" is being unloaded`)
+      return record
+    }
+    let latest: ModelVersion | undefined
+    for (const record of entry.versions.values()) if (record.state === 'AVAILABLE' && (latest === undefined || record.version > latest.version)) latest = record
+    if (latest !== undefined) return latest
+    if ([...entry.versions.values()].some((v) => v.state === 'LOADING')) throw unavailable(`model "${name}" is loading`)
+    const failed = [...entry.versions.values()].filter((v) => v.state === 'FAILED').map((v) => `version ${v.version}: ${v.reason}`)
+    throw notFound(`model "${name}" has no available version${failed.length ? ` (${failed.join('; ')})` : ''}`)
+  }
+
+  /** find() plus a hold that keeps the version loaded until release(). */
+  acquire(name: string, selector: VersionSelector = {}): Lease {
+    const version = this.find(name, selector)
+    version.users++
+    let released = false
+    return {
+      version,
+      release: () => {
+        if (released) return
+        released = true
+        if (--version.users === 0 && version.state === 'UNLOADING') this.emit(`released:${version.key}`)
+      },
+    }
+  }
+
+  /** True after the first scan while every served model has an available version. */
+  ready(): boolean {
+    if (!this.scanned || this.models.size === 0) return false
+    for (const entry of this.models.values()) if (![...entry.versions.values()].some((v) => v.state === 'AVAILABLE')) return false
+    return true
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+    await this.scanning
+  }
+}

@@ -1,0 +1,177 @@
+// `ml serve` end to end: one server process, or a node:cluster primary (no inference of its own) that
+// runs serve.processes servers on one port, replaces dead ones, aggregates metrics and drains on SIGTERM.
+import cluster, {type Worker} from 'node:cluster'
+import {fileURLToPath} from 'node:url'
+import {AggregatorRegistry, Counter, Registry} from 'prom-client'
+import {ExitCode, UserError, type ExitCodeName} from '../ui/errors.js'
+import {JsonLog} from './log.js'
+import type {ServeOptions} from './options.js'
+import {startServer, type ServeHandle} from './server.js'
+
+export interface ListeningInfo {
+  url: string
+  port: number
+  processes: number
+  instances: number
+  models: Array<{name: string; versions: number[]}>
+}
+
+export interface ServeSummary {
+  url: string
+  port: number
+  processes: number
+  instances: number
+  /** Requests answered (single process; under a cluster each process logs its own). */
+  requests?: number
+  /** Server processes replaced after they died (cluster). */
+  restarts?: number
+  signal: string
+  uptimeSeconds: number
+}
+
+export interface ServeHooks {
+  onListening?(info: ListeningInfo): void
+}
+
+/** IPC between the primary and its server processes. */
+export type ClusterMessage =
+  | {type: 'ml:listening'; port: number; url: string; models: ListeningInfo['models']}
+  | {type: 'ml:fatal'; error: {code: string; message: string; exitCode: number; suggestions?: string[]}}
+  | {type: 'ml:metrics-request'; id: number}
+  | {type: 'ml:metrics'; id: number; text: string}
+  | {type: 'ml:shutdown'}
+
+export const OPTIONS_ENV = 'ML_SERVE_OPTIONS'
+
+export function servedModels(handle: ServeHandle): ListeningInfo['models'] {
+  return [...handle.repository.models.values()].map((m) => ({
+    name: m.name,
+    versions: [...m.versions.values()].filter((v) => v.state === 'AVAILABLE').map((v) => v.version).sort((a, b) => a - b),
+  }))
+}
+
+/** Resolves with the first SIGTERM or SIGINT; a second one exits at once (130). */
+function nextSignal(log: JsonLog): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const first = (signal: NodeJS.Signals) => {
+      process.off('SIGTERM', first)
+      process.off('SIGINT', first)
+      const again = (second: NodeJS.Signals) => {
+        log.event('warn', 'forced-exit', {signal: second})
+        process.exit(ExitCode.interrupted)
+      }
+      process.once('SIGTERM', again)
+      process.once('SIGINT', again)
+      resolve(signal)
+    }
+    process.on('SIGTERM', first)
+    process.on('SIGINT', first)
+  })
+}
+
+export async function runServe(options: ServeOptions, hooks: ServeHooks = {}): Promise<ServeSummary> {
+  return options.processes > 1 ? runCluster(options, hooks) : runSingle(options, hooks)
+}
+
+async function runSingle(options: ServeOptions, hooks: ServeHooks): Promise<ServeSummary> {
+  const started = Date.now()
+  const log = new JsonLog(process.stderr)
+  const handle = await startServer(options, {log})
+  const models = servedModels(handle)
+  log.event('info', 'listening', {url: handle.url, port: handle.port, pid: process.pid, instances: options.instances, backend: handle.pool.backend, models})
+  hooks.onListening?.({url: handle.url, port: handle.port, processes: 1, instances: options.instances, models})
+  const signal = await nextSignal(log)
+  log.event('info', 'signal', {signal})
+  await handle.close()
+  return {url: handle.url, port: handle.port, processes: 1, instances: options.instances, requests: handle.handled(), signal, uptimeSeconds: Math.round((Date.now() - started) / 1000)}
+}
+
+function exitName(code: number): ExitCodeName {
+  return (Object.entries(ExitCode).find(([, value]) => value === code)?.[0] ?? 'internal') as ExitCodeName
+}
+
+async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<ServeSummary> {
+  const started = Date.now()
+  const log = new JsonLog(process.stderr, {pid: process.pid, role: 'primary'})
+  const aggregator = new AggregatorRegistry()
+  const own = new Registry()
+  const restartsCounter = new Counter({name: 'ml_serve_process_restarts_total', help: 'Server processes replaced after they died.', registers: [own]})
+  cluster.setupPrimary({exec: fileURLToPath(new URL('./process-worker.js', import.meta.url)), args: []})
+  const env = {[OPTIONS_ENV]: JSON.stringify(options)}
+  let stopping = false
+  let restarts = 0
+  let listening: {port: number; url: string; models: ListeningInfo['models']} | undefined
+  const recentDeaths: number[] = []
+
+  const fork = () => cluster.fork(env)
+
+  const startup = new Promise<void>((resolve, reject) => {
+    let up = 0
+    cluster.on('message', (worker: Worker, message: ClusterMessage) => {
+      if (message.type === 'ml:listening') {
+        listening ??= message
+        log.event('info', 'process-started', {worker: worker.id, workerPid: worker.process.pid, port: message.port})
+        if (++up === options.processes) resolve()
+      } else if (message.type === 'ml:fatal' && listening === undefined) {
+        reject(new UserError(message.error.message, {code: message.error.code, exit: exitName(message.error.exitCode), suggestions: message.error.suggestions}))
+      } else if (message.type === 'ml:metrics-request') {
+        // Every process's registry summed (histograms and counters) or averaged per prom-client's rules.
+        Promise.all([aggregator.clusterMetrics(), own.metrics()])
+          .then(([text, mine]) => worker.send({type: 'ml:metrics', id: message.id, text: text + mine} satisfies ClusterMessage))
+          .catch((error: Error) => worker.send({type: 'ml:metrics', id: message.id, text: `# metrics aggregation failed: ${error.message}\n`} satisfies ClusterMessage))
+      }
+    })
+    cluster.on('exit', (worker, code, signal) => {
+      // Ctrl-C reaches the whole process group, but the primary's handler sets stopping long before a
+      // worker has drained, so any other exit is a process to replace.
+      if (stopping) return
+      if (listening === undefined) {
+        reject(new Error(`server process ${worker.process.pid} exited (code ${code}, signal ${signal}) before it listened`))
+        return
+      }
+      const now = Date.now()
+      recentDeaths.push(now)
+      while (recentDeaths.length > 0 && recentDeaths[0]! < now - 60_000) recentDeaths.shift()
+      restarts++
+      restartsCounter.inc()
+      // A process that keeps dying right after start is replaced more and more slowly.
+      const delay = recentDeaths.length > 3 ? Math.min(30_000, 250 * 2 ** (recentDeaths.length - 3)) : 0
+      log.event('error', 'process-died', {workerPid: worker.process.pid, code, signal, restartInMs: delay})
+      setTimeout(() => {
+        if (!stopping) fork()
+      }, delay)
+    })
+  })
+
+  const stopAll = async () => {
+    stopping = true
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+    await Promise.all(workers.map((worker) => new Promise<void>((resolve) => {
+      if (worker.isDead()) {
+        resolve()
+        return
+      }
+      worker.once('exit', () => resolve())
+      if (worker.isConnected()) worker.send({type: 'ml:shutdown'} satisfies ClusterMessage)
+      else worker.process.kill('SIGTERM')
+    })))
+  }
+
+  for (let i = 0; i < options.processes; i++) fork()
+  try {
+    await startup
+  } catch (error) {
+    await stopAll()
+    throw error
+  }
+  const info = {url: listening!.url, port: listening!.port, processes: options.processes, instances: options.instances, models: listening!.models}
+  log.event('info', 'listening', info)
+  hooks.onListening?.(info)
+  const signal = await nextSignal(log)
+  log.event('info', 'signal', {signal})
+  await stopAll()
+  cluster.removeAllListeners('message')
+  cluster.removeAllListeners('exit')
+  log.event('info', 'stopped', {restarts})
+  return {url: info.url, port: info.port, processes: options.processes, instances: options.instances, restarts, signal, uptimeSeconds: Math.round((Date.now() - started) / 1000)}
+}

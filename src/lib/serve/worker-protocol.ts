@@ -1,0 +1,33 @@
+// Messages between the server's main thread and its model instances (worker threads). Tensors cross
+// as Float32Arrays whose buffers are transferred, not copied.
+import type {EnginePreference} from '../engine/backend.js'
+
+export type Runtime = 'tfjs' | 'onnx'
+
+export interface LoadSpec {
+  /** `<model>/<version>`: how infer messages name the model. */
+  key: string
+  dir: string
+  runtime: Runtime
+  /** [height, width, channels]. */
+  inputShape: [number, number, number]
+  numClasses: number
+  /** Batch sizes run once on zeros after loading, so that the first requests do not pay for setup. */
+  warmup: number[]
+}
+
+export interface WorkerInit {
+  engine: EnginePreference
+}
+
+export type ToWorker =
+  | {type: 'load'; id: number; spec: LoadSpec}
+  | {type: 'unload'; id: number; key: string}
+  | {type: 'infer'; id: number; key: string; n: number; input: Float32Array}
+
+export type FromWorker =
+  | {type: 'ready'; backend: string}
+  | {type: 'fatal'; message: string}
+  | {type: 'done'; id: number; ms: number}
+  | {type: 'result'; id: number; output: Float32Array; computeMs: number}
+  | {type: 'error'; id: number; message: string}
