@@ -13,13 +13,21 @@ ${MlCommand.exitCodesHelp}`
   static override flags = {
     run: Flags.string({summary: 'Run id or run directory (default: the latest run).', env: 'ML_RUN'}),
     split: Flags.string({summary: 'Split to score.', options: ['test', 'validation', 'train'], default: 'test'}),
+    report: Flags.string({summary: 'Also write an HTML report with PNG charts (curves, confusion matrix, per-class accuracy, mistakes) into this folder.'}),
   }
 
   async run() {
     const {flags} = await this.parse(Evaluate)
     const loaded = await this.loadConfig(flags.config)
     const {evaluateRun} = await import('../lib/train/evaluate-run.js')
-    const result = await evaluateRun({loaded, run: flags.run, split: flags.split as 'test' | 'validation' | 'train'})
+    const evaluated = await evaluateRun({loaded, run: flags.run, split: flags.split as 'test' | 'validation' | 'train'})
+    let result: typeof evaluated & {report?: string} = evaluated
+    if (flags.report) {
+      const {writeEvaluationReport} = await import('../lib/monitor/report.js')
+      const report = await writeEvaluationReport({result: evaluated, outDir: flags.report})
+      this.note(`report: ${report.html}`)
+      result = {...evaluated, report: report.html}
+    }
     this.say(`run ${result.runId} on ${result.split} (${result.count} images): accuracy ${fmt(result.accuracy)}, loss ${fmt(result.loss)}, macro F1 ${fmt(result.macroF1)}`)
     this.say('')
     const width = Math.max(5, ...result.perClass.map((c) => c.label.length))

@@ -14,6 +14,8 @@ export const ExitCode = {
   training: 4,
   /** A remote service or peer failed (network, cloud API, broker). */
   service: 5,
+  /** A service level objective was violated (`ml monitor --check`). */
+  slo: 6,
   /** Interrupted by SIGINT/SIGTERM before finishing (what was done is kept). */
   interrupted: 130,
 } as const
@@ -27,6 +29,7 @@ export const EXIT_CODES_HELP = `EXIT CODES
   3    input data missing, unreadable or corrupt
   4    training failed
   5    a remote service or peer failed
+  6    a service level objective was violated (ml monitor --check)
   130  interrupted (work already done is kept)`
 
 export interface UserErrorOptions {

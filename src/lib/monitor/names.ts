@@ -1,0 +1,35 @@
+// The metric names the monitor reads, in one place: what `ml serve` exports (src/lib/serve/metrics.ts),
+// Node's default process metrics, and the Kafka ingest's endpoint. The Grafana/Prometheus files use them too.
+
+export const SERVE = {
+  requests: 'ml_serve_requests_total',
+  requestDuration: 'ml_serve_request_duration_seconds',
+  queueDuration: 'ml_serve_queue_duration_seconds',
+  inferenceDuration: 'ml_serve_inference_duration_seconds',
+  batchSize: 'ml_serve_batch_size',
+  inFlight: 'ml_serve_in_flight_requests',
+  queueDepth: 'ml_serve_queue_depth',
+  modelReady: 'ml_serve_model_ready',
+  instanceRestarts: 'ml_serve_instance_restarts_total',
+  // Drift: the top-1 class of every image answered, and statistics of the images sent.
+  predictions: 'ml_serve_predictions_total',
+  inputBrightness: 'ml_serve_input_brightness',
+  inputWidth: 'ml_serve_input_width_pixels',
+  inputHeight: 'ml_serve_input_height_pixels',
+} as const
+
+/** prom-client's collectDefaultMetrics names. */
+export const PROCESS = {
+  cpuSeconds: 'process_cpu_seconds_total',
+  residentBytes: 'process_resident_memory_bytes',
+  heapUsedBytes: 'nodejs_heap_size_used_bytes',
+  eventLoopLagP99: 'nodejs_eventloop_lag_p99_seconds',
+  startTime: 'process_start_time_seconds',
+} as const
+
+/** Protocols of model requests (the others are health checks, /metrics and unknown paths). */
+export const MODEL_PROTOCOLS = /kserve|tfserving|raw/
+
+/** 5xx answers are the server's failures; 4xx are the client's and do not count against the SLO. */
+export const SERVER_ERROR = /5../
+export const CLIENT_ERROR = /4../
