@@ -23,6 +23,7 @@ ${MlCommand.exitCodesHelp}`
     quantize: Flags.string({summary: 'Weight quantization (default: export.quantize).', options: ['none', 'float16', 'uint8']}),
     dir: Flags.string({summary: 'Model repository directory (overrides export.dir).', env: 'ML_EXPORT_DIR'}),
     version: Flags.integer({summary: 'Version number to write (default: next).', min: 1}),
+    to: Flags.string({summary: 'Then register the version in a model registry: vertex (Vertex AI, uses train.vertex; export.dir must be gs://).', options: ['vertex']}),
   }
 
   async run() {
@@ -44,6 +45,12 @@ ${MlCommand.exitCodesHelp}`
       this.say(`  ${f.format.padEnd(7)} ${size}, ${accuracy}`)
     }
     for (const note of result.notes) this.say(`  note: ${note}`)
+    if (flags.to === 'vertex') {
+      const {uploadToVertex} = await import('../lib/export/vertex.js')
+      const vertex = await uploadToVertex(loaded, result, {onProgress: (m) => this.note(m)})
+      this.say(`registered in Vertex AI as ${vertex.model}`)
+      return {...result, vertex}
+    }
     return result
   }
 }

@@ -1,5 +1,7 @@
 import {Flags} from '@oclif/core'
+import type {LoadedConfig} from '../lib/config/load.js'
 import {MlCommand} from '../lib/ui/command.js'
+import {UserError} from '../lib/ui/errors.js'
 import {createProgress, fmt} from '../lib/ui/progress.js'
 
 export default class Train extends MlCommand {
@@ -7,6 +9,8 @@ export default class Train extends MlCommand {
   static override description = `Trains model (a preset or a layer list) on the train split of the dataset written by \`ml ingest\`, validating on the validation split after every epoch. Writes a run directory (train.runs/<run id>) with the model, labels, preprocessing spec, a JSONL metrics log and a checkpoint per epoch. Ctrl-C saves a checkpoint; --resume continues exactly where the run stopped.
 
 Backends (train.backend): auto picks tfjs-node-gpu, then tfjs-node when installed, else wasm, else cpu, and says which.
+
+Vertex AI (--target vertex, train.vertex): the resolved config is uploaded to <train.vertex.baseOutputDir>/<job>/config.yaml and a CustomJob runs \`ml train\` on it in the ml container image, with one data-parallel worker per GPU; the run is written under the same prefix. A spinner follows the job's state; --detach prints the job name and returns (see \`ml train status\` and \`ml train cancel\`). Ctrl-C asks whether to cancel the job (on a terminal; otherwise it cancels). data.store must be on gs://.
 
 ${MlCommand.exitCodesHelp}`
 
@@ -16,6 +20,8 @@ ${MlCommand.exitCodesHelp}`
     '<%= config.bin %> train --resume',
     '<%= config.bin %> train --devices 2',
     '<%= config.bin %> train --resume mnist-20261124-101500',
+    '<%= config.bin %> train --target vertex',
+    '<%= config.bin %> train --target vertex --detach --json',
   ]
 
   static override flags = {
@@ -35,11 +41,17 @@ ${MlCommand.exitCodesHelp}`
       parse: async (input) => input,
     }),
     'run-id': Flags.string({summary: 'Name of the new run (default: <name>-<timestamp>).', env: 'ML_RUN_ID'}),
+    target: Flags.string({summary: 'Where to train (overrides train.target).', options: ['local', 'vertex'], env: 'ML_TRAIN_TARGET'}),
+    detach: Flags.boolean({summary: 'With --target vertex: print the job name and return instead of following the job.'}),
   }
 
   async run() {
+    const {trialOverrides, hypertuneReporter} = await import('../lib/train/tune.js')
+    const {publishModelDir, vertexRunsDir} = await import('../lib/train/vertex.js')
+    // A tuning trial gets its values as --<parameter id>=<value> arguments (see ml tune).
+    const trial = trialOverrides(this.argv)
     // A bare `--resume` (no run id after it) means the latest run.
-    const argv = this.argv.map((a, i, all) => (a === '--resume' && (i + 1 >= all.length || all[i + 1]!.startsWith('-')) ? '--resume=latest' : a))
+    const argv = trial.argv.map((a, i, all) => (a === '--resume' && (i + 1 >= all.length || all[i + 1]!.startsWith('-')) ? '--resume=latest' : a))
     const {flags} = await this.parse(Train, argv)
     const loaded = await this.loadConfig(flags.config, {
       'train.epochs': flags.epochs,
@@ -48,7 +60,14 @@ ${MlCommand.exitCodesHelp}`
       'train.backend': flags.backend,
       'train.seed': flags.seed,
       'train.devices': flags.devices === undefined || flags.devices === 'auto' ? flags.devices : Number(flags.devices),
+      'train.target': flags.target,
+      // Inside a Vertex AI job: runs go under the job's output prefix (per trial when tuning).
+      'train.runs': vertexRunsDir(),
+      ...trial.overrides,
     })
+    if (loaded.config.train.target === 'vertex') return this.trainOnVertex(loaded, flags.detach)
+    if (flags.detach) throw new UserError('--detach only applies to --target vertex', {code: 'USAGE', exit: 'usage'})
+    const reportMetric = hypertuneReporter(process.env, loaded.config.tune?.metric)
     const {runTraining} = await import('../lib/train/trainer.js')
     const abort = new AbortController()
     const onSignal = () => abort.abort()
@@ -82,6 +101,7 @@ ${MlCommand.exitCodesHelp}`
             case 'epoch': {
               progress.stop()
               const m = event.metrics
+              reportMetric?.(m)
               this.note(
                 `epoch ${m.epoch}/${event.epochs}  loss ${fmt(m.loss)}  acc ${fmt(m.accuracy)}  val_loss ${fmt(m.valLoss)}  val_acc ${fmt(m.valAccuracy)}  ${m.imagesPerSec.toFixed(0)} img/s  ${m.seconds.toFixed(1)}s`,
               )
@@ -93,12 +113,42 @@ ${MlCommand.exitCodesHelp}`
             }
           }
         },
-      }).then((summary) => {
+      }).then(async (summary) => {
         this.say(`run ${summary.runId}: ${summary.epochs} epochs, val_acc ${fmt(summary.valAccuracy)}, model in ${summary.runDir}`)
+        // Inside a Vertex AI job: the model also goes where Vertex expects artifacts (AIP_MODEL_DIR).
+        const modelDir = await publishModelDir(summary.runDir)
+        if (modelDir) this.note(`model copied to ${modelDir}`)
         return summary
       })
     } finally {
       progress.stop()
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    }
+  }
+
+  private async trainOnVertex(loaded: LoadedConfig, detach: boolean) {
+    const {trainOnVertex} = await import('../lib/train/vertex.js')
+    const {createSpinner} = await import('../lib/ui/spinner.js')
+    const {askYesNo, interactive} = await import('../lib/ui/prompt.js')
+    const abort = new AbortController()
+    const onSignal = () => abort.abort()
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    const spinner = await createSpinner({enabled: !this.jsonEnabled()})
+    try {
+      const result = await trainOnVertex(loaded, {
+        detach,
+        signal: abort.signal,
+        ui: {spinner, note: (m) => this.note(m), ...(interactive() && !this.jsonEnabled() ? {ask: askYesNo} : {})},
+      })
+      if (result.detached) this.say(result.job)
+      else if (result.run) {
+        this.say(`job ${result.job} succeeded: run ${result.run.runId}, val_acc ${fmt(result.run.final?.valAccuracy)}, model in ${result.run.runDir}`)
+      } else this.say(`job ${result.job} succeeded; outputs in ${result.outputDir}`)
+      return result
+    } finally {
+      spinner.stop()
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
     }

@@ -1,9 +1,9 @@
 // Loading ml.yaml: YAML parsing, validation with one error listing every problem, path resolution
 // relative to the config file, and overrides from flags / ML_* environment variables.
-import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 import {parseDocument} from 'yaml'
 import {z} from 'zod'
+import {isRemote, parentOf, readText, resolveLocation} from '../storage/index.js'
 import {UserError} from '../ui/errors.js'
 import {ConfigSchema, type MlConfig} from './schema.js'
 
@@ -18,7 +18,7 @@ export interface ConfigIssue {
 
 export interface LoadedConfig {
   config: MlConfig
-  /** Absolute path of the file that was read. */
+  /** Absolute path (or gs:// URI) of the file that was read. */
   file: string
   /** Directory relative paths in the config are resolved against. */
   baseDir: string
@@ -120,11 +120,13 @@ export function setPath(target: Record<string, unknown>, dotted: string, value: 
  * values are skipped), applied before validation so that a bad flag value is reported like a bad key.
  */
 export async function loadConfig(file: string, overrides: Record<string, unknown> = {}): Promise<LoadedConfig> {
-  const absolute = path.resolve(file)
+  const absolute = resolveLocation(file)
   let text: string
   try {
-    text = await readFile(absolute, 'utf8')
+    text = await readText(absolute)
   } catch (error) {
+    // Cloud Storage failures (credentials, permissions) already say what to do.
+    if (error instanceof UserError) throw error
     const code = (error as NodeJS.ErrnoException).code
     throw new UserError(
       code === 'ENOENT' ? `config file ${file} not found` : `cannot read config file ${file}: ${(error as Error).message}`,
@@ -143,12 +145,19 @@ export async function loadConfig(file: string, overrides: Record<string, unknown
   }
   for (const [key, value] of Object.entries(overrides)) if (value !== undefined) setPath(input, key, value)
   const config = validateConfig(input, file)
-  return {config, file: absolute, baseDir: path.dirname(absolute)}
+  return {config, file: absolute, baseDir: parentOf(absolute)}
 }
 
-/** Resolves a config path (relative to the config file's folder) unless it is absolute or a URI. */
+/**
+ * Resolves a config path (relative to the config file's folder) unless it is absolute or a URI. A
+ * config read from gs:// resolves relative paths under its own prefix.
+ */
 export function resolvePath(loaded: Pick<LoadedConfig, 'baseDir'>, p: string): string {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(p) || path.isAbsolute(p)) return p
+  if (isRemote(p) || path.isAbsolute(p)) return p
+  if (isRemote(loaded.baseDir)) {
+    const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(loaded.baseDir)![0]
+    return scheme + path.posix.join(loaded.baseDir.slice(scheme.length), p)
+  }
   return path.resolve(loaded.baseDir, p)
 }
 

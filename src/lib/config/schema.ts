@@ -1,6 +1,7 @@
 // The zod schema of ml.yaml: the single declarative config every command reads.
 // Unknown keys are errors (strict objects) so that typos are caught instead of silently ignored.
 import {z} from 'zod'
+import {TuneSchema, VertexSchema} from './cloud-schema.js'
 
 // Messages say what was expected; the loader appends what it got (`train.batchSize: expected a
 // positive integer, got "abc"`).
@@ -39,7 +40,7 @@ export const FolderSourceSchema = z
     ),
     label: z.string().min(1).optional().describe('A fixed label for every image (then path holds images directly).'),
   })
-  .describe('Images on a local disk (or gs:// prefix) in class sub-folders.')
+  .describe('Images on a local disk in class sub-folders (for a gs:// prefix use type gcs).')
 
 export const KafkaSourceSchema = z
   .strictObject({
@@ -72,7 +73,19 @@ export const KafkaSourceSchema = z
   .refine((s) => s.format !== 'fixed' || s.label !== undefined, {message: 'format fixed needs `label`', path: ['label']})
   .describe('Images (or pointers to them) in Kafka topics, consumed by a consumer group; offsets are committed after the data is.')
 
-export const SourceSchema = z.discriminatedUnion('type', [FolderSourceSchema, KafkaSourceSchema])
+export const GcsSourceSchema = z
+  .strictObject({
+    type: z.literal('gcs'),
+    uri: z
+      .string()
+      .regex(/^gs:\/\/[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](\/.*)?$/, 'expected a gs://bucket/prefix URI')
+      .describe('A gs://bucket/prefix with one sub-prefix per class; the sub-prefix name is the label.'),
+    split: SplitName.optional().describe('Put every image of this source into one split. Default: split by content hash.'),
+    label: z.string().min(1).optional().describe('A fixed label for every image (then the prefix holds images directly).'),
+  })
+  .describe('Images in Cloud Storage under a gs:// prefix, in class sub-prefixes (credentials: Application Default Credentials).')
+
+export const SourceSchema = z.discriminatedUnion('type', [FolderSourceSchema, KafkaSourceSchema, GcsSourceSchema])
 
 export const DataSchema = z.strictObject({
   sources: z.array(SourceSchema).min(1).describe('Where images come from.'),
@@ -146,6 +159,11 @@ export const TrainSchema = z.strictObject({
     .union([positiveInt.max(64), z.literal('auto')])
     .default(1)
     .describe('Data-parallel workers: a number, or auto (one per GPU, else one per core).'),
+  target: z
+    .enum(['local', 'vertex'])
+    .default('local')
+    .describe('Where `ml train` runs: on this machine, or as a Vertex AI CustomJob configured by train.vertex. Flag --target.'),
+  vertex: VertexSchema.optional(),
 })
 
 export const ExportSchema = z.strictObject({
@@ -296,6 +314,7 @@ export const ConfigSchema = z
     export: ExportSchema.prefault({}),
     serve: ServeSchema.prefault({}),
     monitor: MonitorSchema.prefault({}),
+    tune: TuneSchema.optional(),
   })
   .describe('ml.yaml: one declarative config for the whole lifecycle of an image classifier.')
 
@@ -304,6 +323,7 @@ export type MlConfigInput = z.input<typeof ConfigSchema>
 export type ImageSpec = z.output<typeof ImageSpecSchema>
 export type SourceConfig = z.output<typeof SourceSchema>
 export type FolderSourceConfig = z.output<typeof FolderSourceSchema>
+export type GcsSourceConfig = z.output<typeof GcsSourceSchema>
 export type KafkaSourceConfig = z.output<typeof KafkaSourceSchema>
 export type DataConfig = z.output<typeof DataSchema>
 export type ModelConfig = z.output<typeof ModelSchema>

@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs'
 
 type NamedTensor = {name: string; tensor: tf.Tensor}
-import {exists, joinPath, listNames, readBytes, readJson, readText, remove, writeFileAtomic} from '../storage/index.js'
+import {exists, joinPath, listNames, readBytes, readJson, readText, remove, swapDir, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../ui/errors.js'
 import {loadModel, saveModel} from './model.js'
 import type {EpochMetrics} from './run-dir.js'
@@ -86,9 +86,8 @@ export async function saveCheckpoint(
   await writeFileAtomic(joinPath(staging, 'optimizer.json'), JSON.stringify({entries}))
   await writeFileAtomic(joinPath(staging, 'state.json'), JSON.stringify(position))
   const target = joinPath(checkpointsDir, name)
-  await remove(target)
-  const {rename} = await import('node:fs/promises')
-  await rename(staging, target)
+  // A rename locally; on gs:// a copy, which is still safe: LATEST names the checkpoint only after.
+  await swapDir(staging, target)
   await writeFileAtomic(joinPath(checkpointsDir, LATEST), name + '\n')
   const all = (await listNames(checkpointsDir)).filter((n) => n.startsWith('epoch-'))
   for (const old of all.slice(0, Math.max(0, all.length - keep))) if (old !== name) await remove(joinPath(checkpointsDir, old))

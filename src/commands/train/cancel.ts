@@ -1,0 +1,27 @@
+// `ml train cancel <job>`: asks Vertex AI to stop a training (or tuning) job; a running job goes to
+// CANCELLING and then CANCELLED, keeping whatever it already wrote to its output prefix.
+import {Args} from '@oclif/core'
+import {MlCommand} from '../../lib/ui/command.js'
+
+export default class TrainCancel extends MlCommand {
+  static override summary = 'Cancel a Vertex AI training or tuning job.'
+  static override description = `Sends a cancel request for the job and shows its state afterwards (usually JOB_STATE_CANCELLING, then CANCELLED within a minute). Checkpoints already written under the job's output prefix stay. A job that already ended is an error (exit 2). A job id alone is looked up in train.vertex's project and region.
+
+${MlCommand.exitCodesHelp}`
+
+  static override examples = ['<%= config.bin %> train cancel projects/my-project/locations/us-central1/customJobs/1234567890']
+
+  static override args = {
+    job: Args.string({description: 'Job name or id.', required: true}),
+  }
+
+  async run() {
+    const {args, flags} = await this.parse(TrainCancel)
+    const {cancelJob, resolveJobName} = await import('../../lib/train/vertex.js')
+    const {optionalVertexLocation} = await import('../../lib/cloud/vertex-client.js')
+    const name = resolveJobName(args.job, 'customJobs', await optionalVertexLocation(flags.config, args.job))
+    const view = await cancelJob(name)
+    this.say(`cancel requested for ${view.name}: ${view.state}`)
+    return view
+  }
+}

@@ -1,0 +1,42 @@
+// `ml train status <job>`: where a Vertex AI training (or tuning) job stands: state, times, error,
+// outputs, and for a finished training job the run it wrote.
+import {Args} from '@oclif/core'
+import {MlCommand} from '../../lib/ui/command.js'
+import {fmt} from '../../lib/ui/progress.js'
+
+export default class TrainStatus extends MlCommand {
+  static override summary = 'Show the state of a Vertex AI training or tuning job.'
+  static override description = `Reads the job from Vertex AI: its state, when it was created, started and ended, the error of a failed job and its output prefix. For a succeeded training job it also reads the run the job wrote (final metrics). A job id alone is looked up in train.vertex's project and region; a full name (projects/<project>/locations/<region>/customJobs/<id>, or .../hyperparameterTuningJobs/<id>) needs no config.
+
+${MlCommand.exitCodesHelp}`
+
+  static override examples = [
+    '<%= config.bin %> train status projects/my-project/locations/us-central1/customJobs/1234567890',
+    '<%= config.bin %> train status 1234567890 --json',
+  ]
+
+  static override args = {
+    job: Args.string({description: 'Job name or id.', required: true}),
+  }
+
+  async run() {
+    const {args, flags} = await this.parse(TrainStatus)
+    const {jobRun, getJob, resolveJobName} = await import('../../lib/train/vertex.js')
+    const {optionalVertexLocation} = await import('../../lib/cloud/vertex-client.js')
+    const name = resolveJobName(args.job, 'customJobs', await optionalVertexLocation(flags.config, args.job))
+    const {raw: _raw, ...view} = await getJob(name)
+    const run = view.state === 'JOB_STATE_SUCCEEDED' && view.outputDir ? await jobRun(view.outputDir).catch(() => undefined) : undefined
+    this.say(`${view.name} (${view.displayName}): ${view.state}`)
+    for (const [label, value] of [
+      ['created', view.createTime],
+      ['started', view.startTime],
+      ['ended', view.endTime],
+      ['error', view.error],
+      ['outputs', view.outputDir],
+    ] as const) {
+      if (value) this.say(`  ${label.padEnd(8)} ${value}`)
+    }
+    if (run) this.say(`  run      ${run.runId} (${run.status}), val_acc ${fmt(run.final?.valAccuracy)}, ${run.runDir}`)
+    return {...view, ...(run ? {run} : {})}
+  }
+}

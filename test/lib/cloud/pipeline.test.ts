@@ -1,0 +1,188 @@
+// gs:// everywhere, through the real CLI: config, gcs source, dataset store, run directory and model
+// repository on the Cloud Storage stand-in, then the export registered in the Vertex AI stand-in.
+// Before anything else: no test here may reach a host other than this machine.
+import '../../support/loopback-only.js'
+import assert from 'node:assert/strict'
+import {after, before, describe, it} from 'node:test'
+import {DatasetStore, readManifest} from '../../../src/lib/data/store.js'
+import {configureGcs} from '../../../src/lib/storage/gcs.js'
+import {readJson} from '../../../src/lib/storage/index.js'
+import {UserError} from '../../../src/lib/ui/errors.js'
+import {runJson} from '../../support/cli.js'
+import {cloudEnv, gsConfig, guardNetwork, uploadMnist} from '../../support/cloud-fixtures.js'
+import {tempDir} from '../../support/fixtures.js'
+import {GcsServer} from '../../support/gcs-server.js'
+import {VertexServer} from '../../support/vertex-server.js'
+
+const BUCKET = 'ml-data'
+const CONFIG = `gs://${BUCKET}/proj/ml.yaml`
+
+describe('a project entirely on gs://', () => {
+  let gcs: GcsServer
+  let vertex: VertexServer
+  let dir: string
+  let cleanup: () => Promise<void>
+  let env: NodeJS.ProcessEnv
+  let checkNetwork: () => Promise<void>
+
+  before(async () => {
+    ;({dir, cleanup} = await tempDir('ml-cloud-pipeline-'))
+    checkNetwork = guardNetwork(dir)
+    gcs = await GcsServer.start({buckets: [BUCKET]})
+    vertex = await VertexServer.start()
+    env = cloudEnv(gcs, vertex, dir)
+    await uploadMnist(gcs, BUCKET, 'proj/images/train', 'train', 300)
+    await uploadMnist(gcs, BUCKET, 'proj/images/test', 'test', 60)
+    gcs.put(BUCKET, 'proj/images/train/3/broken.png', 'not a png at all')
+    gcs.put(BUCKET, 'proj/images/train/.DS_Store', 'hidden')
+    gcs.put(BUCKET, 'proj/images/train/README.txt', 'no class folder')
+    gcs.put(BUCKET, 'proj/ml.yaml', gsConfig(BUCKET, 'proj'))
+  })
+  after(async () => {
+    configureGcs(undefined)
+    await vertex.close()
+    await gcs.close()
+    await checkNetwork()
+    await cleanup()
+  })
+
+  it('ingests a gcs source into a gs:// store, with quarantine and dedupe', async () => {
+    const {code, json, stderr} = await runJson<Record<string, any>>(['ingest', '--config', CONFIG], {env, cwd: dir})
+    assert.equal(code, 0, stderr)
+    assert.equal(json.store, `gs://${BUCKET}/proj/dataset`)
+    assert.equal(json.datasetVersion, 1)
+    assert.equal(json.accepted + json.duplicates, 360)
+    assert.deepEqual(json.rejectedByReason, {'unsupported-format': 1, 'no-label': 1})
+    assert.equal(json.classes, 10)
+    const names = gcs.names(BUCKET, 'proj/dataset/')
+    assert.ok(names.includes('proj/dataset/manifest.json'))
+    assert.ok(names.includes('proj/dataset/manifests/v0001.json'))
+    assert.ok(names.some((n) => /shards\/train-000001-00000\.tfrecord$/.test(n)))
+    assert.ok(!names.includes('proj/dataset/.lock'), 'the writer lock is released')
+    const quarantine = gcs.get(BUCKET, 'proj/dataset/quarantine.jsonl')!.data.toString()
+    assert.match(quarantine, /"origin":"gs:\/\/ml-data\/proj\/images\/train\/3\/broken\.png","reason":"unsupported-format"/)
+    assert.doesNotMatch(quarantine, /DS_Store/, 'hidden objects are skipped like hidden files')
+    // The first manifest was created only-if-absent, the lock likewise.
+    const creates = gcs.requests.filter((r) => r.upload && r.query.ifGenerationMatch === '0').map((r) => r.query.name)
+    assert.ok(creates.includes('proj/dataset/manifest.json') && creates.includes('proj/dataset/.lock'), creates.join(', '))
+
+    const again = await runJson<Record<string, any>>(['ingest', '--config', CONFIG], {env, cwd: dir})
+    assert.equal(again.code, 0, again.stderr)
+    assert.equal(again.json.datasetVersion, 1, 'nothing new: same version')
+    assert.equal(again.json.accepted, 0)
+  })
+
+  it('trains with the run directory on gs://', async () => {
+    const {code, json, stderr} = await runJson<Record<string, any>>(['train', '--config', CONFIG], {env, cwd: dir})
+    assert.equal(code, 0, stderr)
+    assert.ok(json.runDir.startsWith(`gs://${BUCKET}/proj/runs/digits-`), json.runDir)
+    const runKey = json.runDir.slice(`gs://${BUCKET}/`.length)
+    const files = gcs.names(BUCKET, `${runKey}/`).map((n) => n.slice(runKey.length + 1))
+    for (const f of ['run.json', 'config.json', 'labels.json', 'metrics.jsonl', 'model/model.json', 'model/weights.bin', 'checkpoints/LATEST']) {
+      assert.ok(files.includes(f), `${f} in ${files.join(', ')}`)
+    }
+    assert.ok(files.some((f) => /^checkpoints\/epoch-0001-step-000000\/state\.json$/.test(f)))
+    assert.ok(!files.some((f) => f.includes('.staging-')), 'no staging folder left behind')
+    configureGcs({endpoint: gcs.url, auth: 'none'})
+    const info = await readJson<{status: string; dataset: {store: string}}>(`${json.runDir}/run.json`)
+    assert.equal(info.status, 'completed')
+    assert.equal(info.dataset.store, `gs://${BUCKET}/proj/dataset`)
+    assert.equal(gcs.get(BUCKET, 'proj/runs/LATEST')?.data.toString().trim(), json.runId)
+  })
+
+  it('exports to a gs:// model repository and registers the version in Vertex AI', async () => {
+    const {code, json, stderr} = await runJson<Record<string, any>>(['export', '--config', CONFIG, '--to', 'vertex'], {env, cwd: dir})
+    assert.equal(code, 0, stderr)
+    const versionDir = `gs://${BUCKET}/proj/models/digits/1`
+    assert.equal(json.dir, versionDir)
+    assert.ok(gcs.get(BUCKET, 'proj/models/digits/1/model.json'))
+    assert.ok(gcs.get(BUCKET, 'proj/models/digits/1/weights.bin'))
+    const upload = vertex.requests.find((r) => r.path === '/projects/ml-test-project/locations/us-central1/models:upload')
+    assert.ok(upload, 'uploadModel was called on the regional parent')
+    const model = (upload.body as {model: Record<string, any>}).model
+    assert.equal(model.artifactUri, versionDir)
+    assert.equal(model.displayName, 'digits')
+    assert.equal(model.containerSpec.imageUri, 'us-docker.pkg.dev/ml-test-project/ml/ml:test')
+    assert.equal(model.containerSpec.predictRoute, '/v2/models/digits/versions/1/infer')
+    assert.equal(model.containerSpec.healthRoute, '/v2/health/ready')
+    assert.deepEqual(model.containerSpec.ports, [{containerPort: 8080}])
+    assert.deepEqual(model.containerSpec.args, ['serve', '--repository', `gs://${BUCKET}/proj/models`, '--model', 'digits', '--host', '0.0.0.0', '--port', '8080'])
+    // The long-running operation was polled to completion and its model name printed.
+    assert.ok(vertex.requests.some((r) => r.method === 'GET' && /\/operations\//.test(r.path)))
+    assert.match(json.vertex.model, /^projects\/ml-test-project\/locations\/us-central1\/models\/\d+$/)
+    assert.ok(vertex.models.has(json.vertex.model))
+  })
+
+  it('says what to set when Cloud Storage credentials are missing (exit 5), without a request', async () => {
+    const before = gcs.requests.length
+    const {code, json} = await runJson<{error: {code: string; suggestions: string[]}}>(['train', '--config', CONFIG], {env: {...env, ML_GCS_AUTH: 'adc'}, cwd: dir})
+    assert.equal(code, 5)
+    assert.equal(json.error.code, 'GCS_AUTH')
+    assert.match(json.error.suggestions.join(' '), /gcloud auth application-default login/)
+    assert.match(json.error.suggestions.join(' '), /GOOGLE_APPLICATION_CREDENTIALS/)
+    assert.equal(gcs.requests.length, before)
+  })
+})
+
+describe('dataset store on gs:// with concurrent writers', () => {
+  let gcs: GcsServer
+  const image = {width: 4, height: 3, channels: 1 as const, fit: 'fill' as const}
+  const rule = {validation: 0.1, test: 0.1, seed: 0}
+  let cleanup: () => Promise<void>
+  let checkNetwork: () => Promise<void>
+  before(async () => {
+    const temp = await tempDir('ml-cloud-store-')
+    cleanup = temp.cleanup
+    checkNetwork = guardNetwork(temp.dir)
+    gcs = await GcsServer.start({buckets: ['stores']})
+    configureGcs({endpoint: gcs.url, auth: 'none', maxRetries: 1, maxRetryDelayMs: 1})
+  })
+  after(async () => {
+    configureGcs(undefined)
+    await gcs.close()
+    await checkNetwork()
+    await cleanup()
+  })
+
+  const record = async (store: DatasetStore, i: number) => {
+    const sharp = (await import('sharp')).default
+    const encoded = await sharp(Buffer.alloc(12, i * 7), {raw: {width: 4, height: 3, channels: 1}}).png().toBuffer()
+    return {key: `k${i}`.padEnd(64, '0'), label: store.classIndex('a'), text: 'a', encoded, width: 4, height: 3, channels: 1}
+  }
+
+  it('refuses to publish over a manifest another writer replaced meanwhile', async () => {
+    const dir = 'gs://stores/conflict'
+    const store = await DatasetStore.open(dir, image, rule)
+    await store.writeShard('train', [await record(store, 1)])
+    // Another writer (on another host, past a stale lock) commits first.
+    gcs.put('stores', 'conflict/manifest.json', JSON.stringify({format: 'ml-dataset', formatVersion: 1, shards: []}))
+    await assert.rejects(
+      store.commit({accepted: 1, duplicates: 0, rejected: 0, sources: []}),
+      (error: unknown) => error instanceof UserError && error.code === 'DATASET_CONFLICT',
+    )
+    await store.discard()
+    await store.close()
+  })
+
+  it('commits twice in one session with generation preconditions, and takes no lock held on another host', async () => {
+    const dir = 'gs://stores/twice'
+    const store = await DatasetStore.open(dir, image, rule)
+    await store.writeShard('train', [await record(store, 1)])
+    await store.commit({accepted: 1, duplicates: 0, rejected: 0, sources: []})
+    const first = gcs.get('stores', 'twice/manifest.json')!.generation
+    await store.writeShard('train', [await record(store, 2)])
+    await store.commit({accepted: 1, duplicates: 0, rejected: 0, sources: []})
+    const matched = gcs.requests.filter((r) => r.upload && r.query.name === 'twice/manifest.json').map((r) => r.query.ifGenerationMatch)
+    assert.deepEqual(matched, ['0', String(first)])
+    await store.close()
+    assert.equal((await readManifest(dir)).version, 2)
+
+    gcs.put('stores', 'twice/.lock', '4242 some-other-host\n')
+    await assert.rejects(DatasetStore.open(dir, image, rule), (error: unknown) => {
+      assert.ok(error instanceof UserError)
+      assert.equal(error.code, 'DATASET_LOCKED')
+      assert.match(error.message, /pid 4242 on some-other-host/)
+      return true
+    })
+  })
+})

@@ -1,0 +1,93 @@
+// Fixtures for the Google Cloud tests: real MNIST digits uploaded to the Cloud Storage stand-in, configs
+// on gs://, and the environment that points the ml CLI at the stand-ins (and nowhere else).
+import assert from 'node:assert/strict'
+import {readFile} from 'node:fs/promises'
+import path from 'node:path'
+import {stringify} from 'yaml'
+import {mnistPng, readMnist} from '../../src/lib/data/mnist.js'
+import type {GcsServer} from './gcs-server.js'
+import {LOOPBACK_ONLY} from './loopback-only.js'
+import type {VertexServer} from './vertex-server.js'
+
+/**
+ * Turns on the loopback guard's log for this test process (and, through cloudEnv, its children);
+ * returns a check for the end of the file: no connection to another host was even attempted.
+ */
+export function guardNetwork(dir: string): () => Promise<void> {
+  const log = path.join(dir, 'non-loopback.log')
+  process.env.ML_TEST_NETLOG = log
+  return async () => {
+    const attempts = await readFile(log, 'utf8').catch(() => '')
+    assert.equal(attempts, '', `attempts to reach other hosts:\n${attempts}`)
+  }
+}
+
+/** Uploads `count` MNIST digits of `split` as PNGs under gs://<bucket>/<prefix>/<digit>/<n>.png. */
+export async function uploadMnist(gcs: GcsServer, bucket: string, prefix: string, split: 'train' | 'test', count: number): Promise<void> {
+  const sample = await readMnist(split, 0, count)
+  for (let i = 0; i < count; i++) {
+    gcs.put(bucket, `${prefix}/${sample.labels[i]}/${split}-${String(i).padStart(5, '0')}.png`, await mnistPng(sample, i), 'image/png')
+  }
+}
+
+/**
+ * Environment for `ml` child processes: both clients on the stand-ins, short polls and backoff, and
+ * GOOGLE_APPLICATION_CREDENTIALS naming a missing file, so that anything that still tried
+ * Application Default Credentials would fail at once instead of looking for a metadata server.
+ */
+export function cloudEnv(gcs: GcsServer, vertex: VertexServer | undefined, dir: string): NodeJS.ProcessEnv {
+  return {
+    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${LOOPBACK_ONLY}`.trim(),
+    ML_TEST_NETLOG: path.join(dir, 'non-loopback.log'),
+    ML_GCS_ENDPOINT: gcs.url,
+    ML_GCS_RETRIES: '2',
+    ML_GCS_MAX_RETRY_DELAY_MS: '1000',
+    ...(vertex ? {ML_VERTEX_ENDPOINT: vertex.url} : {}),
+    ML_VERTEX_POLL_MS: '40',
+    GOOGLE_APPLICATION_CREDENTIALS: path.join(dir, 'no-credentials.json'),
+    GOOGLE_CLOUD_PROJECT: 'ml-test-project',
+    // Child processes must not inherit a parent's hypertune or Vertex settings.
+    CLOUD_ML_TRIAL_ID: '',
+    ML_HYPERTUNE: '',
+    ML_TUNE_PARAMS: '',
+    AIP_MODEL_DIR: '',
+    AIP_CHECKPOINT_DIR: '',
+  }
+}
+
+export const VERTEX = {
+  project: 'ml-test-project',
+  region: 'us-central1',
+  machineType: 'g2-standard-8',
+  acceleratorType: 'NVIDIA_L4',
+  acceleratorCount: 2,
+  image: 'us-docker.pkg.dev/ml-test-project/ml/ml:test',
+}
+
+/** An MNIST config whose data, runs and exports are all on gs://<bucket>/<root>. */
+export function gsConfig(bucket: string, root: string, overrides: {train?: object; data?: object; tune?: object; vertex?: object} = {}): string {
+  const base = `gs://${bucket}/${root}`
+  return stringify({
+    name: 'digits',
+    data: {
+      sources: [{type: 'gcs', uri: `${base}/images/train`}, {type: 'gcs', uri: `${base}/images/test`, split: 'test'}],
+      image: {width: 28, height: 28, channels: 1},
+      split: {validation: 0.1, test: 0, seed: 0},
+      store: `${base}/dataset`,
+      shardSize: 128,
+      ...overrides.data,
+    },
+    model: {preset: 'mlp'},
+    train: {
+      epochs: 1,
+      batchSize: 32,
+      backend: 'wasm',
+      seed: 7,
+      runs: `${base}/runs`,
+      vertex: {...VERTEX, baseOutputDir: `${base}/vertex`, ...overrides.vertex},
+      ...overrides.train,
+    },
+    export: {dir: `${base}/models`},
+    ...(overrides.tune ? {tune: overrides.tune} : {}),
+  })
+}
