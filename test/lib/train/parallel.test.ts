@@ -5,27 +5,11 @@ import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
 import {loadConfig} from '../../../src/lib/config/load.js'
 import {runIngest} from '../../../src/lib/data/ingest.js'
-import {loadModel} from '../../../src/lib/train/model.js'
 import {sliceBounds} from '../../../src/lib/train/parallel/coordinator.js'
 import {runTraining} from '../../../src/lib/train/trainer.js'
 import {UserError} from '../../../src/lib/ui/errors.js'
 import {mnistFolders, tempDir, writeMnistConfig} from '../../support/fixtures.js'
-
-async function weightsOf(runDir: string): Promise<Float32Array[]> {
-  const model = await loadModel(path.join(runDir, 'model'))
-  const values = model.getWeights().map((w) => w.dataSync() as Float32Array)
-  model.dispose()
-  return values
-}
-
-function maxAbsDiff(a: Float32Array[], b: Float32Array[]): number {
-  assert.equal(a.length, b.length)
-  let max = 0
-  a.forEach((x, i) => {
-    for (let k = 0; k < x.length; k++) max = Math.max(max, Math.abs(x[k]! - b[i]![k]!))
-  })
-  return max
-}
+import {maxAbsDiff, weightsOf} from '../../support/weights.js'
 
 function childPids(): number[] {
   try {

@@ -5,27 +5,10 @@ import {after, before, describe, it} from 'node:test'
 import * as tf from '@tensorflow/tfjs'
 import {loadConfig} from '../../../src/lib/config/load.js'
 import {runIngest} from '../../../src/lib/data/ingest.js'
-import {loadModel} from '../../../src/lib/train/model.js'
 import {runTraining, type TrainEvent} from '../../../src/lib/train/trainer.js'
 import {UserError} from '../../../src/lib/ui/errors.js'
 import {mnistFolders, tempDir, writeMnistConfig} from '../../support/fixtures.js'
-
-async function weightsOf(runDir: string): Promise<Float32Array[]> {
-  const model = await loadModel(path.join(runDir, 'model'))
-  const values = model.getWeights().map((w) => w.dataSync() as Float32Array)
-  model.dispose()
-  return values
-}
-
-function maxAbsDiff(a: Float32Array[], b: Float32Array[]): number {
-  assert.equal(a.length, b.length, 'different number of weight tensors')
-  let max = 0
-  a.forEach((x, i) => {
-    assert.equal(x.length, b[i]!.length, `weight ${i} has a different size`)
-    for (let k = 0; k < x.length; k++) max = Math.max(max, Math.abs(x[k]! - b[i]![k]!))
-  })
-  return max
-}
+import {maxAbsDiff, weightsOf} from '../../support/weights.js'
 
 describe('training loop', () => {
   let dir: string
