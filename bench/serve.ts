@@ -18,11 +18,13 @@ import {setServeConfig, startServe, testDigits, trainServeModel, type ServeChild
 const INSTANCES = 2
 const MAX_BATCH = 32
 const QUEUE_DELAY_MS = 2
-const CONNECTIONS = 64
+const CONNECTIONS = 128
 const SATURATION_SECONDS = 8
 const HALF_LOAD_SECONDS = 8
 const RAW_SECONDS = 4
 const SINGLE_SECONDS = 4
+/** Connections the paced generator may open (autocannon's saturation runs use CONNECTIONS). */
+const PACED_CONNECTIONS = 64
 
 const note = (message: string) => process.stderr.write(`[bench:serve] ${message}\n`)
 
@@ -93,11 +95,13 @@ async function load(url: string, bodies: string[], options: {seconds: number; ra
 }
 
 /**
- * Open-loop load at an even `rate`: a 1 ms tick sends every request whose time has come on an idle
- * keep-alive connection (a new one if none is idle), whatever is outstanding. autocannon's
- * overallRate is not this: each connection sends its per-second quota back to back, then pauses, so
- * its "half load" runs at saturation half of every second. Raw sockets with prebuilt request bytes
- * keep the generator's own cost near autocannon's (node:http's client costs several times more).
+ * Open-loop load at an even `rate`, like wrk2: a 1 ms tick releases every request whose time has
+ * come, on an idle keep-alive connection, a new one up to PACED_CONNECTIONS, or else in line for the
+ * next free one. A request that had to wait for a connection is timed from its scheduled time, so a
+ * server that falls behind is charged for it (no coordinated omission); one sent at once is timed
+ * from the send, so a late tick of this process is not. autocannon's overallRate is not this: each
+ * connection sends its per-second quota back to back and then pauses, so its "half load" is
+ * saturation half of every second. Raw sockets with prebuilt requests keep this as cheap as autocannon.
  */
 async function paced(url: string, bodies: string[], rate: number, seconds: number): Promise<{latencies: number[]; failed: number; requestsPerSec: number}> {
   const target = new URL(url)
@@ -105,24 +109,35 @@ async function paced(url: string, bodies: string[], rate: number, seconds: numbe
     Buffer.from(`POST ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`),
     Buffer.from(body),
   ]))
+  interface Client {
+    socket: net.Socket
+    send(bytes: Buffer, scheduled: number): void
+  }
   const latencies: number[] = []
-  const idle: Array<{send(bytes: Buffer): void; socket: net.Socket}> = []
+  const idle: Client[] = []
+  const waiting: Array<{bytes: Buffer; scheduled: number}> = []
   const all: net.Socket[] = []
   let failed = 0
   let outstanding = 0
   let drained: (() => void) | undefined
-  const connection = () => {
+  const finished = (client: Client) => {
+    const next = waiting.shift()
+    if (next) client.send(next.bytes, next.scheduled)
+    else idle.push(client)
+    if (--outstanding === 0 && waiting.length === 0) drained?.()
+  }
+  const connection = (): Client => {
     const socket = net.connect(Number(target.port), target.hostname)
     socket.setNoDelay(true)
     all.push(socket)
     let buffer: Buffer = Buffer.alloc(0)
-    let started = 0
+    let scheduledAt = 0
     let need = -1
     let status = 0
-    const client = {
+    const client: Client = {
       socket,
-      send(bytes: Buffer) {
-        started = performance.now()
+      send(bytes, scheduled) {
+        scheduledAt = scheduled
         outstanding++
         socket.write(bytes)
       },
@@ -140,15 +155,14 @@ async function paced(url: string, bodies: string[], rate: number, seconds: numbe
         if (buffer.length < need) return
         buffer = buffer.subarray(need)
         need = -1
-        if (status === 200) latencies.push(performance.now() - started)
+        if (status === 200) latencies.push(performance.now() - scheduledAt)
         else failed++
-        idle.push(client)
-        if (--outstanding === 0) drained?.()
+        finished(client)
       }
     })
     socket.on('error', () => {
       failed++
-      if (--outstanding === 0) drained?.()
+      if (--outstanding === 0 && waiting.length === 0) drained?.()
     })
     return client
   }
@@ -159,14 +173,20 @@ async function paced(url: string, bodies: string[], rate: number, seconds: numbe
   await new Promise<void>((resolve) => {
     const timer = setInterval(() => {
       const due = Math.min(total, Math.floor((performance.now() - start) / interval) + 1)
-      for (; sent < due; sent++) (idle.pop() ?? connection()).send(requests[sent % requests.length]!)
+      for (; sent < due; sent++) {
+        const bytes = requests[sent % requests.length]!
+        const scheduled = start + sent * interval
+        const client = idle.pop() ?? (all.length < PACED_CONNECTIONS ? connection() : undefined)
+        if (client) client.send(bytes, performance.now())
+        else waiting.push({bytes, scheduled})
+      }
       if (sent >= total) {
         clearInterval(timer)
         resolve()
       }
     }, 1)
   })
-  if (outstanding > 0) await new Promise<void>((resolve) => (drained = resolve))
+  if (outstanding > 0 || waiting.length > 0) await new Promise<void>((resolve) => (drained = resolve))
   const elapsed = (performance.now() - start) / 1000
   for (const socket of all) socket.destroy()
   return {latencies: latencies.sort((a, b) => a - b), failed, requestsPerSec: latencies.length / elapsed}
@@ -297,6 +317,7 @@ async function main(): Promise<void> {
       rawBatchedImagesPerSec: Math.round(raw),
       servedImagesPerSec: Math.round(saturated.imagesPerSec),
       saturationRatio: round(saturated.imagesPerSec / raw),
+      halfLoadTargetRequestsPerSec: Math.round(half),
       halfLoadRequestsPerSec: Math.round(halfLoad.requestsPerSec),
       p50Ms: round(p50),
       p99Ms: round(p99),
