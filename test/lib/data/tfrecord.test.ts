@@ -8,18 +8,9 @@ import {describe, it} from 'node:test'
 import {crc32c} from '@node-rs/crc32'
 import {encodeRecord, maskedCrc32c, readRecords, streamRecords} from '../../../src/lib/data/tfrecord.js'
 import {UserError} from '../../../src/lib/ui/errors.js'
+import {seededRandom} from '../../support/random.js'
 
-/** A small deterministic PRNG (mulberry32), so payloads are the same on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+const rng = seededRandom
 
 function payloads(): Buffer[] {
   const random = rng(7)

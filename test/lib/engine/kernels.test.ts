@@ -3,6 +3,7 @@ import {before, describe, it} from 'node:test'
 import * as tf from '@tensorflow/tfjs'
 import {initEngine} from '../../../src/lib/engine/backend.js'
 import {WASM_TRAINING_KERNELS} from '../../../src/lib/engine/kernels/index.js'
+import {seededRandom} from '../../support/random.js'
 
 type Pad = 'same' | 'valid' | number | tf.backend_util.ExplicitPadding
 type Rounding = 'floor' | 'round' | 'ceil' | undefined
@@ -43,17 +44,7 @@ const PADS: Pad[] = ['same', 'valid', 1, [[0, 0], [1, 2], [2, 0], [0, 0]]]
 const FILTERS = [1, 2, 3, 5]
 const ROUNDING: Rounding[] = ['floor', 'ceil', 'round']
 
-/** mulberry32: deterministic inputs, identical on both backends. */
-function random(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+const random = seededRandom
 
 function values(shape: number[], seed: number, integers = false): Float32Array {
   const next = random(seed)

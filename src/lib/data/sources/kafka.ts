@@ -194,20 +194,7 @@ export class KafkaSourceStream implements SourceStream {
           } else {
             start = source.fromBeginning ? BigInt(low) : BigInt(high)
           }
-          this.parts.set(k, {
-            topic,
-            partition,
-            epoch: 0,
-            assigned: false,
-            delivered: start,
-            settled: start,
-            durable: start,
-            committedKafka: kafkaOffset ?? -1n,
-            target: this.follow ? undefined : BigInt(high),
-            pending: 0,
-            seekTo,
-            baseKnown: true,
-          })
+          this.parts.set(k, this.newPart(topic, partition, start, {committedKafka: kafkaOffset ?? -1n, target: BigInt(high), seekTo, baseKnown: true}))
         }
       }
       const sessionTimeout = source.sessionTimeoutMs
@@ -241,26 +228,37 @@ export class KafkaSourceStream implements SourceStream {
     this.wake()
   }
 
+  /** A partition's state before its first message: every position at `start`. */
+  private newPart(
+    topic: string,
+    partition: number,
+    start: bigint,
+    at: {committedKafka: bigint; target: bigint; seekTo: bigint | undefined; baseKnown: boolean},
+  ): Part {
+    return {
+      topic,
+      partition,
+      epoch: 0,
+      assigned: false,
+      delivered: start,
+      settled: start,
+      durable: start,
+      committedKafka: at.committedKafka,
+      // Follow mode has no end: only the default mode stops at the start-time high watermark.
+      target: this.follow ? undefined : at.target,
+      pending: 0,
+      seekTo: at.seekTo,
+      baseKnown: at.baseKnown,
+    }
+  }
+
   private part(topic: string, partition: number): Part {
     const k = key(topic, partition)
     let part = this.parts.get(k)
     if (!part) {
       // A partition added after start: in default mode there was nothing in it to catch up with.
       const start = this.recorded.get(k) ?? 0n
-      part = {
-        topic,
-        partition,
-        epoch: 0,
-        assigned: false,
-        delivered: start,
-        settled: start,
-        durable: start,
-        committedKafka: -1n,
-        target: this.follow ? undefined : 0n,
-        pending: 0,
-        seekTo: undefined,
-        baseKnown: false,
-      }
+      part = this.newPart(topic, partition, start, {committedKafka: -1n, target: 0n, seekTo: undefined, baseKnown: false})
       this.parts.set(k, part)
     }
     return part
