@@ -18,11 +18,15 @@ import {materialiseMnist} from '../src/lib/data/mnist.js'
 import {loadSplit, readManifest} from '../src/lib/data/store.js'
 
 const MNIST_IMAGES = 4000
-const PHOTO_IMAGES = 200
+const PHOTO_IMAGES = 400
 const PHOTO_CLASSES = 4
 const PARTITIONS = 4
-/** Timed rounds per measurement; the best is kept (the first also warms caches and libvips). */
-const ROUNDS = 2
+/**
+ * Rounds per measurement, each timing the bare loop, the folder pipeline and Kafka back to back;
+ * rates are medians over rounds and ratios medians of the per-round ratios, so that a burst of load
+ * from elsewhere on these shared cores skews one round rather than the result.
+ */
+const ROUNDS = 3
 const CONCURRENCY = 2 * os.availableParallelism()
 
 interface Result {
@@ -39,6 +43,7 @@ interface Result {
 }
 
 const round = (x: number, digits = 1) => Number(x.toFixed(digits))
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 const log = (line: string) => process.stderr.write(`${line}\n`)
 
 async function listFiles(root: string): Promise<string[]> {
@@ -128,15 +133,14 @@ async function measure(name: string, folder: string, spec: ImageSpec, work: stri
   for (const file of files) expected.add(createHash('sha256').update(await readFile(file)).digest('hex'))
   const data = {image: spec, shardSize: 4096, concurrency: CONCURRENCY}
 
-  let sharpBest = 0
-  let folderBest = 0
-  let kafkaBest = 0
+  const rates = {sharp: [] as number[], folder: [] as number[], kafka: [] as number[]}
+  const ratios = {folder: [] as number[], kafka: [] as number[]}
   let lost = 0
   let duplicated = 0
   const topic = `${name}-bench`
   await publishFolder({folder, topic, connection: {brokers: [broker]}, partitions: PARTITIONS})
   for (let r = 0; r < ROUNDS; r++) {
-    sharpBest = Math.max(sharpBest, await sharpOnly(files, spec))
+    const sharpRate = await sharpOnly(files, spec)
 
     const folderStore = path.join(work, `${name}-folder-${r}`)
     let started = performance.now()
@@ -144,7 +148,7 @@ async function measure(name: string, folder: string, spec: ImageSpec, work: stri
       config: validateConfig({data: {...data, sources: [{type: 'folder', path: folder}], store: folderStore}}),
       baseDir: work,
     })
-    folderBest = Math.max(folderBest, files.length / ((performance.now() - started) / 1000))
+    const folderRate = files.length / ((performance.now() - started) / 1000)
     if (folderRun.total !== files.length) throw new Error(`folder ingest stored ${folderRun.total} of ${files.length}`)
 
     const kafkaStore = path.join(work, `${name}-kafka-${r}`)
@@ -155,22 +159,27 @@ async function measure(name: string, folder: string, spec: ImageSpec, work: stri
       }),
       baseDir: work,
     })
-    kafkaBest = Math.max(kafkaBest, files.length / ((performance.now() - started) / 1000))
+    const kafkaRate = files.length / ((performance.now() - started) / 1000)
+    rates.sharp.push(sharpRate)
+    rates.folder.push(folderRate)
+    rates.kafka.push(kafkaRate)
+    ratios.folder.push(folderRate / sharpRate)
+    ratios.kafka.push(kafkaRate / folderRate)
     const keys = await storedKeys(kafkaStore)
     const distinct = new Set(keys)
     duplicated += keys.length - distinct.size
     lost += [...expected].filter((k) => !distinct.has(k)).length
     await rm(folderStore, {recursive: true, force: true})
     await rm(kafkaStore, {recursive: true, force: true})
-    log(`${name} round ${r}: sharp ${sharpBest.toFixed(0)}/s, folder ${folderBest.toFixed(0)}/s, kafka ${kafkaBest.toFixed(0)}/s`)
+    log(`${name} round ${r}: sharp ${sharpRate.toFixed(0)}/s, folder ${folderRate.toFixed(0)}/s, kafka ${kafkaRate.toFixed(0)}/s`)
   }
   return {
     images: files.length,
-    folderImagesPerSec: round(folderBest),
-    sharpOnlyImagesPerSec: round(sharpBest),
-    folderOverheadRatio: round(folderBest / sharpBest, 3),
-    kafkaImagesPerSec: round(kafkaBest),
-    kafkaToFolderRatio: round(kafkaBest / folderBest, 3),
+    folderImagesPerSec: round(median(rates.folder)),
+    sharpOnlyImagesPerSec: round(median(rates.sharp)),
+    folderOverheadRatio: round(median(ratios.folder), 3),
+    kafkaImagesPerSec: round(median(rates.kafka)),
+    kafkaToFolderRatio: round(median(ratios.kafka), 3),
     lost,
     duplicated,
   }

@@ -107,6 +107,13 @@ export const DataSchema = z.strictObject({
     .describe('Images with more pixels than this are rejected (decompression-bomb guard).'),
   maxFileBytes: positiveInt.default(50 * 1024 * 1024).describe('Files larger than this are rejected.'),
   concurrency: positiveInt.max(256).optional().describe('Parallel image decodes (default: 2 x cores).'),
+  compression: z
+    .enum(['auto', 'none', 'fast', 'best'])
+    .default('auto')
+    .describe(
+      'PNG compression of stored images (all lossless): none is fastest to ingest and as large as the raw pixels, best is ' +
+        'smallest; auto = best up to 64x64, none above, where compressing costs a third of the decode.',
+    ),
 })
 
 export const LayerSchema = z

@@ -16,9 +16,10 @@ import {
   type SourceItem,
   type SourceStream,
   type StreamObserver,
+  TooLargeError,
 } from './sources/index.js'
 import {splitOf} from './splits.js'
-import {DatasetStore} from './store.js'
+import {DatasetStore, type ShardWriter} from './store.js'
 import type {DatasetManifest, ImageRecord, SourceCheckpoints} from './types.js'
 
 export interface IngestOptions {
@@ -182,8 +183,9 @@ async function processItem(item: SourceItem, store: DatasetStore, config: MlConf
   }
   let bytes: Buffer
   try {
-    bytes = await item.read()
+    bytes = await item.read(limits.maxFileBytes)
   } catch (error) {
+    if (error instanceof TooLargeError) return reject('too-large', `${error.size} bytes, data.maxFileBytes is ${limits.maxFileBytes}`)
     return reject('unreadable', messageOf(error))
   }
   const key = createHash('sha256').update(bytes).digest('hex')
@@ -191,7 +193,7 @@ async function processItem(item: SourceItem, store: DatasetStore, config: MlConf
   // within this run are settled in source order by the caller, so the same copy always wins.
   if (store.hasKey(key)) return {kind: 'duplicate'}
   try {
-    const result = await normaliseImage(bytes, config.data.image, limits)
+    const result = await normaliseImage(bytes, config.data.image, limits, {compression: config.data.compression})
     if (!result.ok) return reject(result.reason, result.detail)
     return {
       kind: 'ok',
@@ -281,7 +283,18 @@ export async function runIngest(options: IngestOptions): Promise<IngestSummary> 
     for (const split of SPLITS) buffers[split] = buffers[split].filter(keep)
     if (counters.accepted !== before) report(true)
   }
+  // Finite sources stream each record into an open shard as it is accepted: memory stays flat and
+  // the writing overlaps decoding. Stream sources buffer a shard's records until it is full, as a
+  // revoked partition may take records back before then.
+  const open: Partial<Record<SplitName, ShardWriter>> = {}
   const flush = async (split: SplitName) => {
+    const shard = open[split]
+    if (shard !== undefined) {
+      delete open[split]
+      await shard.close()
+      counters.shards++
+      report(true)
+    }
     const records = buffers[split].filter(keep)
     buffers[split] = []
     if (records.length === 0) return
@@ -342,20 +355,24 @@ export async function runIngest(options: IngestOptions): Promise<IngestSummary> 
       seen.add(outcome.key)
       counters.accepted++
       const split = outcome.split ?? splitOf(outcome.key, data.split)
-      buffers[split].push({
-        record: {
-          key: outcome.key,
-          label: store.classIndex(outcome.label),
-          text: outcome.label,
-          encoded: outcome.encoded,
-          height: outcome.height,
-          width: outcome.width,
-          channels: outcome.channels,
-          origin: outcome.origin,
-        },
-        item,
-      })
-      if (buffers[split].length >= data.shardSize) full = split
+      const record: ImageRecord = {
+        key: outcome.key,
+        label: store.classIndex(outcome.label),
+        text: outcome.label,
+        encoded: outcome.encoded,
+        height: outcome.height,
+        width: outcome.width,
+        channels: outcome.channels,
+        origin: outcome.origin,
+      }
+      if (streaming) {
+        buffers[split].push({record, item})
+        if (buffers[split].length >= data.shardSize) full = split
+      } else {
+        const shard = (open[split] ??= store.openShard(split))
+        await shard.append(record)
+        if (shard.count >= data.shardSize) full = split
+      }
     }
     // Settled before any commit below, so that the commit's checkpoint covers this item.
     item.settle?.()

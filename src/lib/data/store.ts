@@ -40,6 +40,18 @@ const IN_MEMORY_SHARD_BYTES = 256 << 20
 /** Framed records are written in chunks of about this size. */
 const WRITE_CHUNK_BYTES = 1 << 20
 
+/** A shard open for appending; see DatasetStore.openShard. */
+export interface ShardWriter {
+  readonly split: SplitName
+  /** Records appended so far. */
+  readonly count: number
+  append(record: ImageRecord): Promise<void>
+  /** Flushes, syncs and publishes the shard file and its key list; pending until commit(). */
+  close(): Promise<ShardInfo>
+  /** Deletes what was written; the store forgets the shard. */
+  abort(): Promise<void>
+}
+
 export type HistoryEntry = DatasetManifest['history'][number]
 
 const pad = (n: number, width: number) => String(n).padStart(width, '0')
@@ -183,6 +195,7 @@ export class DatasetStore {
   private classNames: string[]
   private readonly keys = new Set<string>()
   private pending: ShardInfo[] = []
+  private readonly openShards = new Set<ShardWriter>()
   private pendingKeys: string[] = []
   private quarantine: QuarantineEntry[] = []
   private readonly quarantined = new Set<string>()
@@ -311,60 +324,101 @@ export class DatasetStore {
   /** Writes one shard of `split` (invisible until commit) and its key list. */
   async writeShard(split: SplitName, records: readonly ImageRecord[]): Promise<ShardInfo> {
     if (records.length === 0) throw new Error('writeShard: no records')
-    const {width, height, channels} = this.image
-    for (const r of records) {
-      if (r.width !== width || r.height !== height || r.channels !== channels) {
-        throw new Error(`writeShard: record ${r.key} is ${r.width}x${r.height}x${r.channels}, store is ${width}x${height}x${channels}`)
-      }
-      if (this.classNames[r.label] !== r.text) throw new Error(`writeShard: record ${r.key} has label ${r.label} but text "${r.text}"`)
+    const shard = this.openShard(split)
+    try {
+      for (const r of records) await shard.append(r)
+    } catch (error) {
+      await shard.abort()
+      throw error
     }
+    return shard.close()
+  }
+
+  /**
+   * Opens a shard of `split` that records are appended to as they arrive, so that a large shard
+   * (4096 photos at 224x224 are ~600 MB) is never held in memory and its writing overlaps the
+   * decoding of the next images. Like writeShard, the shard is invisible until commit(); discard()
+   * aborts a shard still open.
+   */
+  openShard(split: SplitName): ShardWriter {
+    const {width, height, channels} = this.image
     const addedIn = this.version + 1
-    // Numbered synchronously, so concurrent writeShard calls get distinct names.
+    // Numbered synchronously, so concurrent shards get distinct names.
     const base = `${split}-${pad(addedIn, 6)}-${pad(this.shardNumber[split]++, 5)}`
     const file = `${SHARDS_DIR}/${base}.tfrecord`
     const keysFile = `${SHARDS_DIR}/${base}.keys`
-    const {bytes, sha256} = await this.writeRecords(joinPath(this.dir, file), records)
-    const keys = records.map((r) => r.key)
-    await atomicWrite(joinPath(this.dir, keysFile), keys.join('\n') + '\n')
-    const info: ShardInfo = {file, split, count: records.length, bytes, sha256, keysFile, addedIn}
-    this.pending.push(info)
-    for (const key of keys) {
-      this.keys.add(key)
-      this.pendingKeys.push(key)
-    }
-    let byClass = this.pendingCounts.get(split)
-    if (!byClass) this.pendingCounts.set(split, (byClass = new Map()))
-    for (const r of records) byClass.set(r.text, (byClass.get(r.text) ?? 0) + 1)
-    return info
-  }
-
-  private async writeRecords(file: string, records: readonly ImageRecord[]): Promise<{bytes: number; sha256: string}> {
+    const writer = createWriter(joinPath(this.dir, file))
+    // A failed open surfaces on the first append; until then it must not be an unhandled rejection.
+    writer.catch(() => {})
     const hash = createHash('sha256')
-    const writer = await createWriter(file)
+    const records: Array<{key: string; text: string}> = []
+    let chunk: Buffer[] = []
+    let chunkBytes = 0
     let bytes = 0
-    try {
-      let chunk: Buffer[] = []
-      let chunkBytes = 0
-      for (const r of records) {
+    let state: 'open' | 'closing' | 'done' = 'open'
+    const writeChunk = async () => {
+      if (chunkBytes === 0) return
+      const data = chunk.length === 1 ? chunk[0]! : Buffer.concat(chunk, chunkBytes)
+      chunk = []
+      bytes += chunkBytes
+      chunkBytes = 0
+      await (await writer).write(data)
+    }
+    const shard: ShardWriter = {
+      split,
+      get count() {
+        return records.length
+      },
+      append: async (r) => {
+        if (state !== 'open') throw new Error('ShardWriter.append: shard already closed')
+        if (r.width !== width || r.height !== height || r.channels !== channels) {
+          throw new Error(`writeShard: record ${r.key} is ${r.width}x${r.height}x${r.channels}, store is ${width}x${height}x${channels}`)
+        }
+        if (this.classNames[r.label] !== r.text) throw new Error(`writeShard: record ${r.key} has label ${r.label} but text "${r.text}"`)
         const framed = encodeRecord(encodeExample(r))
         hash.update(framed)
         chunk.push(framed)
         chunkBytes += framed.length
-        if (chunkBytes >= WRITE_CHUNK_BYTES) {
-          await writer.write(Buffer.concat(chunk, chunkBytes))
-          bytes += chunkBytes
-          chunk = []
-          chunkBytes = 0
+        records.push({key: r.key, text: r.text})
+        if (chunkBytes >= WRITE_CHUNK_BYTES) await writeChunk()
+      },
+      close: async () => {
+        if (state !== 'open') throw new Error('ShardWriter.close: shard already closed')
+        if (records.length === 0) throw new Error('writeShard: no records')
+        state = 'closing'
+        try {
+          await writeChunk()
+          await (await writer).commit()
+          const keys = records.map((r) => r.key)
+          await atomicWrite(joinPath(this.dir, keysFile), keys.join('\n') + '\n')
+          const info: ShardInfo = {file, split, count: records.length, bytes, sha256: hash.digest('hex'), keysFile, addedIn}
+          this.pending.push(info)
+          for (const key of keys) {
+            this.keys.add(key)
+            this.pendingKeys.push(key)
+          }
+          let byClass = this.pendingCounts.get(split)
+          if (!byClass) this.pendingCounts.set(split, (byClass = new Map()))
+          for (const r of records) byClass.set(r.text, (byClass.get(r.text) ?? 0) + 1)
+          return info
+        } catch (error) {
+          await shard.abort()
+          throw error
+        } finally {
+          this.openShards.delete(shard)
         }
-      }
-      if (chunkBytes > 0) await writer.write(Buffer.concat(chunk, chunkBytes))
-      bytes += chunkBytes
-    } catch (error) {
-      await writer.abort()
-      throw error
+      },
+      abort: async () => {
+        if (state === 'done') return
+        state = 'done'
+        this.openShards.delete(shard)
+        chunk = []
+        await (await writer.catch(() => undefined))?.abort()
+        await remove(joinPath(this.dir, keysFile))
+      },
     }
-    await writer.commit()
-    return {bytes, sha256: hash.digest('hex')}
+    this.openShards.add(shard)
+    return shard
   }
 
   /** Queues quarantine entries; they are appended to quarantine.jsonl by the next commit(). */
@@ -462,6 +516,7 @@ export class DatasetStore {
 
   /** Drops everything written since the last commit (shard files, keys, queued quarantine). */
   async discard(): Promise<void> {
+    for (const shard of [...this.openShards]) await shard.abort()
     const shards = this.pending
     this.pending = []
     for (const key of this.pendingKeys) this.keys.delete(key)

@@ -170,9 +170,20 @@ export interface FileWriter {
 }
 
 async function writeChunk(stream: WriteStream, chunk: Uint8Array): Promise<void> {
-  if (!stream.write(chunk)) await new Promise<void>((resolve, reject) => {
-    stream.once('drain', resolve)
-    stream.once('error', reject)
+  if (stream.write(chunk)) return
+  // Each listener is removed when the other fires: a shard written in many chunks must not pile
+  // up one 'error' listener per drain.
+  await new Promise<void>((resolve, reject) => {
+    const onDrain = () => {
+      stream.off('error', onError)
+      resolve()
+    }
+    const onError = (error: Error) => {
+      stream.off('drain', onDrain)
+      reject(error)
+    }
+    stream.once('drain', onDrain)
+    stream.once('error', onError)
   })
 }
 

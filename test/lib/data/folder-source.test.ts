@@ -6,7 +6,7 @@ import os from 'node:os'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
 import type {SourceConfig} from '../../../src/lib/config/schema.js'
-import {countSource, openSource, type SourceContext, type SourceItem} from '../../../src/lib/data/sources/index.js'
+import {countSource, openSource, TooLargeError, type SourceContext, type SourceItem} from '../../../src/lib/data/sources/index.js'
 import {UserError} from '../../../src/lib/ui/errors.js'
 
 let dir: string
@@ -71,14 +71,15 @@ describe('folder source', () => {
     assert.ok(items.every((item) => item.split === undefined))
   })
 
-  it('reads file contents and reports sizes, following a symlink to a file', async () => {
+  it('reads file contents, following a symlink to a file, and refuses a file over maxBytes before reading it', async () => {
     const items = await collect({type: 'folder', path: 'images'})
     const link = items.find((item) => item.origin.endsWith('link.png'))!
     assert.equal((await link.read()).toString(), 'the target')
-    assert.equal(link.size, 'the target'.length)
+    assert.equal((await link.read('the target'.length)).toString(), 'the target')
     const a = items[0]!
     assert.equal((await a.read()).toString(), 'images/cat/a.png')
-    assert.equal(a.size, 'images/cat/a.png'.length)
+    await assert.rejects(a.read(5), (error: unknown) => error instanceof TooLargeError && error.size === 'images/cat/a.png'.length)
+    await assert.rejects(link.read(3), (error: unknown) => error instanceof TooLargeError && error.size === 'the target'.length)
   })
 
   it('gives every file under path the fixed label, nested ones included', async () => {

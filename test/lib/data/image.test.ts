@@ -124,6 +124,29 @@ describe('normaliseImage on MNIST digits', () => {
     }
   })
 
+  it('every data.compression stores a PNG that decodes to the same pixels, small and photo-size, grey and RGB', async () => {
+    const photo = await sharp(Buffer.from(original(5)), {raw: {width: 28, height: 28, channels: 1}}).resize(300, 200).jpeg().toBuffer()
+    for (const input of [digits[5]!, photo]) {
+      for (const s of [GREY28, RGB28, spec(96, 80, 1), spec(96, 80, 3)]) {
+        const sizes: Record<string, number> = {}
+        let reference: Buffer | undefined
+        for (const compression of ['auto', 'none', 'fast', 'best'] as const) {
+          const result = ok(await normaliseImage(input, s, LIMITS, {compression}))
+          reference ??= Buffer.from(result.pixels)
+          assert.ok(Buffer.from(result.pixels).equals(reference), `${compression}: pixels differ`)
+          const decoded = await rawPixels(result.encoded)
+          assert.deepEqual([decoded.width, decoded.height, decoded.channels], [s.width, s.height, s.channels], compression)
+          assert.ok(decoded.data.equals(reference), `${compression} at ${s.width}x${s.height}x${s.channels}: stored PNG decodes to other pixels`)
+          sizes[compression] = result.encoded.length
+        }
+        // 'none' keeps every byte: header, one filter byte per row, stored deflate blocks.
+        assert.ok(sizes.none! > s.width * s.height * s.channels, JSON.stringify(sizes))
+        assert.ok(sizes.best! < sizes.none!, JSON.stringify(sizes))
+        assert.equal(sizes.auto, s.width * s.height <= 64 * 64 ? sizes.best : sizes.none, JSON.stringify(sizes))
+      }
+    }
+  })
+
   it('converts a greyscale digit to RGB by repeating the grey value', async () => {
     for (const fastPath of [true, false]) {
       const result = ok(await normaliseImage(digits[1]!, RGB28, LIMITS, {fastPath}))

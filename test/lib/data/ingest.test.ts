@@ -122,6 +122,24 @@ describe('runIngest', () => {
     assert.equal((await readFile(path.join(storeDir, 'quarantine.jsonl'), 'utf8')).trim().split('\n').length, 1)
   })
 
+  it('quarantines a file over data.maxFileBytes as too-large and keeps every other image', async () => {
+    const dir = await workspace()
+    const known = await addImages(dir, 'dog', [0, 1, 2])
+    await addImages(dir, 'cat', [0, 1, 2], known)
+    // The 8x8 PNGs are a few hundred bytes; the huge file is one byte over the limit.
+    const limit = 4096
+    await writeFile(path.join(dir, 'images', 'cat', 'huge.png'), Buffer.alloc(limit + 1, 1))
+    const summary = await runIngest({config: configFor({maxFileBytes: limit}), baseDir: dir})
+    assert.deepEqual([summary.accepted, summary.rejected], [6, 1])
+    assert.deepEqual(summary.rejectedByReason, {'too-large': 1})
+    const quarantine = (await readFile(path.join(dir, 'store', 'quarantine.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l))
+    assert.equal(quarantine.length, 1)
+    assert.match(quarantine[0].origin, /huge\.png$/)
+    assert.equal(quarantine[0].reason, 'too-large')
+    assert.match(quarantine[0].detail, new RegExp(`^${limit + 1} bytes, data.maxFileBytes is ${limit}`))
+    assert.equal((await contents(path.join(dir, 'store'), await readManifest(path.join(dir, 'store')))).size, 6)
+  })
+
   it('adds only new files on a second ingest, keeping old splits and class indices', async () => {
     const dir = await workspace()
     const known = await addImages(dir, 'b', [0, 1, 2, 3, 4, 5, 6, 7])

@@ -9,6 +9,14 @@ import {openKafkaSource} from './kafka.js'
 export type {SourceCheckpoints} from '../types.js'
 
 /** One image file offered by a source; nothing is read until read() is called. */
+/** An item found to be over the size limit only when it was opened. */
+export class TooLargeError extends Error {
+  constructor(readonly size: number) {
+    super(`${size} bytes`)
+    this.name = 'TooLargeError'
+  }
+}
+
 export interface SourceItem {
   /** Where the item came from: an absolute file path, a gs:// URI, topic/partition/offset... */
   origin: string
@@ -18,8 +26,11 @@ export interface SourceItem {
   split?: SplitName
   /** Bytes, when known before reading: lets ingest reject a huge file without fetching it. */
   size?: number
-  /** Reads the whole file; rejects on an I/O error. */
-  read(): Promise<Buffer>
+  /**
+   * Reads the whole file; rejects on an I/O error, and with TooLargeError when the item turns out
+   * to be over `maxBytes` (checked before its content is read where the source can).
+   */
+  read(maxBytes?: number): Promise<Buffer>
   /** Set when the source already knows the item is unusable (a malformed message): it is quarantined as is. */
   problem?: {reason: string; detail: string}
   /** Stream sources: ingest has handled the item (stored, duplicate, rejected or withdrawn); called in source order. */
