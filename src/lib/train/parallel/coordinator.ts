@@ -93,6 +93,9 @@ export function sliceBounds(size: number, parts: number): Array<{offset: number;
 }
 
 export class ParallelExecutor implements Executor {
+  /** The summed gradients of the last step, not yet sent to the workers; see applyPending(). */
+  private pendingUpdate: Float32Array | undefined
+
   private constructor(
     private readonly handles: WorkerHandle[],
     private readonly ready: ReadyInfo,
@@ -177,18 +180,43 @@ export class ParallelExecutor implements Executor {
 
   async step(epoch: number, step: number, _order: Uint32Array, start: number, size: number): Promise<SliceResult> {
     const slices = sliceBounds(size, this.handles.length)
+    const update = this.takeUpdate()
     const results = await this.all<{flat: Float32Array} & SliceResult>((h) => ({
       method: 'step',
-      args: {epoch, step, start: start + slices[h.index]!.offset, size: slices[h.index]!.size, rowOffset: slices[h.index]!.offset, globalBatch: size},
+      args: {
+        epoch,
+        step,
+        start: start + slices[h.index]!.offset,
+        size: slices[h.index]!.size,
+        rowOffset: slices[h.index]!.offset,
+        globalBatch: size,
+        ...(update === undefined ? {} : {update}),
+      },
     }))
     // Each worker's gradient is of (its slice's loss sum / global batch): the sum is the full gradient.
     const total = results[0]!.flat
     for (const r of results.slice(1)) for (let i = 0; i < total.length; i++) total[i]! += r.flat[i]!
-    await this.all({method: 'apply', args: {flat: total}})
+    this.pendingUpdate = total
     return results.reduce((acc, r) => ({lossSum: acc.lossSum + r.lossSum, correct: acc.correct + r.correct, count: acc.count + r.count}), {lossSum: 0, correct: 0, count: 0})
   }
 
+  private takeUpdate(): Float32Array | undefined {
+    const update = this.pendingUpdate
+    this.pendingUpdate = undefined
+    return update
+  }
+
+  /**
+   * A step's update is sent with the next step request (one IPC round trip per step, not two);
+   * anything that reads or saves the weights applies it first.
+   */
+  private async applyPending(): Promise<void> {
+    const flat = this.takeUpdate()
+    if (flat !== undefined) await this.all({method: 'apply', args: {flat}})
+  }
+
   async endEpoch(epoch: number): Promise<void> {
+    await this.applyPending()
     // Batch-norm moving statistics are updated from each worker's slice: average them.
     const stats = await this.all<Float32Array>({method: 'nonTrainable'})
     if (stats[0]!.length > 0) {
@@ -208,15 +236,18 @@ export class ParallelExecutor implements Executor {
     }
   }
 
-  validate(): Promise<ValidationResult | undefined> {
+  async validate(): Promise<ValidationResult | undefined> {
+    await this.applyPending()
     return this.first({method: 'validate'})
   }
 
   async checkpoint(dir: string, position: TrainingPosition): Promise<void> {
+    await this.applyPending()
     await this.first({method: 'checkpoint', args: {dir, position}})
   }
 
   async saveModel(dir: string): Promise<void> {
+    await this.applyPending()
     await this.first({method: 'save', args: {dir}})
   }
 

@@ -30,6 +30,11 @@ export interface StepArgs {
   size: number
   rowOffset: number
   globalBatch: number
+  /**
+   * The all-reduced gradients of the previous step, applied before this one's are computed: the
+   * update travels with the next request instead of costing a round trip of its own.
+   */
+  update?: Float32Array
 }
 
 export type Request =

@@ -33,7 +33,8 @@ async function handle(request: Request): Promise<unknown> {
     }
     case 'step': {
       const r = need()
-      const {epoch, step, start, size, rowOffset, globalBatch} = request.args
+      const {epoch, step, start, size, rowOffset, globalBatch, update} = request.args
+      if (update !== undefined) r.applyFlatGradients(update)
       if (order?.epoch !== epoch) order = {epoch, order: permutation(r.train.count, rngFor(r.config.train.seed, 'shuffle', epoch))}
       if (size === 0) return {flat: new Float32Array(r.variables.reduce((n, v) => n + v.size, 0)), lossSum: 0, correct: 0, count: 0}
       return r.gradientsOfSlice(epoch, step, order.order, start, size, rowOffset, globalBatch)
