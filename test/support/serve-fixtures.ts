@@ -54,6 +54,8 @@ export interface HttpResult {
   status: number
   headers: http.IncomingHttpHeaders
   text: string
+  /** The body's bytes (binary tensor data comes after the JSON). */
+  body: Buffer
   /** The body parsed as JSON, or undefined when it is not JSON. */
   json: any
 }
@@ -80,14 +82,15 @@ export function request(url: string, options: RequestOptions = {}): Promise<Http
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => chunks.push(chunk))
       res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8')
+        const raw = Buffer.concat(chunks)
+        const text = raw.toString('utf8')
         let json: unknown
         try {
           json = text ? JSON.parse(text) : undefined
         } catch {
           json = undefined
         }
-        resolve({status: res.statusCode!, headers: res.headers, text, json})
+        resolve({status: res.statusCode!, headers: res.headers, text, body: raw, json})
       })
       res.on('error', reject)
     })

@@ -34,7 +34,7 @@ export interface RequestState {
 
 export interface Reply {
   status: number
-  /** A JSON value, or a string sent as is (then contentType says what it is). */
+  /** A JSON value, or a string or Buffer sent as is (then contentType says what it is). */
   body?: unknown
   contentType?: string
   headers?: Record<string, string>

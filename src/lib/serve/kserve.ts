@@ -1,13 +1,15 @@
 // KServe V2 / Triton HTTP protocol: server and model metadata, model readiness, and inference with
-// FP32 tensors or BYTES elements holding base64-encoded images, plus the classification extension.
+// FP32 tensors or BYTES elements holding encoded images, as JSON or as binary tensor data, plus the
+// classification extension.
+import {binaryInputs, binaryReply, elementBytes, floatBytes, parseRequest, readElements, readFloats} from './binary.js'
 import {badRequest, HttpError} from './http-error.js'
-import {checkBatch, decodeBase64, fillNumbers, flatten, imagesToInput, inputSize, isObject, parseJson, shapeText, topScores} from './inputs.js'
+import {checkBatch, decodeBase64, fillNumbers, flatten, imagesToInput, inputSize, isObject, shapeText, topScores} from './inputs.js'
 import {json, runModel, useVersion, type Reply, type RequestState, type ServeContext} from './context.js'
 import type {ModelVersion} from './repository.js'
 
 export const INPUT_NAME = 'image'
 export const OUTPUT_NAME = 'probabilities'
-export const EXTENSIONS = ['classification', 'model_repository'] as const
+export const EXTENSIONS = ['classification', 'model_repository', 'binary_tensor_data'] as const
 
 export function platformOf(version: ModelVersion): string {
   return version.runtime === 'onnx' ? 'onnxruntime_onnx' : 'tensorflowjs_layers'
@@ -47,31 +49,47 @@ export function modelReady(ctx: ServeContext, state: RequestState, model: string
 interface RequestedOutput {
   name: string
   classification?: number
+  /** Returned as binary tensor data after the JSON. */
+  binary: boolean
 }
 
-function parseOutputs(value: unknown): RequestedOutput[] {
-  if (value === undefined) return [{name: OUTPUT_NAME}]
+function isBinary(value: unknown, where: string): boolean | undefined {
+  if (value !== undefined && typeof value !== 'boolean') throw badRequest(`${where} must be true or false, got ${JSON.stringify(value)}`)
+  return value
+}
+
+/** The request-wide parameters.binary_data_output, which each output's binary_data overrides. */
+function binaryByDefault(parameters: unknown): boolean {
+  if (parameters === undefined) return false
+  if (!isObject(parameters)) throw badRequest('"parameters" must be an object')
+  return isBinary(parameters.binary_data_output, 'parameters.binary_data_output') ?? false
+}
+
+function parseOutputs(value: unknown, binary: boolean): RequestedOutput[] {
+  if (value === undefined) return [{name: OUTPUT_NAME, binary}]
   if (!Array.isArray(value) || value.length === 0) throw badRequest('"outputs" must be a non-empty array of {name, parameters?}')
   return value.map((output, i) => {
     if (!isObject(output) || typeof output.name !== 'string') throw badRequest(`outputs[${i}]: expected an object with a "name"`)
     if (output.name !== OUTPUT_NAME) throw badRequest(`unexpected inference output "${output.name}"; this model has one output, "${OUTPUT_NAME}"`)
     const parameters = output.parameters
     if (parameters !== undefined && !isObject(parameters)) throw badRequest(`outputs[${i}].parameters must be an object`)
+    const requested = {name: output.name, binary: isBinary(parameters?.binary_data, `outputs[${i}].parameters.binary_data`) ?? binary}
     const k = parameters?.classification
-    if (k === undefined) return {name: output.name}
+    if (k === undefined) return requested
     if (typeof k !== 'number' || !Number.isInteger(k) || k < 1) throw badRequest(`outputs[${i}].parameters.classification must be a positive integer, got ${JSON.stringify(k)}`)
-    return {name: output.name, classification: k}
+    return {...requested, classification: k}
   })
 }
 
-async function parseInput(ctx: ServeContext, version: ModelVersion, input: unknown): Promise<{data: Float32Array; n: number}> {
+/** `binary` is the input's binary tensor data, when it came that way instead of as JSON "data". */
+async function parseInput(ctx: ServeContext, version: ModelVersion, input: unknown, binary: Buffer | undefined): Promise<{data: Float32Array; n: number}> {
   if (!isObject(input)) throw badRequest('inputs[0] must be an object {name, shape, datatype, data}')
   if (input.name !== INPUT_NAME) throw badRequest(`unexpected inference input ${JSON.stringify(input.name)} for model "${version.model}"; its input is "${INPUT_NAME}"`)
   const shape = input.shape
   if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => typeof d === 'number' && Number.isInteger(d) && d >= 0)) {
     throw badRequest(`input "${INPUT_NAME}": "shape" must be an array of non-negative integers`)
   }
-  if (!Array.isArray(input.data)) throw badRequest(`input "${INPUT_NAME}": "data" must be an array`)
+  if (binary === undefined && !Array.isArray(input.data)) throw badRequest(`input "${INPUT_NAME}": "data" must be an array`)
   const expected = [-1, ...version.inputShape]
   if (input.datatype === 'FP32') {
     const [n, ...rest] = shape as number[]
@@ -79,7 +97,14 @@ async function parseInput(ctx: ServeContext, version: ModelVersion, input: unkno
       throw badRequest(`input "${INPUT_NAME}": shape ${shapeText(shape as number[])} does not match the model input ${shapeText(expected)}`)
     }
     checkBatch(n!, ctx.options)
-    const data = new Float32Array(n! * inputSize(version))
+    const values = n! * inputSize(version)
+    if (binary !== undefined) {
+      if (binary.length !== values * 4) {
+        throw badRequest(`input "${INPUT_NAME}": shape ${shapeText(shape as number[])} needs ${values} FP32 values (${values * 4} bytes), but its binary_data_size is ${binary.length}`)
+      }
+      return {data: readFloats(binary), n: n!}
+    }
+    const data = new Float32Array(values)
     const count = fillNumbers(input.data, data, 0, `input "${INPUT_NAME}" data`)
     if (count !== data.length) throw badRequest(`input "${INPUT_NAME}": shape ${shapeText(shape as number[])} needs ${data.length} values, "data" has ${count}`)
     return {data, n: n!}
@@ -88,33 +113,44 @@ async function parseInput(ctx: ServeContext, version: ModelVersion, input: unkno
     if (!(shape.length === 1 || (shape.length === 2 && shape[1] === 1))) {
       throw badRequest(`input "${INPUT_NAME}": BYTES input holds one encoded image per element; shape must be [n] or [n,1], got ${shapeText(shape as number[])}`)
     }
-    const elements = flatten(input.data)
+    const elements = binary === undefined ? flatten(input.data as unknown[]) : readElements(binary, `input "${INPUT_NAME}" binary data`)
     const n = shape[0] as number
-    if (elements.length !== n) throw badRequest(`input "${INPUT_NAME}": shape ${shapeText(shape as number[])} needs ${n} elements, "data" has ${elements.length}`)
+    if (elements.length !== n) throw badRequest(`input "${INPUT_NAME}": shape ${shapeText(shape as number[])} needs ${n} elements, ${binary === undefined ? '"data"' : 'the binary data'} has ${elements.length}`)
     checkBatch(n, ctx.options)
-    const images = elements.map((element, i) => decodeBase64(element, `input "${INPUT_NAME}" element ${i}`))
+    const images = binary === undefined ? elements.map((element, i) => decodeBase64(element, `input "${INPUT_NAME}" element ${i}`)) : (elements as Buffer[])
     return {data: await imagesToInput(images, version, ctx.options, (i) => `input "${INPUT_NAME}" element ${i}`, 'json', ctx.metrics), n}
   }
   throw badRequest(`input "${INPUT_NAME}": datatype ${JSON.stringify(input.datatype)} is not accepted; send FP32 (shape ${shapeText(expected)}, the preprocessed image) or BYTES (base64-encoded image files)`)
 }
 
-export async function infer(ctx: ServeContext, state: RequestState, model: string, versionText: string | undefined, body: Buffer): Promise<Reply> {
-  const request = parseJson(body)
+/**
+ * `inferenceHeader`: the Inference-Header-Content-Length header, present when the body carries binary
+ * tensor data after the JSON.
+ */
+export async function infer(ctx: ServeContext, state: RequestState, model: string, versionText: string | undefined, body: Buffer, inferenceHeader?: string): Promise<Reply> {
+  const {request, binary} = parseRequest(body, inferenceHeader)
   if (!isObject(request)) throw badRequest('the request body must be a JSON object {inputs: [...]}')
   if (request.id !== undefined && typeof request.id !== 'string') throw badRequest('"id" must be a string')
   if (!Array.isArray(request.inputs) || request.inputs.length === 0) throw badRequest('"inputs" must be a non-empty array')
-  const outputs = parseOutputs(request.outputs)
+  const inputData = binaryInputs(request.inputs, binary)
+  const outputs = parseOutputs(request.outputs, binaryByDefault(request.parameters))
   const version = useVersion(ctx, state, model, {version: versionText})
   if (request.inputs.length !== 1) throw badRequest(`model "${model}" has one input ("${INPUT_NAME}"); the request has ${request.inputs.length}`)
-  const {data, n} = await parseInput(ctx, version, request.inputs[0])
+  const {data, n} = await parseInput(ctx, version, request.inputs[0], inputData[0])
   const probabilities = await runModel(ctx, state, version, data, n)
   const numClasses = version.labels.length
-  return json({
+  const chunks: Buffer[] = []
+  const binaryTensor = (name: string, datatype: string, shape: number[], bytes: Buffer) => {
+    chunks.push(bytes)
+    return {name, datatype, shape, parameters: {binary_data_size: bytes.length}}
+  }
+  const response = {
     model_name: model,
     model_version: String(version.version),
     ...(request.id !== undefined ? {id: request.id} : {}),
     outputs: outputs.map((output) => {
       if (output.classification === undefined) {
+        if (output.binary) return binaryTensor(output.name, 'FP32', [n, numClasses], floatBytes(probabilities))
         return {name: output.name, datatype: 'FP32', shape: [n, numClasses], data: Array.from(probabilities)}
       }
       const k = Math.min(output.classification, numClasses)
@@ -123,9 +159,12 @@ export async function infer(ctx: ServeContext, state: RequestState, model: strin
         // Triton's format: value (std::to_string, 6 decimals), class index, label.
         for (const {index, score} of topScores(probabilities, row, numClasses, k)) data.push(`${score.toFixed(6)}:${index}:${version.labels[index]}`)
       }
+      if (output.binary) return binaryTensor(output.name, 'BYTES', [n, k], elementBytes(data))
       return {name: output.name, datatype: 'BYTES', shape: [n, k], data}
     }),
-  })
+  }
+  // Triton answers plain JSON, without the header, when no output was asked for as binary.
+  return chunks.length > 0 ? binaryReply(response, chunks) : json(response)
 }
 
 /** Triton's POST /v2/repository/index: every version the server knows, with its state. */

@@ -74,6 +74,14 @@ function requireJson(req: IncomingMessage): void {
   if (type !== '' && !JSON_TYPES.test(type)) throw new HttpError(415, `Content-Type ${type} is not accepted here; send application/json`)
 }
 
+/** A body of JSON and binary tensor data is octet-stream, though Triton (and so its clients) also lets it go as JSON or untyped. */
+function requireJsonOrBinary(req: IncomingMessage): void {
+  const type = mediaType(req)
+  if (type !== '' && !JSON_TYPES.test(type) && type.toLowerCase() !== 'application/octet-stream') {
+    throw new HttpError(415, `Content-Type ${type} is not accepted here; send application/octet-stream (the JSON request followed by binary tensor data)`)
+  }
+}
+
 function allow(req: IncomingMessage, path: string, ...methods: string[]): void {
   const method = req.method ?? 'GET'
   if (methods.includes(method) || (method === 'HEAD' && methods.includes('GET'))) return
@@ -242,8 +250,10 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
         allow(req, path, 'POST')
         state.inference = true
         state.model = model
-        requireJson(req)
-        return kserve.infer(ctx, state, model, version, await readBody(req, options.maxBodyBytes))
+        const inferenceHeader = req.headers['inference-header-content-length']
+        if (inferenceHeader === undefined) requireJson(req)
+        else requireJsonOrBinary(req)
+        return kserve.infer(ctx, state, model, version, await readBody(req, options.maxBodyBytes), Array.isArray(inferenceHeader) ? inferenceHeader.join(', ') : inferenceHeader)
       }
       allow(req, path, 'GET')
       return kserve.modelMetadata(ctx, state, model, version)
@@ -293,7 +303,7 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
       res.end()
       return
     }
-    const text = typeof reply.body === 'string' && reply.contentType ? reply.body : JSON.stringify(reply.body)
+    const text = Buffer.isBuffer(reply.body) || (typeof reply.body === 'string' && reply.contentType) ? reply.body : JSON.stringify(reply.body)
     state.bytes = Buffer.byteLength(text)
     headers['Content-Type'] = reply.contentType ?? 'application/json'
     headers['Content-Length'] = state.bytes
