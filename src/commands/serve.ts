@@ -5,7 +5,7 @@ import type {LoadedConfig} from '../lib/config/load.js'
 
 export default class Serve extends MlCommand {
   static override summary = 'Serve exported models over HTTP (KServe V2 and TF Serving REST).'
-  static override description = `Serves every version in the model repository (export.dir, or serve.repository / --repository) for the config's model (or serve.models / --model): the KServe V2 (Triton) and TensorFlow Serving REST protocols, a raw-image :classify for curl, /healthz, /readyz and Prometheus /metrics. Requests are batched dynamically across serve.instances worker threads in each of serve.processes processes; new versions dropped into the repository are loaded, warmed up and swapped in without dropping a request. SIGTERM or Ctrl-C stops taking connections, finishes queued and in-flight requests and exits 0. Events are JSON lines on stderr; the access log goes to serve.accessLog (default stdout).
+  static override description = `Serves every version in the model repository (export.dir, or serve.repository / --repository) for the config's model (or serve.models / --model): the KServe V2 (Triton) and TensorFlow Serving REST protocols, a raw-image :classify for curl, /healthz, /readyz and Prometheus /metrics. Requests are batched dynamically across serve.instances worker threads in each of serve.processes processes; new versions dropped into the repository are loaded, warmed up and swapped in without dropping a request. SIGTERM or Ctrl-C turns readiness false, keeps serving for serve.shutdownDelayMs (--shutdown-delay; default 0) while load balancers catch up, then stops taking connections, finishes queued and in-flight requests and exits 0. Events are JSON lines on stderr; the access log goes to serve.accessLog (default stdout).
 
 ${MlCommand.exitCodesHelp}`
 
@@ -13,6 +13,7 @@ ${MlCommand.exitCodesHelp}`
     '<%= config.bin %> serve',
     '<%= config.bin %> serve --config ml.yaml --port 9000',
     '<%= config.bin %> serve --repository ./models --model digits --instances 2',
+    '<%= config.bin %> serve --config ml.yaml --host 0.0.0.0 --processes 2 --shutdown-delay 5000',
     'curl -s --data-binary @digit.png -H "Content-Type: image/png" localhost:8080/v1/models/digits:classify',
   ]
 
@@ -23,6 +24,14 @@ ${MlCommand.exitCodesHelp}`
     model: Flags.string({summary: 'Serve this model only (repeatable; overrides serve.models).', multiple: true}),
     instances: Flags.integer({summary: 'Model instances (worker threads) per process.', min: 1, max: 64}),
     processes: Flags.integer({summary: 'Server processes sharing the port.', min: 1, max: 64}),
+    'shutdown-delay': Flags.integer({
+      summary: 'Milliseconds to keep serving, not ready, after SIGTERM before draining (overrides serve.shutdownDelayMs).',
+      description: `On SIGTERM or Ctrl-C readiness turns false at once (/readyz 503, KServe ready 400) but the port keeps accepting and answering requests this long, so that a load balancer or Kubernetes Service stops sending new connections before the port closes; then the server drains. Default 0 (local use); behind Kubernetes use 5000 or more, and keep terminationGracePeriodSeconds above the delay plus the longest drain. A second signal during the delay ends it and drains at once; a signal during the drain exits at once (130). Example: --shutdown-delay 5000.`,
+      env: 'ML_SHUTDOWN_DELAY_MS',
+      helpValue: '<ms>',
+      min: 0,
+      max: 600_000,
+    }),
   }
 
   async run() {
@@ -42,6 +51,7 @@ ${MlCommand.exitCodesHelp}`
       models: flags.model,
       instances: flags.instances,
       processes: flags.processes,
+      shutdownDelayMs: flags['shutdown-delay'],
     })
     // Under --json stdout must hold only the final summary.
     if (this.jsonEnabled() && options.accessLog === 'stdout') options.accessLog = 'stderr'

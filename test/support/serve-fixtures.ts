@@ -79,24 +79,50 @@ export function request(url: string, options: RequestOptions = {}): Promise<Http
   const lib = url.startsWith('https:') ? https : http
   return new Promise((resolve, reject) => {
     const req = lib.request(url, {method: options.method ?? (body === undefined ? 'GET' : 'POST'), headers, agent: options.agent, ca: options.ca}, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => {
-        const raw = Buffer.concat(chunks)
-        const text = raw.toString('utf8')
-        let json: unknown
-        try {
-          json = text ? JSON.parse(text) : undefined
-        } catch {
-          json = undefined
-        }
-        resolve({status: res.statusCode!, headers: res.headers, text, body: raw, json})
-      })
-      res.on('error', reject)
+      readResponse(res).then(resolve, reject)
     })
     req.on('error', reject)
     req.end(body)
   })
+}
+
+function readResponse(res: http.IncomingMessage): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    res.on('data', (chunk: Buffer) => chunks.push(chunk))
+    res.on('end', () => {
+      const raw = Buffer.concat(chunks)
+      const text = raw.toString('utf8')
+      let json: unknown
+      try {
+        json = text ? JSON.parse(text) : undefined
+      } catch {
+        json = undefined
+      }
+      resolve({status: res.statusCode!, headers: res.headers, text, body: raw, json})
+    })
+    res.on('error', reject)
+  })
+}
+
+export interface HeldRequest {
+  /** Sends the rest of the body. */
+  finish(): void
+  response: Promise<HttpResult>
+}
+
+/**
+ * A JSON POST on a connection of its own that sends its headers and the first bytes of the body, then
+ * holds the rest back until finish(): a request the server has in flight for as long as the test likes.
+ */
+export function heldRequest(url: string, body: string): HeldRequest {
+  const req = http.request(url, {method: 'POST', agent: false, headers: {'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body)}})
+  const response = new Promise<HttpResult>((resolve, reject) => {
+    req.on('response', (res) => readResponse(res).then(resolve, reject))
+    req.on('error', reject)
+  })
+  req.write(body.slice(0, 100))
+  return {finish: () => req.end(body.slice(100)), response}
 }
 
 /** A KServe V2 infer body with FP32 tensors for `images` (each 784 floats of one 28x28 digit). */

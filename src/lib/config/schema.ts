@@ -252,6 +252,15 @@ export const ServeSchema = z.strictObject({
     .min(0)
     .default(2000)
     .describe('How often the repository is scanned for new, changed or removed versions (0 = never).'),
+  shutdownDelayMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(600_000)
+    .default(0)
+    .describe(
+      'On SIGTERM, readiness turns false at once but requests are still served this long before the drain, while load balancers stop sending (5000+ behind a Kubernetes Service). Flag --shutdown-delay, env ML_SHUTDOWN_DELAY_MS.',
+    ),
   accessLog: z
     .string()
     .min(1)

@@ -37,6 +37,8 @@ export interface ServeOptions {
   maxBodyBytes: number
   clientTimeoutMs: number
   pollIntervalMs: number
+  /** How long the port keeps serving after a shutdown signal, with readiness already false. */
+  shutdownDelayMs: number
   /** 'stdout', 'stderr', 'off' or an absolute file path. */
   accessLog: string
   auth?: {tokenEnv: string}
@@ -53,6 +55,7 @@ export interface ServeOverrides {
   models?: string[]
   instances?: number
   processes?: number
+  shutdownDelayMs?: number
 }
 
 /**
@@ -106,6 +109,7 @@ export function resolveServeOptions(loaded: LoadedConfig | undefined, overrides:
     maxBodyBytes: serve.maxBodyBytes,
     clientTimeoutMs: serve.clientTimeoutMs,
     pollIntervalMs: serve.pollIntervalMs,
+    shutdownDelayMs: overrides.shutdownDelayMs ?? serve.shutdownDelayMs,
     accessLog,
     auth: serve.auth,
     tls: serve.tls ? {cert: resolvePath(base, serve.tls.cert), key: resolvePath(base, serve.tls.key)} : undefined,

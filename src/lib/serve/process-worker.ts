@@ -31,24 +31,28 @@ function aggregatedMetrics(): Promise<string> {
   })
 }
 
-function shutdown(): Promise<void> {
+/** Called again with skipDelay, it ends the delay of the shutdown under way. */
+function shutdown(skipDelay: boolean): void {
+  const drained = handle?.shutdown({skipDelay})
   stopping ??= (async () => {
-    await handle?.close()
+    await drained
     // Exit now rather than when the last handle closes: the primary counts exits as drained.
     process.exit(0)
   })()
-  return stopping
 }
 
 process.on('message', (message: ClusterMessage) => {
   if (message.type === 'ml:metrics') {
     waiting.get(message.id)?.(message.text)
     waiting.delete(message.id)
-  } else if (message.type === 'ml:shutdown') void shutdown()
+  } else if (message.type === 'ml:shutdown') shutdown(message.skipDelay)
 })
-// Ctrl-C reaches every process of the group; each drains on its own.
-process.once('SIGTERM', () => void shutdown())
-process.once('SIGINT', () => void shutdown())
+// Ctrl-C reaches every process of the group, and the primary forwards it too; each process shuts
+// down on its own, and a second signal ends the delay, as in the primary.
+let signals = 0
+const onSignal = () => shutdown(signals++ > 0)
+process.on('SIGTERM', onSignal)
+process.on('SIGINT', onSignal)
 
 try {
   const options = JSON.parse(process.env[OPTIONS_ENV] ?? '') as ServeOptions

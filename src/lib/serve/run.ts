@@ -39,7 +39,8 @@ export type ClusterMessage =
   | {type: 'ml:fatal'; error: {code: string; message: string; exitCode: number; suggestions?: string[]}}
   | {type: 'ml:metrics-request'; id: number}
   | {type: 'ml:metrics'; id: number; text: string}
-  | {type: 'ml:shutdown'}
+  /** skipDelay: drain now, ending a shutdown delay under way. */
+  | {type: 'ml:shutdown'; skipDelay: boolean}
 
 export const OPTIONS_ENV = 'ML_SERVE_OPTIONS'
 
@@ -50,18 +51,30 @@ export function servedModels(handle: ServeHandle): ListeningInfo['models'] {
   }))
 }
 
-/** Resolves with the first SIGTERM or SIGINT; a second one exits at once (130). */
-function nextSignal(log: JsonLog): Promise<NodeJS.Signals> {
+/**
+ * Resolves with the first SIGTERM or SIGINT. A second one within the shutdown delay calls skipDelay:
+ * whoever sends it wants the process gone, but not at the price of the requests it holds, so the
+ * drain starts at once. One during the drain exits at once (130).
+ */
+function nextSignal(log: JsonLog, delayMs: number, skipDelay: () => void): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const first = (signal: NodeJS.Signals) => {
       process.off('SIGTERM', first)
       process.off('SIGINT', first)
+      const delayEnds = performance.now() + delayMs
+      let skipped = false
       const again = (second: NodeJS.Signals) => {
+        if (!skipped && performance.now() < delayEnds) {
+          skipped = true
+          log.event('info', 'shutdown-delay-skipped', {signal: second})
+          skipDelay()
+          return
+        }
         log.event('warn', 'forced-exit', {signal: second})
         process.exit(ExitCode.interrupted)
       }
-      process.once('SIGTERM', again)
-      process.once('SIGINT', again)
+      process.on('SIGTERM', again)
+      process.on('SIGINT', again)
       resolve(signal)
     }
     process.on('SIGTERM', first)
@@ -78,11 +91,13 @@ async function runSingle(options: ServeOptions, hooks: ServeHooks): Promise<Serv
   const log = new JsonLog(process.stderr)
   const handle = await startServer(options, {log})
   const models = servedModels(handle)
+  // Handled before `listening` is announced: whoever reads it may signal at once.
+  const signalled = nextSignal(log, options.shutdownDelayMs, () => void handle.shutdown({skipDelay: true}))
   log.event('info', 'listening', {url: handle.url, port: handle.port, pid: process.pid, instances: options.instances, backend: handle.pool.backend, models})
   hooks.onListening?.({url: handle.url, port: handle.port, processes: 1, instances: options.instances, models})
-  const signal = await nextSignal(log)
+  const signal = await signalled
   log.event('info', 'signal', {signal})
-  await handle.close()
+  await handle.shutdown()
   return {url: handle.url, port: handle.port, processes: 1, instances: options.instances, requests: handle.handled(), signal, uptimeSeconds: Math.round((Date.now() - started) / 1000)}
 }
 
@@ -143,16 +158,17 @@ async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<Ser
     })
   })
 
-  const stopAll = async () => {
+  const workers = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+  // Each process applies the shutdown delay and drains on its own; they are waited for, never killed.
+  const stopAll = async (skipDelay: boolean) => {
     stopping = true
-    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
-    await Promise.all(workers.map((worker) => new Promise<void>((resolve) => {
+    await Promise.all(workers().map((worker) => new Promise<void>((resolve) => {
       if (worker.isDead()) {
         resolve()
         return
       }
       worker.once('exit', () => resolve())
-      if (worker.isConnected()) worker.send({type: 'ml:shutdown'} satisfies ClusterMessage)
+      if (worker.isConnected()) worker.send({type: 'ml:shutdown', skipDelay} satisfies ClusterMessage)
       else worker.process.kill('SIGTERM')
     })))
   }
@@ -161,15 +177,20 @@ async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<Ser
   try {
     await startup
   } catch (error) {
-    await stopAll()
+    // Not yet behind any load balancer: nothing to wait for.
+    await stopAll(true)
     throw error
   }
   const info = {url: listening!.url, port: listening!.port, processes: options.processes, instances: options.instances, models: listening!.models}
+  // Handled before `listening` is announced: whoever reads it may signal at once.
+  const signalled = nextSignal(log, options.shutdownDelayMs, () => {
+    for (const worker of workers()) if (worker.isConnected()) worker.send({type: 'ml:shutdown', skipDelay: true} satisfies ClusterMessage)
+  })
   log.event('info', 'listening', info)
   hooks.onListening?.(info)
-  const signal = await nextSignal(log)
+  const signal = await signalled
   log.event('info', 'signal', {signal})
-  await stopAll()
+  await stopAll(false)
   cluster.removeAllListeners('message')
   cluster.removeAllListeners('exit')
   log.event('info', 'stopped', {restarts})

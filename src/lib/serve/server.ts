@@ -1,5 +1,6 @@
 // One server process: node:http(s) routing for KServe V2, TF Serving and health/metrics endpoints,
-// body limits, bearer auth, access log and metrics per request, and a graceful drain on close().
+// body limits, bearer auth, access log and metrics per request, and a graceful drain on close() (after
+// the shutdown delay, on shutdown()).
 import {createHash, timingSafeEqual} from 'node:crypto'
 import {EventEmitter, once} from 'node:events'
 import {readFile} from 'node:fs/promises'
@@ -46,6 +47,12 @@ export interface ServeHandle {
   handled(): number
   /** Readiness turns false, listening stops, queued and in-flight requests finish, instances stop. */
   close(): Promise<void>
+  /**
+   * Readiness turns false at once while the port keeps serving for serve.shutdownDelayMs (load
+   * balancers take that long to stop sending new connections), then close(). skipDelay ends a delay
+   * under way, or skips it, so the drain starts now.
+   */
+  shutdown(options?: {skipDelay?: boolean}): Promise<void>
 }
 
 const KSERVE_MODEL = /^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?(?:\/(ready|infer))?$/
@@ -402,12 +409,15 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
   const host = options.host.includes(':') ? `[${options.host}]` : options.host
   const url = `${scheme}://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`
 
+  let shutdownStarted: number | undefined
+  let endDelay: (() => void) | undefined
   let closing: Promise<void> | undefined
   const close = () => {
     closing ??= (async () => {
       draining = true
+      const drainStarted = performance.now()
       events.emit('draining')
-      log.event('info', 'draining', {inFlight, queued: scheduler.depth()})
+      log.event('info', 'draining', {inFlight, queued: scheduler.depth(), delayedMs: shutdownStarted === undefined ? 0 : Math.round(drainStarted - shutdownStarted)})
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       while (inFlight > 0) await once(idle, 'idle')
       await scheduler.drain()
@@ -417,10 +427,34 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
       server.closeAllConnections()
       await closed
       await accessLog.close()
-      log.event('info', 'stopped', {})
+      log.event('info', 'stopped', {drainMs: Math.round(performance.now() - drainStarted)})
       events.emit('closed')
     })()
     return closing
+  }
+
+  let shuttingDown: Promise<void> | undefined
+  const shutdown = ({skipDelay = false} = {}) => {
+    if (skipDelay) endDelay?.()
+    shuttingDown ??= (async () => {
+      // Not ready from now on, and answers close their connections (as during the drain), so that
+      // keep-alive clients reconnect through the load balancer while new connections are still served.
+      draining = true
+      shutdownStarted = performance.now()
+      if (!skipDelay && options.shutdownDelayMs > 0) {
+        log.event('info', 'shutdown-delay', {delayMs: options.shutdownDelayMs})
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, options.shutdownDelayMs)
+          endDelay = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
+        endDelay = undefined
+      }
+      await close()
+    })()
+    return shuttingDown
   }
 
   return {
@@ -435,5 +469,6 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
     inFlight: () => inFlight,
     handled: () => handled,
     close,
+    shutdown,
   }
 }

@@ -1,0 +1,104 @@
+// An open-loop load generator for latency at a given request rate (bench:serve's half-load run).
+import net from 'node:net'
+
+/** Connections the paced generator may open. */
+const PACED_CONNECTIONS = 64
+
+/**
+ * Open-loop load at an even `rate`, like wrk2: a 1 ms tick releases every request whose time has
+ * come, on an idle keep-alive connection, a new one up to PACED_CONNECTIONS, or else in line for the
+ * next free one. A request that had to wait for a connection is timed from its scheduled time, so a
+ * server that falls behind is charged for it (no coordinated omission); one sent at once is timed
+ * from the send, so a late tick of this process is not. autocannon's overallRate is not this: each
+ * connection sends its per-second quota back to back and then pauses, so its "half load" is
+ * saturation half of every second. Raw sockets with prebuilt requests keep this as cheap as autocannon.
+ */
+export async function paced(url: string, bodies: string[], rate: number, seconds: number): Promise<{latencies: number[]; failed: number; requestsPerSec: number}> {
+  const target = new URL(url)
+  const requests = bodies.map((body) => Buffer.concat([
+    Buffer.from(`POST ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`),
+    Buffer.from(body),
+  ]))
+  interface Client {
+    socket: net.Socket
+    send(bytes: Buffer, scheduled: number): void
+  }
+  const latencies: number[] = []
+  const idle: Client[] = []
+  const waiting: Array<{bytes: Buffer; scheduled: number}> = []
+  const all: net.Socket[] = []
+  let failed = 0
+  let outstanding = 0
+  let drained: (() => void) | undefined
+  const finished = (client: Client) => {
+    const next = waiting.shift()
+    if (next) client.send(next.bytes, next.scheduled)
+    else idle.push(client)
+    if (--outstanding === 0 && waiting.length === 0) drained?.()
+  }
+  const connection = (): Client => {
+    const socket = net.connect(Number(target.port), target.hostname)
+    socket.setNoDelay(true)
+    all.push(socket)
+    let buffer: Buffer = Buffer.alloc(0)
+    let scheduledAt = 0
+    let need = -1
+    let status = 0
+    const client: Client = {
+      socket,
+      send(bytes, scheduled) {
+        scheduledAt = scheduled
+        outstanding++
+        socket.write(bytes)
+      },
+    }
+    socket.on('data', (chunk: Buffer) => {
+      buffer = buffer.length > 0 ? Buffer.concat([buffer, chunk]) : chunk
+      for (;;) {
+        if (need < 0) {
+          const end = buffer.indexOf('\r\n\r\n')
+          if (end < 0) return
+          const head = buffer.toString('latin1', 0, end)
+          status = Number(head.slice(9, 12))
+          need = end + 4 + Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0)
+        }
+        if (buffer.length < need) return
+        buffer = buffer.subarray(need)
+        need = -1
+        if (status === 200) latencies.push(performance.now() - scheduledAt)
+        else failed++
+        finished(client)
+      }
+    })
+    socket.on('error', () => {
+      failed++
+      if (--outstanding === 0 && waiting.length === 0) drained?.()
+    })
+    return client
+  }
+  const total = Math.round(rate * seconds)
+  const interval = 1000 / rate
+  const start = performance.now()
+  let sent = 0
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      const due = Math.min(total, Math.floor((performance.now() - start) / interval) + 1)
+      for (; sent < due; sent++) {
+        const bytes = requests[sent % requests.length]!
+        const scheduled = start + sent * interval
+        const client = idle.pop() ?? (all.length < PACED_CONNECTIONS ? connection() : undefined)
+        if (client) client.send(bytes, performance.now())
+        else waiting.push({bytes, scheduled})
+      }
+      if (sent >= total) {
+        clearInterval(timer)
+        resolve()
+      }
+    }, 1)
+  })
+  if (outstanding > 0 || waiting.length > 0) await new Promise<void>((resolve) => (drained = resolve))
+  const elapsed = (performance.now() - start) / 1000
+  for (const socket of all) socket.destroy()
+  return {latencies: latencies.sort((a, b) => a - b), failed, requestsPerSec: latencies.length / elapsed}
+}
+
