@@ -1,8 +1,11 @@
 // An in-process, single-node Kafka broker for tests: the real wire protocol (the API versions kafkajs
-// 2.2.4 negotiates), partitioned logs of RecordBatch v2, consumer groups, restarts and injected faults.
+// 2.2.4 negotiates), partitioned logs of RecordBatch v2, consumer groups, restarts, injected faults,
+// and optionally TLS (with client certificates) and SASL PLAIN / SCRAM-SHA-256.
 import {randomUUID} from 'node:crypto'
 import {EventEmitter} from 'node:events'
 import net from 'node:net'
+import tls from 'node:tls'
+import {SASL_MECHANISMS, SaslAccount, type SaslExchange, type SaslMechanism, type SaslUser} from './kafka-sasl.js'
 import {BATCH, decodeBatchRecords, inspectBatch, Reader, Writer, type WireRecord} from './kafka-wire.js'
 
 export const API = {
@@ -17,8 +20,10 @@ export const API = {
   Heartbeat: 12,
   LeaveGroup: 13,
   SyncGroup: 14,
+  SaslHandshake: 17,
   ApiVersions: 18,
   CreateTopics: 19,
+  SaslAuthenticate: 36,
 } as const
 export type ApiName = keyof typeof API
 
@@ -38,8 +43,11 @@ export const VERSIONS: Record<ApiName, readonly [number, number]> = {
   Heartbeat: [1, 1],
   LeaveGroup: [1, 1],
   SyncGroup: [1, 1],
+  // v1 only: after a v0 handshake the SASL tokens would go unframed, which kafkajs never needs here.
+  SaslHandshake: [1, 1],
   ApiVersions: [0, 3],
   CreateTopics: [1, 1],
+  SaslAuthenticate: [0, 1],
 }
 
 export const ERRORS = {
@@ -56,10 +64,13 @@ export const ERRORS = {
   INCONSISTENT_GROUP_PROTOCOL: 23,
   UNKNOWN_MEMBER_ID: 25,
   REBALANCE_IN_PROGRESS: 27,
+  UNSUPPORTED_SASL_MECHANISM: 33,
+  ILLEGAL_SASL_STATE: 34,
   UNSUPPORTED_VERSION: 35,
   TOPIC_ALREADY_EXISTS: 36,
   INVALID_PARTITIONS: 37,
   INVALID_REQUEST: 42,
+  SASL_AUTHENTICATION_FAILED: 58,
 } as const
 export type ErrorName = keyof typeof ERRORS
 
@@ -80,6 +91,18 @@ export interface KafkaBrokerOptions {
    * if the client hung up before: as if the request never arrived) and answered at the end.
    */
   delays?: Partial<Record<ApiName, number>>
+  /** Speak TLS with this certificate and key (PEM). */
+  tls?: {
+    cert: Buffer
+    key: Buffer
+    /** Also ask clients for a certificate, and accept only those this CA (PEM) signed: mutual TLS. */
+    clientCa?: Buffer
+  }
+  /**
+   * Require SASL (PLAIN or SCRAM-SHA-256) as this user on every connection, before any request but
+   * ApiVersions: anything else first closes the connection, as a real broker does.
+   */
+  sasl?: SaslUser
 }
 
 /** A fault to inject into the next requests of one API. */
@@ -163,6 +186,12 @@ interface Connection {
   socket: net.Socket
   buffer: Buffer
   chain: Promise<void>
+  /** False on a SASL broker until the client authenticated. */
+  authenticated: boolean
+  /** The SASL exchange a SaslHandshake started. */
+  sasl?: SaslExchange
+  /** Set by an answer after which the broker hangs up (a failed authentication). */
+  closeAfterReply?: boolean
 }
 
 /**
@@ -175,7 +204,8 @@ export class KafkaBroker extends EventEmitter {
   readonly host: string
   private wantedPort: number
   private server: net.Server | undefined
-  private readonly connections = new Set<Connection>()
+  /** Every TCP connection, TLS handshakes under way included, for stop() to cut. */
+  private readonly sockets = new Set<net.Socket>()
   private readonly topics = new Map<string, PartitionLog[]>()
   private readonly groups = new Map<string, Group>()
   private readonly faults = new Map<ApiName, Fault[]>()
@@ -183,6 +213,8 @@ export class KafkaBroker extends EventEmitter {
   private readonly autoCreate: boolean
   private readonly defaultPartitions: number
   private readonly delays: Partial<Record<ApiName, number>>
+  private readonly tls: KafkaBrokerOptions['tls']
+  private readonly account: SaslAccount | undefined
   private running = false
 
   constructor(options: KafkaBrokerOptions = {}) {
@@ -192,6 +224,8 @@ export class KafkaBroker extends EventEmitter {
     this.autoCreate = options.autoCreateTopics ?? true
     this.defaultPartitions = options.defaultPartitions ?? 1
     this.delays = options.delays ?? {}
+    this.tls = options.tls
+    this.account = options.sasl && new SaslAccount(options.sasl)
   }
 
   /** Creates a broker and starts it. */
@@ -212,7 +246,20 @@ export class KafkaBroker extends EventEmitter {
 
   async start(): Promise<void> {
     if (this.running) return
-    const server = net.createServer((socket) => this.accept(socket))
+    const secure = this.tls
+    const server = secure
+      ? tls.createServer(
+          {cert: secure.cert, key: secure.key, ...(secure.clientCa ? {ca: secure.clientCa, requestCert: true, rejectUnauthorized: true} : {})},
+          (socket) => this.accept(socket),
+        )
+      : net.createServer((socket) => this.accept(socket))
+    server.on('connection', (socket: net.Socket) => {
+      this.sockets.add(socket)
+      socket.on('close', () => this.sockets.delete(socket))
+    })
+    // A client that refuses our certificate, or offers none we accept: the tests look at what the
+    // client reports, and the socket is closed either way.
+    server.on('tlsClientError', () => {})
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(this.wantedPort, this.host, () => {
@@ -237,8 +284,8 @@ export class KafkaBroker extends EventEmitter {
     const server = this.server!
     this.server = undefined
     const closed = new Promise<void>((resolve) => server.close(() => resolve()))
-    for (const conn of this.connections) conn.socket.destroy()
-    this.connections.clear()
+    for (const socket of this.sockets) socket.destroy()
+    this.sockets.clear()
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
     for (const log of this.allLogs()) log.waiters.clear()
@@ -315,8 +362,7 @@ export class KafkaBroker extends EventEmitter {
       return
     }
     socket.setNoDelay(true)
-    const conn: Connection = {socket, buffer: Buffer.alloc(0), chain: Promise.resolve()}
-    this.connections.add(conn)
+    const conn: Connection = {socket, buffer: Buffer.alloc(0), chain: Promise.resolve(), authenticated: this.account === undefined}
     socket.on('data', (chunk: Buffer) => {
       conn.buffer = conn.buffer.length === 0 ? chunk : Buffer.concat([conn.buffer, chunk])
       while (conn.buffer.length >= 4) {
@@ -334,11 +380,11 @@ export class KafkaBroker extends EventEmitter {
       }
     })
     socket.on('error', () => {})
-    socket.on('close', () => this.connections.delete(conn))
   }
 
   private async serve(conn: Connection, frame: Buffer): Promise<void> {
-    if (conn.socket.destroyed) return
+    // Nothing more is read once a reply hung up.
+    if (conn.socket.destroyed || conn.closeAfterReply) return
     const r = new Reader(frame)
     const apiKey = r.int16()
     const version = r.int16()
@@ -367,6 +413,13 @@ export class KafkaBroker extends EventEmitter {
       }
       return
     }
+    const saslTurn = api === 'ApiVersions' || (api === 'SaslHandshake' && !conn.sasl) || (api === 'SaslAuthenticate' && conn.sasl !== undefined)
+    if (!conn.authenticated && !saslTurn) {
+      // A SASL listener takes ApiVersions and then only the SASL exchange, in order, until it
+      // succeeds; a real broker drops a connection that sends anything else.
+      conn.socket.destroy()
+      return
+    }
     // Request header v2 (flexible versions) adds tagged fields after the client id. Of what we
     // advertise, only ApiVersions v3 is flexible.
     if (api === 'ApiVersions' && version >= 3) r.taggedFields()
@@ -379,9 +432,10 @@ export class KafkaBroker extends EventEmitter {
     const fault = this.faults.get(api)?.shift()
     if (fault && 'drop' in fault) return
     const code = fault ? ERRORS[fault.error] : ERRORS.NONE
-    const body = await this.handle(api, version, r, code, clientId ?? '')
+    const body = await this.handle(conn, api, version, r, code, clientId ?? '')
     if (delay > 0) await this.sleep(delay / 2)
     if (body !== null) send(body)
+    if (conn.closeAfterReply) conn.socket.end()
   }
 
   /** A timer that stop() cancels (the promise then never settles; its connection is gone anyway). */
@@ -395,7 +449,7 @@ export class KafkaBroker extends EventEmitter {
     })
   }
 
-  private async handle(api: ApiName, version: number, r: Reader, fault: number, clientId: string): Promise<Buffer | null> {
+  private async handle(conn: Connection, api: ApiName, version: number, r: Reader, fault: number, clientId: string): Promise<Buffer | null> {
     switch (api) {
       case 'ApiVersions':
         if (version >= 3) {
@@ -428,7 +482,46 @@ export class KafkaBroker extends EventEmitter {
         return this.offsetCommit(r, fault)
       case 'OffsetFetch':
         return this.offsetFetch(r, fault)
+      case 'SaslHandshake':
+        return this.saslHandshake(conn, r, fault)
+      case 'SaslAuthenticate':
+        return this.saslAuthenticate(conn, r, version, fault)
     }
+  }
+
+  private saslHandshake(conn: Connection, r: Reader, fault: number): Buffer {
+    const mechanism = r.string() ?? ''
+    const body = (error: number) => new Writer().int16(error).array(this.account ? SASL_MECHANISMS : [], (w, m) => w.string(m)).toBuffer()
+    if (fault !== ERRORS.NONE) return body(fault)
+    // A connection that needs no authentication (no SASL here, or done already) gets what a real
+    // broker answers there.
+    if (conn.authenticated) return body(ERRORS.ILLEGAL_SASL_STATE)
+    if (!SASL_MECHANISMS.includes(mechanism as SaslMechanism)) {
+      conn.closeAfterReply = true
+      return body(ERRORS.UNSUPPORTED_SASL_MECHANISM)
+    }
+    conn.sasl = this.account!.exchange(mechanism as SaslMechanism)
+    return body(ERRORS.NONE)
+  }
+
+  private saslAuthenticate(conn: Connection, r: Reader, version: number, fault: number): Buffer {
+    const bytes = r.bytes() ?? Buffer.alloc(0)
+    const body = (error: number, message: string | null, reply: Buffer = Buffer.alloc(0)) => {
+      const w = new Writer().int16(error).string(message).bytes(reply)
+      // v1 adds the session lifetime: 0, no re-authentication.
+      if (version >= 1) w.int64(0)
+      return w.toBuffer()
+    }
+    if (fault !== ERRORS.NONE) return body(fault, 'injected')
+    if (conn.authenticated) return body(ERRORS.ILLEGAL_SASL_STATE, 'SaslAuthenticate request received after successful authentication')
+    const step = conn.sasl!.step(bytes)
+    if ('error' in step) {
+      // A real broker answers a failed authentication, then hangs up.
+      conn.closeAfterReply = true
+      return body(ERRORS.SASL_AUTHENTICATION_FAILED, step.error)
+    }
+    conn.authenticated = step.done
+    return body(ERRORS.NONE, null, step.reply)
   }
 
   private apiVersionsBody(version: number, error: number): Buffer {

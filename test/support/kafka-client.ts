@@ -1,14 +1,16 @@
 // kafkajs set up for tests against the test broker: quiet (logs go to a buffer), short timeouts and
 // retries so that injected faults and restarts are survived in milliseconds rather than minutes.
-import {Kafka, logLevel, type ConsumerConfig, type LogEntry} from 'kafkajs'
+import {Kafka, logLevel, type ConsumerConfig, type KafkaConfig, type LogEntry} from 'kafkajs'
 
 /** kafkajs log lines of every client made here, for printing when a test fails. */
 export const kafkaLog: string[] = []
 
-export function testKafka(brokers: string | string[], clientId = 'ml-test'): Kafka {
+/** `security`: TLS and SASL settings for a broker that wants them. */
+export function testKafka(brokers: string | string[], clientId = 'ml-test', security: Pick<KafkaConfig, 'ssl' | 'sasl'> = {}): Kafka {
   return new Kafka({
     clientId,
     brokers: Array.isArray(brokers) ? brokers : [brokers],
+    ...security,
     logLevel: logLevel.WARN,
     logCreator: () => (entry: LogEntry) => {
       if (kafkaLog.length < 10_000) kafkaLog.push(`${entry.namespace} ${entry.log.message}`)

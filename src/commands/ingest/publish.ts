@@ -2,7 +2,7 @@
 // default, for users filling a topic and for tests and benchmarks.
 import {Args, Flags} from '@oclif/core'
 import {existsSync} from 'node:fs'
-import type {KafkaConnection} from '../../lib/data/kafka-client.js'
+import type {KafkaConnection, KafkaOrigin} from '../../lib/data/kafka-client.js'
 import {MlCommand} from '../../lib/ui/command.js'
 import {UserError} from '../../lib/ui/errors.js'
 
@@ -34,7 +34,7 @@ ${MlCommand.exitCodesHelp}`
     if (!existsSync(args.folder)) {
       throw new UserError(`folder ${args.folder} does not exist`, {code: 'SOURCE_NOT_FOUND', exit: 'data'})
     }
-    const connection = await this.connection(flags.brokers, flags.config, flags['client-id'])
+    const {connection, origin} = await this.connection(flags.brokers, flags.config, flags['client-id'])
     const {publishFolder} = await import('../../lib/data/kafka-publish.js')
     const abort = new AbortController()
     const onSignal = () => abort.abort()
@@ -45,6 +45,7 @@ ${MlCommand.exitCodesHelp}`
         folder: args.folder,
         topic: flags.topic,
         connection,
+        origin,
         labelHeader: flags['label-header'],
         ...(flags.partitions === undefined ? {} : {partitions: flags.partitions}),
         signal: abort.signal,
@@ -61,20 +62,25 @@ ${MlCommand.exitCodesHelp}`
     }
   }
 
-  private async connection(brokers: string | undefined, configFile: string, clientId: string): Promise<KafkaConnection> {
+  private async connection(brokers: string | undefined, configFile: string, clientId: string): Promise<{connection: KafkaConnection; origin: KafkaOrigin}> {
     if (brokers !== undefined) {
       const list = brokers.split(',').map((b) => b.trim()).filter((b) => b !== '')
       if (list.length === 0) throw new UserError('--brokers: expected host:port[,host:port...]', {code: 'USAGE', exit: 'usage'})
-      return {brokers: list, clientId}
+      return {connection: {brokers: list, clientId}, origin: {key: '--brokers'}}
     }
     if (!existsSync(configFile)) {
       throw new UserError(`--brokers is needed (there is no ${configFile} to take a kafka source's brokers from)`, {code: 'USAGE', exit: 'usage'})
     }
     const loaded = await this.loadConfig(configFile)
-    const source = loaded.config.data.sources.find((s) => s.type === 'kafka')
+    const index = loaded.config.data.sources.findIndex((s) => s.type === 'kafka')
+    const source = loaded.config.data.sources[index]
     if (!source || source.type !== 'kafka') {
       throw new UserError(`--brokers is needed (${configFile} has no kafka source)`, {code: 'USAGE', exit: 'usage'})
     }
-    return {brokers: source.brokers, clientId, ...(source.ssl === undefined ? {} : {ssl: source.ssl}), ...(source.sasl ? {sasl: source.sasl} : {})}
+    return {
+      connection: {brokers: source.brokers, clientId, ...(source.ssl === undefined ? {} : {ssl: source.ssl}), ...(source.sasl ? {sasl: source.sasl} : {})},
+      // ssl files are relative to the config file, as they are for `ml ingest`.
+      origin: {key: `data.sources[${index}]`, baseDir: loaded.baseDir},
+    }
   }
 }

@@ -42,6 +42,17 @@ export const FolderSourceSchema = z
   })
   .describe('Images on a local disk in class sub-folders (for a gs:// prefix use type gcs).')
 
+// Mutual TLS needs both halves; either alone is a mistake, reported at the key that is missing.
+const KafkaSslSchema = z
+  .strictObject({
+    caFile: z.string().min(1).optional().describe("PEM file of the CA(s) that signed the brokers' certificates (default: the system CAs)."),
+    certFile: z.string().min(1).optional().describe('PEM client certificate, for brokers that require one (mutual TLS); needs keyFile.'),
+    keyFile: z.string().min(1).optional().describe('PEM private key (unencrypted) of certFile.'),
+    rejectUnauthorized: z.boolean().default(true).describe("Verify the brokers' certificates and host names (false: accept any, for testing only)."),
+  })
+  .refine((s) => s.certFile === undefined || s.keyFile !== undefined, {message: 'certFile needs keyFile', path: ['keyFile']})
+  .refine((s) => s.keyFile === undefined || s.certFile !== undefined, {message: 'keyFile needs certFile', path: ['certFile']})
+
 export const KafkaSourceSchema = z
   .strictObject({
     type: z.literal('kafka'),
@@ -49,7 +60,10 @@ export const KafkaSourceSchema = z
     topics: z.array(z.string().min(1)).min(1).describe('Topics to consume; they must exist.'),
     groupId: z.string().min(1).describe('Consumer group; its committed offsets are where the next ingest starts.'),
     clientId: z.string().min(1).optional().describe('Kafka client id (default ml-ingest).'),
-    ssl: z.boolean().optional().describe('Connect with TLS (system CAs).'),
+    ssl: z
+      .union([z.boolean(), KafkaSslSchema], {error: 'expected true or {caFile, certFile, keyFile, rejectUnauthorized}'})
+      .optional()
+      .describe('Connect with TLS: true (system CAs) or {caFile, certFile, keyFile, rejectUnauthorized}; files are read at connect time, relative to the config file.'),
     sasl: z
       .strictObject({
         mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),

@@ -4,13 +4,15 @@ import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 import type {Message} from 'kafkajs'
 import {UserError} from '../ui/errors.js'
-import {createKafka, kafkaUnavailable, type KafkaConnection} from './kafka-client.js'
+import {createKafka, type KafkaConnection, type KafkaOrigin} from './kafka-client.js'
 import {openFolderSource} from './sources/folder.js'
 
 export interface PublishOptions {
   folder: string
   topic: string
   connection: KafkaConnection
+  /** Where the connection settings came from: the config entry errors name, and the folder relative ssl files are resolved against. */
+  origin?: KafkaOrigin
   /** Header carrying the class name (default `label`). */
   labelHeader?: string
   /** Create the topic with this many partitions when it does not exist (else a missing topic is an error). */
@@ -48,9 +50,10 @@ export async function publishFolder(options: PublishOptions): Promise<PublishSum
   const labelHeader = options.labelHeader ?? 'label'
   const batchBytes = options.batchBytes ?? 900 * 1024
   const folder = path.resolve(options.folder)
-  const kafka = createKafka(connection, '--brokers', 'ml-publish')
-  const admin = kafka.admin()
-  const producer = kafka.producer({allowAutoTopicCreation: false})
+  // ssl and sasl come only from the config's first kafka source (publish has no flags for them).
+  const client = await createKafka(connection, options.origin ?? {key: '--brokers'}, 'ml-publish')
+  const admin = client.kafka.admin()
+  const producer = client.kafka.producer({allowAutoTopicCreation: false})
   const started = performance.now()
   let published = 0
   let bytes = 0
@@ -70,7 +73,7 @@ export async function publishFolder(options: PublishOptions): Promise<PublishSum
       if (!exists) await admin.createTopics({topics: [{topic, numPartitions: options.partitions!}], waitForLeaders: true})
       await producer.connect()
     } catch (error) {
-      throw kafkaUnavailable(connection.brokers, error)
+      throw client.failed(error)
     }
     let batch: Message[] = []
     let batchSize = 0
@@ -82,7 +85,7 @@ export async function publishFolder(options: PublishOptions): Promise<PublishSum
       try {
         await producer.send({topic, messages, acks: -1})
       } catch (error) {
-        throw kafkaUnavailable(connection.brokers, error)
+        throw client.failed(error)
       }
       published += messages.length
       options.onProgress?.(published)

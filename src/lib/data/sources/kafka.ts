@@ -3,10 +3,10 @@
 import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
-import type {Admin, Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage, Message, Producer} from 'kafkajs'
+import type {Admin, Consumer, EachBatchPayload, IHeaders, KafkaMessage, Message, Producer} from 'kafkajs'
 import type {KafkaSourceConfig} from '../../config/schema.js'
 import {UserError} from '../../ui/errors.js'
-import {createKafka, kafkaUnavailable} from '../kafka-client.js'
+import {createKafka, type KafkaClient} from '../kafka-client.js'
 import type {SourceCheckpoints, SourceContext, SourceItem, SourceStream} from './index.js'
 
 /** Headers added to a dead-lettered message (the original headers are kept). */
@@ -79,7 +79,7 @@ function headerValue(headers: IHeaders | undefined, name: string): string | unde
  * ctx.signal aborts (follow mode, where it otherwise waits for new messages forever).
  */
 export class KafkaSourceStream implements SourceStream {
-  private kafka: Kafka | undefined
+  private client: KafkaClient | undefined
   private admin: Admin | undefined
   private consumer: Consumer | undefined
   private producer: Producer | undefined
@@ -159,8 +159,9 @@ export class KafkaSourceStream implements SourceStream {
   private async start(): Promise<void> {
     const {source} = this
     try {
-      this.kafka = createKafka(source, this.keyName)
-      this.admin = this.kafka.admin()
+      const client = await createKafka(source, {key: this.keyName, baseDir: this.ctx.baseDir})
+      this.client = client
+      this.admin = client.kafka.admin()
       await this.admin.connect()
       const existing = new Set(await this.admin.listTopics())
       for (const topic of [...source.topics, ...(source.deadLetterTopic ? [source.deadLetterTopic] : [])]) {
@@ -199,7 +200,7 @@ export class KafkaSourceStream implements SourceStream {
       }
       const sessionTimeout = source.sessionTimeoutMs
       const fetchBytes = Math.min(MAX_FETCH_BYTES, Math.max(MIN_FETCH_BYTES, Math.floor(source.maxInFlightBytes / 2)))
-      this.consumer = this.kafka.consumer({
+      this.consumer = client.kafka.consumer({
         groupId: source.groupId,
         allowAutoTopicCreation: false,
         sessionTimeout,
@@ -212,14 +213,15 @@ export class KafkaSourceStream implements SourceStream {
       const consumer = this.consumer
       consumer.on(consumer.events.GROUP_JOIN, (event) => this.assign(event.payload.memberAssignment))
       consumer.on(consumer.events.CRASH, (event) => {
-        if (!event.payload.restart) this.fail(kafkaUnavailable(source.brokers, event.payload.error))
+        if (!event.payload.restart) this.fail(client.failed(event.payload.error))
       })
       await consumer.connect()
       await consumer.subscribe({topics: source.topics, fromBeginning: source.fromBeginning})
       await consumer.run({autoCommit: false, eachBatchAutoResolve: false, eachBatch: (payload) => this.onBatch(payload)})
     } catch (error) {
       await this.close()
-      throw kafkaUnavailable(source.brokers, error)
+      // Without a client, createKafka itself failed, with a UserError that says why.
+      throw this.client ? this.client.failed(error) : error
     }
   }
 
@@ -451,7 +453,7 @@ export class KafkaSourceStream implements SourceStream {
   private async flushDeadLetters(): Promise<void> {
     try {
       if (!this.producer) {
-        this.producer = this.kafka!.producer({allowAutoTopicCreation: false})
+        this.producer = this.client!.kafka.producer({allowAutoTopicCreation: false})
         await this.producer.connect()
       }
       while (this.deadLetters.length > 0) {
@@ -469,7 +471,7 @@ export class KafkaSourceStream implements SourceStream {
     if (this.deadLetterError !== undefined) {
       const error = this.deadLetterError
       this.deadLetterError = undefined
-      throw kafkaUnavailable(this.source.brokers, error)
+      throw this.client!.failed(error)
     }
     this.snapshot = []
     for (const [k, part] of this.parts) {
