@@ -173,7 +173,8 @@ export async function createKafka(connection: KafkaConnection, origin: KafkaOrig
     // kafkajs has no say in which errors it retries, but it rebuilds its bootstrap connection from
     // this list after a connection error and gives up at once when the list is empty: so a refused
     // certificate ends the attempt now, and failed() reports the refusal.
-    brokers: () => (refused ? [] : connection.brokers),
+    // Without TLS nothing can be refused, and the plain list is kept.
+    brokers: ssl ? () => (refused ? [] : connection.brokers) : connection.brokers,
     ...(ssl ? {ssl, socketFactory} : {}),
     ...(sasl ? {sasl} : {}),
     connectionTimeout: 3000,
