@@ -17,11 +17,12 @@ import {paced} from './paced.js'
 
 const INSTANCES = 2
 /**
- * The served configuration: INSTANCES model instances in all, one per server process, so that HTTP
- * parsing runs on both cores instead of one event loop (measured here: ~3,400 against ~3,000
- * requests/s for 2 instances in one process).
+ * The served configuration: INSTANCES model instances in one process. One process per core (each
+ * with one instance) served ~10-15% more one-image requests at saturation here, but with two event
+ * loops, two inference threads and the load generator sharing 2 cores its p99 at moderate load was
+ * 2-4x worse (36-60 ms against 13-24 ms at 1,600 requests/s).
  */
-const PROCESSES = 2
+const PROCESSES = 1
 /**
  * Images per request of the client-batched measurement: a client that batches (Triton's
  * perf_analyzer -b 8), sending binary tensor data as tritonclient does by default.
