@@ -5,6 +5,8 @@ import http from 'node:http'
 import https from 'node:https'
 import path from 'node:path'
 import {parse, stringify} from 'yaml'
+import {initEngine} from '../../src/lib/engine/backend.js'
+import {Predictor} from '../../src/lib/serve/predictor.js'
 import {runJson, startCli, type CliResult} from './cli.js'
 import {mnistFolders, writeMnistConfig} from './fixtures.js'
 
@@ -183,4 +185,18 @@ export async function startServe(args: string[], options: {cwd?: string; env?: N
   })
   const listening = await waitForEvent((e) => e.event === 'listening')
   return {url: listening.url as string, port: listening.port as number, child, done, stderr: () => stderr, stdout: () => stdout, waitForEvent}
+}
+
+/**
+ * The reference for served answers: the same model and preprocessing loaded in this process (wasm),
+ * each digit preprocessed, and the probabilities of all of them as one batch.
+ */
+export async function referencePredictions(versionDir: string, digits: Array<{label: string; png: Buffer}>): Promise<{predictor: Predictor; floats: Float32Array[]; expected: Float32Array}> {
+  await initEngine('wasm')
+  const predictor = await Predictor.load(versionDir)
+  const floats = await Promise.all(digits.map((d) => predictor.preprocess(d.png, d.label)))
+  const size = floats[0]!.length
+  const all = new Float32Array(floats.length * size)
+  floats.forEach((f, i) => all.set(f, i * size))
+  return {predictor, floats, expected: await predictor.predictBatch(all, floats.length)}
 }

@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict'
 import {after, before, describe, it} from 'node:test'
-import {initEngine} from '../../../src/lib/engine/backend.js'
 import {JsonLog} from '../../../src/lib/serve/log.js'
 import {serveOptions} from '../../../src/lib/serve/options.js'
-import {Predictor} from '../../../src/lib/serve/predictor.js'
+import type {Predictor} from '../../../src/lib/serve/predictor.js'
 import {startServer, type ServeHandle} from '../../../src/lib/serve/server.js'
 import {tempDir} from '../../support/fixtures.js'
-import {fp32Body, request, testDigits, trainServeModel, type HttpResult} from '../../support/serve-fixtures.js'
+import {fp32Body, referencePredictions, request, testDigits, trainServeModel, type HttpResult} from '../../support/serve-fixtures.js'
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number): void {
   assert.equal(actual.length, expected.length)
@@ -109,12 +108,10 @@ describe('KServe V2 binary tensor data extension', () => {
       imageLimits: {maxPixels: 100_000, maxFileBytes: 20_000},
     }), {log: new JsonLog(undefined)})
     infer = `${server.url}/v2/models/digits/infer`
-    await initEngine('wasm')
-    predictor = await Predictor.load(model.versionDir)
-    floats = await Promise.all(digits.map((d) => predictor.preprocess(d.png, d.label)))
-    const all = new Float32Array(10 * 784)
-    floats.forEach((f, i) => all.set(f, i * 784))
-    expected = await predictor.predictBatch(all, 10)
+    const reference = await referencePredictions(model.versionDir, digits)
+    predictor = reference.predictor
+    floats = reference.floats
+    expected = reference.expected
   })
 
   after(async () => {

@@ -2,13 +2,12 @@ import assert from 'node:assert/strict'
 import {once} from 'node:events'
 import net from 'node:net'
 import {after, before, describe, it} from 'node:test'
-import {initEngine} from '../../../src/lib/engine/backend.js'
 import {JsonLog} from '../../../src/lib/serve/log.js'
 import {serveOptions} from '../../../src/lib/serve/options.js'
-import {Predictor} from '../../../src/lib/serve/predictor.js'
+import type {Predictor} from '../../../src/lib/serve/predictor.js'
 import {startServer, type ServeHandle} from '../../../src/lib/serve/server.js'
 import {tempDir} from '../../support/fixtures.js'
-import {fp32Body, request, testDigits, trainServeModel, type ServeModel} from '../../support/serve-fixtures.js'
+import {fp32Body, referencePredictions, request, testDigits, trainServeModel, type ServeModel} from '../../support/serve-fixtures.js'
 
 function assertClose(actual: number[], expected: ArrayLike<number>, tolerance = 1e-5): void {
   assert.equal(actual.length, expected.length)
@@ -56,13 +55,10 @@ describe('serving protocols (KServe V2, TF Serving REST, raw images)', () => {
       imageLimits: {maxPixels: 100_000, maxFileBytes: 20_000},
     }), {log: new JsonLog(undefined)})
     base = server.url
-    // The reference: the same model and preprocessing, in this process.
-    await initEngine('wasm')
-    predictor = await Predictor.load(model.versionDir)
-    floats = await Promise.all(digits.map((d) => predictor.preprocess(d.png, d.label)))
-    const all = new Float32Array(10 * 784)
-    floats.forEach((f, i) => all.set(f, i * 784))
-    expected = await predictor.predictBatch(all, 10)
+    const reference = await referencePredictions(model.versionDir, digits)
+    predictor = reference.predictor
+    floats = reference.floats
+    expected = reference.expected
   })
 
   after(async () => {
