@@ -51,15 +51,12 @@ ${MlCommand.exitCodesHelp}`
       flags['metrics-port'] === undefined ? undefined : await (await import('../lib/data/kafka-metrics.js')).serveIngestMetrics(flags['metrics-port'], flags['metrics-host'])
     if (metrics) this.note(`metrics on http://${flags['metrics-host']}:${metrics.port}/metrics`)
     const progress = createProgress({label: 'ingest', unit: 'img', enabled: !this.jsonEnabled()})
-    const abort = new AbortController()
-    const onSignal = () => abort.abort()
-    process.once('SIGINT', onSignal)
-    process.once('SIGTERM', onSignal)
+    const interrupt = this.abortOnSignals()
     try {
       const summary = await runIngest({
         config: loaded.config,
         baseDir: loaded.baseDir,
-        signal: abort.signal,
+        signal: interrupt.signal,
         follow: flags.follow,
         ...(flags['roll-interval'] === undefined ? {} : {rollIntervalMs: flags['roll-interval']}),
         observer: {
@@ -82,13 +79,12 @@ ${MlCommand.exitCodesHelp}`
       return summary
     } catch (error) {
       progress.stop()
-      if (abort.signal.aborted && !(error instanceof UserError)) {
+      if (interrupt.signal.aborted && !(error instanceof UserError)) {
         throw new UserError('ingest interrupted; the previous dataset version is intact', {code: 'INTERRUPTED', exit: 'interrupted', cause: error})
       }
       throw error
     } finally {
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
+      interrupt.release()
       await metrics?.close()
     }
   }

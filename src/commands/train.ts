@@ -69,10 +69,7 @@ ${MlCommand.exitCodesHelp}`
     if (flags.detach) throw new UserError('--detach only applies to --target vertex', {code: 'USAGE', exit: 'usage'})
     const reportMetric = hypertuneReporter(process.env, loaded.config.tune?.metric)
     const {runTraining} = await import('../lib/train/trainer.js')
-    const abort = new AbortController()
-    const onSignal = () => abort.abort()
-    process.once('SIGINT', onSignal)
-    process.once('SIGTERM', onSignal)
+    const interrupt = this.abortOnSignals()
     let progress = createProgress({label: 'epoch', unit: 'step', enabled: false})
     let epochs = 0
     try {
@@ -80,7 +77,7 @@ ${MlCommand.exitCodesHelp}`
         loaded,
         resume: flags.resume === undefined ? undefined : flags.resume === 'latest' || flags.resume === '' ? true : flags.resume,
         runId: flags['run-id'],
-        signal: abort.signal,
+        signal: interrupt.signal,
         onEvent: (event) => {
           switch (event.type) {
             case 'start': {
@@ -122,8 +119,7 @@ ${MlCommand.exitCodesHelp}`
       })
     } finally {
       progress.stop()
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
+      interrupt.release()
     }
   }
 
@@ -131,15 +127,12 @@ ${MlCommand.exitCodesHelp}`
     const {trainOnVertex} = await import('../lib/train/vertex.js')
     const {createSpinner} = await import('../lib/ui/spinner.js')
     const {askYesNo, interactive} = await import('../lib/ui/prompt.js')
-    const abort = new AbortController()
-    const onSignal = () => abort.abort()
-    process.once('SIGINT', onSignal)
-    process.once('SIGTERM', onSignal)
+    const interrupt = this.abortOnSignals()
     const spinner = await createSpinner({enabled: !this.jsonEnabled()})
     try {
       const result = await trainOnVertex(loaded, {
         detach,
-        signal: abort.signal,
+        signal: interrupt.signal,
         ui: {spinner, note: (m) => this.note(m), ...(interactive() && !this.jsonEnabled() ? {ask: askYesNo} : {})},
       })
       if (result.detached) this.say(result.job)
@@ -149,8 +142,7 @@ ${MlCommand.exitCodesHelp}`
       return result
     } finally {
       spinner.stop()
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
+      interrupt.release()
     }
   }
 }

@@ -20,13 +20,10 @@ ${MlCommand.exitCodesHelp}`
     const loaded = await this.loadConfig(flags.config)
     const {runTuning, trialTable, tuneSettings} = await import('../lib/train/tune.js')
     const {createSpinner} = await import('../lib/ui/spinner.js')
-    const abort = new AbortController()
-    const onSignal = () => abort.abort()
-    process.once('SIGINT', onSignal)
-    process.once('SIGTERM', onSignal)
+    const interrupt = this.abortOnSignals()
     const spinner = await createSpinner({enabled: !this.jsonEnabled()})
     try {
-      const result = await runTuning(loaded, {detach: flags.detach, signal: abort.signal, ui: {spinner, note: (m) => this.note(m)}})
+      const result = await runTuning(loaded, {detach: flags.detach, signal: interrupt.signal, ui: {spinner, note: (m) => this.note(m)}})
       if (result.detached && result.trials.length === 0) {
         this.say(result.job)
         return result
@@ -36,8 +33,7 @@ ${MlCommand.exitCodesHelp}`
       return result
     } finally {
       spinner.stop()
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
+      interrupt.release()
     }
   }
 }

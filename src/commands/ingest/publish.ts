@@ -36,10 +36,7 @@ ${MlCommand.exitCodesHelp}`
     }
     const {connection, origin} = await this.connection(flags.brokers, flags.config, flags['client-id'])
     const {publishFolder} = await import('../../lib/data/kafka-publish.js')
-    const abort = new AbortController()
-    const onSignal = () => abort.abort()
-    process.once('SIGINT', onSignal)
-    process.once('SIGTERM', onSignal)
+    const interrupt = this.abortOnSignals()
     try {
       const summary = await publishFolder({
         folder: args.folder,
@@ -48,17 +45,16 @@ ${MlCommand.exitCodesHelp}`
         origin,
         labelHeader: flags['label-header'],
         ...(flags.partitions === undefined ? {} : {partitions: flags.partitions}),
-        signal: abort.signal,
+        signal: interrupt.signal,
       })
-      if (abort.signal.aborted) {
+      if (interrupt.signal.aborted) {
         throw new UserError(`publish interrupted after ${summary.published} message(s)`, {code: 'INTERRUPTED', exit: 'interrupted'})
       }
       this.say(`published ${summary.published} image(s) of ${summary.classes} class(es) to ${summary.topic} (${(summary.bytes / 1e6).toFixed(1)} MB, ${summary.messagesPerSec.toFixed(0)} msg/s)`)
       if (summary.skipped > 0) this.say(`skipped ${summary.skipped} file(s) directly in ${args.folder} (no class folder)`)
       return summary
     } finally {
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
+      interrupt.release()
     }
   }
 

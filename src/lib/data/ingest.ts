@@ -177,15 +177,14 @@ async function processItem(item: SourceItem, store: DatasetStore, config: MlConf
   if (item.label === undefined || item.label === '') {
     return reject('no-label', 'no class: put the image in a class sub-folder, or set `label` on the source')
   }
+  const tooLarge = (size: number) => reject('too-large', `${size} bytes, data.maxFileBytes is ${limits.maxFileBytes}`)
   // Skipping before the read saves fetching a huge remote object only to reject it.
-  if (item.size !== undefined && item.size > limits.maxFileBytes) {
-    return reject('too-large', `${item.size} bytes, data.maxFileBytes is ${limits.maxFileBytes}`)
-  }
+  if (item.size !== undefined && item.size > limits.maxFileBytes) return tooLarge(item.size)
   let bytes: Buffer
   try {
     bytes = await item.read(limits.maxFileBytes)
   } catch (error) {
-    if (error instanceof TooLargeError) return reject('too-large', `${error.size} bytes, data.maxFileBytes is ${limits.maxFileBytes}`)
+    if (error instanceof TooLargeError) return tooLarge(error.size)
     return reject('unreadable', messageOf(error))
   }
   const key = createHash('sha256').update(bytes).digest('hex')

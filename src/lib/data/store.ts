@@ -355,7 +355,7 @@ export class DatasetStore {
     let chunk: Buffer[] = []
     let chunkBytes = 0
     let bytes = 0
-    let state: 'open' | 'closing' | 'done' = 'open'
+    let closed = false
     const writeChunk = async () => {
       if (chunkBytes === 0) return
       const data = chunk.length === 1 ? chunk[0]! : Buffer.concat(chunk, chunkBytes)
@@ -370,7 +370,7 @@ export class DatasetStore {
         return records.length
       },
       append: async (r) => {
-        if (state !== 'open') throw new Error('ShardWriter.append: shard already closed')
+        if (closed) throw new Error('ShardWriter.append: shard already closed')
         if (r.width !== width || r.height !== height || r.channels !== channels) {
           throw new Error(`writeShard: record ${r.key} is ${r.width}x${r.height}x${r.channels}, store is ${width}x${height}x${channels}`)
         }
@@ -383,9 +383,9 @@ export class DatasetStore {
         if (chunkBytes >= WRITE_CHUNK_BYTES) await writeChunk()
       },
       close: async () => {
-        if (state !== 'open') throw new Error('ShardWriter.close: shard already closed')
+        if (closed) throw new Error('ShardWriter.close: shard already closed')
         if (records.length === 0) throw new Error('writeShard: no records')
-        state = 'closing'
+        closed = true
         try {
           await writeChunk()
           await (await writer).commit()
@@ -408,10 +408,10 @@ export class DatasetStore {
           this.openShards.delete(shard)
         }
       },
+      // Once: a shard leaves openShards when it is aborted or published.
       abort: async () => {
-        if (state === 'done') return
-        state = 'done'
-        this.openShards.delete(shard)
+        if (!this.openShards.delete(shard)) return
+        closed = true
         chunk = []
         await (await writer.catch(() => undefined))?.abort()
         await remove(joinPath(this.dir, keysFile))

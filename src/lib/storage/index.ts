@@ -1,6 +1,7 @@
 // The one interface over storage locations: atomic writes, reads and listings. Only this module knows
 // whether a path is local or a gs:// object (Cloud Storage, in gcs.ts); other URI schemes are refused.
 import {randomBytes} from 'node:crypto'
+import {once} from 'node:events'
 import {createReadStream, createWriteStream, type WriteStream} from 'node:fs'
 import {appendFile, link, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, unlink} from 'node:fs/promises'
 import os from 'node:os'
@@ -170,21 +171,9 @@ export interface FileWriter {
 }
 
 async function writeChunk(stream: WriteStream, chunk: Uint8Array): Promise<void> {
-  if (stream.write(chunk)) return
-  // Each listener is removed when the other fires: a shard written in many chunks must not pile
-  // up one 'error' listener per drain.
-  await new Promise<void>((resolve, reject) => {
-    const onDrain = () => {
-      stream.off('error', onError)
-      resolve()
-    }
-    const onError = (error: Error) => {
-      stream.off('drain', onDrain)
-      reject(error)
-    }
-    stream.once('drain', onDrain)
-    stream.once('error', onError)
-  })
+  // events.once settles on 'drain' or rejects on 'error' and removes both listeners either way, so
+  // a shard written in many chunks does not pile up listeners.
+  if (!stream.write(chunk)) await once(stream, 'drain')
 }
 
 async function finish(stream: WriteStream, sync: boolean): Promise<void> {

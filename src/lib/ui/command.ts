@@ -32,6 +32,24 @@ export abstract class MlCommand extends Command {
     if (!this.jsonEnabled()) this.log(message)
   }
 
+  /**
+   * An AbortSignal that SIGINT and SIGTERM abort, for long commands that stop cleanly (checkpoint,
+   * commit, cancel); release() removes the handlers once the work is over.
+   */
+  protected abortOnSignals(): {signal: AbortSignal; release: () => void} {
+    const abort = new AbortController()
+    const onSignal = () => abort.abort()
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    return {
+      signal: abort.signal,
+      release: () => {
+        process.off('SIGINT', onSignal)
+        process.off('SIGTERM', onSignal)
+      },
+    }
+  }
+
   /** Progress and diagnostics: stderr, never stdout. */
   protected note(message: string): void {
     if (!this.jsonEnabled()) this.logToStderr(message)
