@@ -282,20 +282,27 @@ export async function runIngest(options: IngestOptions): Promise<IngestSummary> 
     for (const split of SPLITS) buffers[split] = buffers[split].filter(keep)
     if (counters.accepted !== before) report(true)
   }
-  // Finite sources stream each record into an open shard as it is accepted: memory stays flat and
-  // the writing overlaps decoding. Stream sources buffer a shard's records until it is full, as a
-  // revoked partition may take records back before then.
+  // Each accepted record is written into an open shard of its split at once: memory stays flat and
+  // the writing overlaps decoding. Stream sources also keep a shard's records until it is
+  // committed, as a revoked partition may take records back before then; a shard that lost some is
+  // then written again from the records kept (rare: rebalances only).
   const open: Partial<Record<SplitName, ShardWriter>> = {}
   const flush = async (split: SplitName) => {
     const shard = open[split]
-    if (shard !== undefined) {
-      delete open[split]
-      await shard.close()
-      counters.shards++
-      report(true)
-    }
-    const records = buffers[split].filter(keep)
+    delete open[split]
+    const buffered = buffers[split]
     buffers[split] = []
+    const records = buffered.filter(keep)
+    if (shard !== undefined) {
+      // The shard holds every record appended since it opened; for a stream, none may have left.
+      if (!streaming || shard.count === records.length) {
+        await shard.close()
+        counters.shards++
+        report(true)
+        return
+      }
+      await shard.abort()
+    }
     if (records.length === 0) return
     await store.writeShard(split, records.map((r) => r.record))
     counters.shards++
@@ -364,14 +371,10 @@ export async function runIngest(options: IngestOptions): Promise<IngestSummary> 
         channels: outcome.channels,
         origin: outcome.origin,
       }
-      if (streaming) {
-        buffers[split].push({record, item})
-        if (buffers[split].length >= data.shardSize) full = split
-      } else {
-        const shard = (open[split] ??= store.openShard(split))
-        await shard.append(record)
-        if (shard.count >= data.shardSize) full = split
-      }
+      if (streaming) buffers[split].push({record, item})
+      const shard = (open[split] ??= store.openShard(split))
+      await shard.append(record)
+      if (shard.count >= data.shardSize) full = split
     }
     // Settled before any commit below, so that the commit's checkpoint covers this item.
     item.settle?.()

@@ -25,9 +25,9 @@ import {
   writeFileAtomic,
 } from '../storage/index.js'
 import {UserError} from '../ui/errors.js'
-import {decodeExample, encodeExample} from './example.js'
+import {decodeExample, prepareExample} from './example.js'
 import type {SplitFractions} from './splits.js'
-import {encodeRecord, readRecords, streamRecords} from './tfrecord.js'
+import {frameRecord, PAYLOAD_OFFSET, readRecords, RECORD_OVERHEAD, streamRecords} from './tfrecord.js'
 import type {ClassCounts, DatasetManifest, DecodedSplit, ImageRecord, QuarantineEntry, ShardInfo, SourceCheckpoints} from './types.js'
 
 const MANIFEST = 'manifest.json'
@@ -37,8 +37,9 @@ const QUARANTINE = 'quarantine.jsonl'
 const LOCK = '.lock'
 /** Shards up to this size are read whole (one read, then hashed and parsed in memory). */
 const IN_MEMORY_SHARD_BYTES = 256 << 20
-/** Framed records are written in chunks of about this size. */
+/** Framed records are written in chunks of about this size, from a buffer of this size. */
 const WRITE_CHUNK_BYTES = 1 << 20
+const WRITE_BUFFER_BYTES = 2 << 20
 
 /** A shard open for appending; see DatasetStore.openShard. */
 export interface ShardWriter {
@@ -352,16 +353,18 @@ export class DatasetStore {
     writer.catch(() => {})
     const hash = createHash('sha256')
     const records: Array<{key: string; text: string}> = []
-    let chunk: Buffer[] = []
-    let chunkBytes = 0
+    // Records are framed straight into one write buffer, written and then reused: no per-record
+    // allocation (photo records are ~150 KB each).
+    let buffer = Buffer.alloc(0)
+    let filled = 0
     let bytes = 0
     let closed = false
-    const writeChunk = async () => {
-      if (chunkBytes === 0) return
-      const data = chunk.length === 1 ? chunk[0]! : Buffer.concat(chunk, chunkBytes)
-      chunk = []
-      bytes += chunkBytes
-      chunkBytes = 0
+    const writeBuffered = async () => {
+      if (filled === 0) return
+      const data = buffer.subarray(0, filled)
+      hash.update(data)
+      bytes += filled
+      filled = 0
       await (await writer).write(data)
     }
     const shard: ShardWriter = {
@@ -375,19 +378,23 @@ export class DatasetStore {
           throw new Error(`writeShard: record ${r.key} is ${r.width}x${r.height}x${r.channels}, store is ${width}x${height}x${channels}`)
         }
         if (this.classNames[r.label] !== r.text) throw new Error(`writeShard: record ${r.key} has label ${r.label} but text "${r.text}"`)
-        const framed = encodeRecord(encodeExample(r))
-        hash.update(framed)
-        chunk.push(framed)
-        chunkBytes += framed.length
+        const example = prepareExample(r)
+        const size = example.size + RECORD_OVERHEAD
+        if (filled + size > buffer.length) {
+          await writeBuffered()
+          if (size > buffer.length) buffer = Buffer.allocUnsafe(Math.max(size, WRITE_BUFFER_BYTES))
+        }
+        example.writeTo(buffer, filled + PAYLOAD_OFFSET)
+        filled = frameRecord(buffer, filled, example.size)
         records.push({key: r.key, text: r.text})
-        if (chunkBytes >= WRITE_CHUNK_BYTES) await writeChunk()
+        if (filled >= WRITE_CHUNK_BYTES) await writeBuffered()
       },
       close: async () => {
         if (closed) throw new Error('ShardWriter.close: shard already closed')
         if (records.length === 0) throw new Error('writeShard: no records')
         closed = true
         try {
-          await writeChunk()
+          await writeBuffered()
           await (await writer).commit()
           const keys = records.map((r) => r.key)
           await atomicWrite(joinPath(this.dir, keysFile), keys.join('\n') + '\n')
@@ -412,7 +419,6 @@ export class DatasetStore {
       abort: async () => {
         if (!this.openShards.delete(shard)) return
         closed = true
-        chunk = []
         await (await writer.catch(() => undefined))?.abort()
         await remove(joinPath(this.dir, keysFile))
       },

@@ -8,6 +8,8 @@ const MASK_DELTA = 0xa282ead8
 /** Bytes of framing around each payload: 8 length + 4 length CRC + 4 payload CRC. */
 export const RECORD_OVERHEAD = 16
 const HEADER_BYTES = 12
+/** Where the payload starts within a record. */
+export const PAYLOAD_OFFSET = HEADER_BYTES
 
 /**
  * The CRC TFRecord stores: CRC32C rotated and offset, because a CRC over data that itself embeds
@@ -21,11 +23,22 @@ export function maskedCrc32c(buf: Uint8Array): number {
 /** Frames one payload as a TFRecord. */
 export function encodeRecord(data: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(data.length + RECORD_OVERHEAD)
-  out.writeBigUInt64LE(BigInt(data.length), 0)
-  out.writeUInt32LE(maskedCrc32c(out.subarray(0, 8)), 8)
-  out.set(data, HEADER_BYTES)
-  out.writeUInt32LE(maskedCrc32c(data), HEADER_BYTES + data.length)
+  out.set(data, PAYLOAD_OFFSET)
+  frameRecord(out, 0, data.length)
   return out
+}
+
+/**
+ * Frames a payload already written at `out[offset + PAYLOAD_OFFSET ..]`, in place: the length and
+ * its CRC before it, the payload CRC after. Returns the offset just past the record.
+ */
+export function frameRecord(out: Buffer, offset: number, length: number): number {
+  out.writeUInt32LE(length % 2 ** 32, offset)
+  out.writeUInt32LE(Math.floor(length / 2 ** 32), offset + 4)
+  out.writeUInt32LE(maskedCrc32c(out.subarray(offset, offset + 8)), offset + 8)
+  const start = offset + PAYLOAD_OFFSET
+  out.writeUInt32LE(maskedCrc32c(out.subarray(start, start + length)), start + length)
+  return start + length + 4
 }
 
 function corrupt(source: string, index: number, offset: number, problem: string): UserError {

@@ -2,7 +2,7 @@
 // whether a path is local or a gs:// object (Cloud Storage, in gcs.ts); other URI schemes are refused.
 import {randomBytes} from 'node:crypto'
 import {once} from 'node:events'
-import {createReadStream, createWriteStream, type WriteStream} from 'node:fs'
+import {createReadStream} from 'node:fs'
 import {appendFile, link, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, unlink} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -163,32 +163,15 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
 
 /** Writes a file piece by piece; nothing is visible under its name before commit(). */
 export interface FileWriter {
+  /**
+   * Writes `chunk` after what was written before. The promise settles once the bytes are in the
+   * file, so the caller may then reuse the buffer.
+   */
   write(chunk: Uint8Array): Promise<void>
   /** Publishes the file (atomically, like writeFileAtomic) and returns its revision. */
   commit(options?: WriteOptions): Promise<string>
   /** Drops what was written. */
   abort(): Promise<void>
-}
-
-async function writeChunk(stream: WriteStream, chunk: Uint8Array): Promise<void> {
-  // events.once settles on 'drain' or rejects on 'error' and removes both listeners either way, so
-  // a shard written in many chunks does not pile up listeners.
-  if (!stream.write(chunk)) await once(stream, 'drain')
-}
-
-async function finish(stream: WriteStream, sync: boolean): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    stream.once('error', reject)
-    stream.end(resolve)
-  })
-  if (sync) {
-    const handle = await open(stream.path as string, 'r+')
-    try {
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-  }
 }
 
 /**
@@ -207,16 +190,35 @@ export async function createWriter(file: string): Promise<FileWriter> {
     await mkdir(path.dirname(file), {recursive: true})
     temp = tempName(file)
   }
-  const stream = createWriteStream(temp)
+  // A file handle rather than a write stream: a write settles when its bytes are written (a
+  // stream's may settle while the chunk still waits in its queue), which lets callers reuse buffers.
+  const handle = await open(temp, 'w')
+  let position = 0
+  let closed = false
+  const close = async () => {
+    if (closed) return
+    closed = true
+    await handle.close()
+  }
   const cleanup = async () => {
     if (spoolDir) await rm(spoolDir, {recursive: true, force: true})
     else await rm(temp, {force: true})
   }
   return {
-    write: (chunk) => writeChunk(stream, chunk),
+    async write(chunk) {
+      // Positions are taken in call order, so concurrent writes still land one after another.
+      let at = position
+      position += chunk.length
+      for (let done = 0; done < chunk.length; ) {
+        const {bytesWritten} = await handle.write(chunk, done, chunk.length - done, at)
+        done += bytesWritten
+        at += bytesWritten
+      }
+    },
     async commit(options = {}) {
       try {
-        await finish(stream, !remote)
+        if (!remote) await handle.sync()
+        await close()
         if (!remote) return await publishLocal(temp, file, options)
         return await (await gcs()).gcsUploadFile(temp, file, {createOnly: options.createOnly, ifGeneration: options.ifRevision})
       } finally {
@@ -224,7 +226,7 @@ export async function createWriter(file: string): Promise<FileWriter> {
       }
     },
     async abort() {
-      stream.destroy()
+      await close().catch(() => {})
       await cleanup()
     },
   }

@@ -80,6 +80,25 @@ describe('tf.train.Example', () => {
     assert.equal(Buffer.from(encodeExample(tiny)).toString('hex'), Buffer.from(tinyBytes).toString('hex'))
   })
 
+  it('encodes large fields (multi-byte lengths and values) to the hand-built layout', () => {
+    const encoded = new Uint8Array(150_563)
+    for (let i = 0; i < encoded.length; i++) encoded[i] = (i * 131) & 0xff
+    const r: ImageRecord = {key: 'e'.repeat(64), label: 2 ** 32 - 1, text: 'chat noir ✓', encoded, height: 224, width: 16_384, channels: 3, origin: 'photos/ü.jpg'}
+    const expected = example([
+      entry('image/encoded', bytesFeature([...encoded])),
+      entry('image/format', bytesFeature(ascii('png'))),
+      entry('image/height', int64Feature(224)),
+      entry('image/width', int64Feature(16_384)),
+      entry('image/channels', int64Feature(3)),
+      entry('image/class/label', int64Feature(2 ** 32 - 1)),
+      entry('image/class/text', bytesFeature(ascii('chat noir ✓'))),
+      entry('image/key/sha256', bytesFeature(ascii('e'.repeat(64)))),
+      entry('image/source_id', bytesFeature(ascii('photos/ü.jpg'))),
+    ])
+    assert.ok(Buffer.from(encodeExample(r)).equals(Buffer.from(expected)))
+    assert.throws(() => encodeExample({...r, label: -1}), /label must be an integer/)
+  })
+
   it('round-trips records, with and without origin, large labels and binary data', () => {
     const encoded = new Uint8Array(70_000)
     for (let i = 0; i < encoded.length; i++) encoded[i] = (i * 7919) & 0xff

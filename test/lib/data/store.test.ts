@@ -200,6 +200,36 @@ describe('DatasetStore', () => {
     await assert.rejects(loadSplit(dir, 'train'), isUserError('DATASET_CORRUPT', 3))
   })
 
+  it('streams a shard through its write buffer: records across many refills and one larger than the buffer', async () => {
+    const dir = freshDir()
+    const store = await DatasetStore.open(dir, grey, rule)
+    store.registerClasses(['a'])
+    // PNG bytes are opaque to the writer: sizes from 10 bytes to 3 MB (over its 2 MB buffer) in a
+    // seeded order, so that records straddle every refill and the large one forces a bigger buffer.
+    const sizes = [10, 700_000, 900_000, 3_000_000, 5, 1_500_000, 400_000, 2_097_152, 64]
+    const records = await Promise.all(sizes.map(async (size, i) => {
+      const r = await record(store, i, 'a', grey)
+      const bytes = new Uint8Array(size)
+      for (let j = 0; j < size; j++) bytes[j] = (j * 31 + i) & 0xff
+      return {...r, encoded: bytes}
+    }))
+    const shard = store.openShard('train')
+    for (const r of records) await shard.append(r)
+    const info = await shard.close()
+    await store.commit({accepted: records.length, duplicates: 0, rejected: 0, sources: []})
+    await store.close()
+    const file = await readFile(path.join(dir, info.file))
+    assert.equal(info.bytes, file.length)
+    assert.equal(info.sha256, createHash('sha256').update(file).digest('hex'))
+    const back: ImageRecord[] = []
+    for await (const r of readShard(dir, info)) back.push(r)
+    assert.equal(back.length, records.length)
+    for (const [i, r] of back.entries()) {
+      assert.equal(r.key, records[i]!.key)
+      assert.ok(Buffer.from(r.encoded).equals(Buffer.from(records[i]!.encoded)), `record ${i} (${sizes[i]} bytes) differs`)
+    }
+  })
+
   for (const spec of [grey, rgb]) {
     it(`loadSplit returns the stored pixels (${spec.channels} channel${spec.channels === 1 ? '' : 's'})`, async () => {
       const dir = freshDir()

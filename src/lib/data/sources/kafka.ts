@@ -206,7 +206,10 @@ export class KafkaSourceStream implements SourceStream {
         sessionTimeout,
         rebalanceTimeout: Math.max(sessionTimeout, 10_000),
         heartbeatInterval: Math.max(100, Math.min(3000, Math.floor(sessionTimeout / 10))),
-        maxWaitTimeInMs: 500,
+        // How long a fetch waits for data, and kafkajs sleeps when every partition is paused. Stopping
+        // waits for that, so a run to the end of the topic would spend up to this long after its last
+        // message; a following consumer keeps Kafka's usual half second.
+        maxWaitTimeInMs: this.follow ? 500 : 100,
         maxBytes: fetchBytes,
         maxBytesPerPartition: Math.min(PARTITION_FETCH_BYTES, fetchBytes),
       })
