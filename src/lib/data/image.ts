@@ -365,8 +365,10 @@ function encodeStoredPng(pixels: Uint8Array, spec: ImageSpec): Buffer {
     rows.set(pixels.subarray(y * stride, (y + 1) * stride), y * (stride + 1) + 1)
   }
   // An output buffer that fits the whole stream: zlib's default 16 KiB chunks, joined afterwards,
-  // made this deflate 3-4x slower (its stored blocks add 5 bytes per 16-64 KiB, plus 6).
-  const zdata = zlib.deflateSync(rows, {level: 0, chunkSize: rowsLength + (rowsLength >> 10) + 64})
+  // made this deflate 3-4x slower (its stored blocks add 5 bytes per 16-64 KiB, plus 6). Stored
+  // blocks search nothing, so the smallest window and hash table do (the default ones are ~270 KB of
+  // memory per call, counted against the garbage collector's budget).
+  const zdata = zlib.deflateSync(rows, {level: 0, memLevel: 1, windowBits: 9, chunkSize: rowsLength + (rowsLength >> 10) + 64})
   // Signature, IHDR (12 + 13), IDAT (12 + data), IEND (12).
   const png = Buffer.allocUnsafe(8 + 25 + 12 + zdata.length + 12)
   PNG_SIGNATURE.copy(png, 0)
