@@ -44,11 +44,13 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
     let scheduledAt = 0
     let need = -1
     let status = 0
+    let busy = false
     const client: Client = {
       socket,
       send(bytes, scheduled) {
         scheduledAt = scheduled
         outstanding++
+        busy = true
         socket.write(bytes)
       },
     }
@@ -67,11 +69,23 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
         need = -1
         if (status === 200) latencies.push(performance.now() - scheduledAt)
         else failed++
+        busy = false
         finished(client)
       }
     })
-    socket.on('error', () => {
+    // A connection the server closed (an idle keep-alive timing out, say) leaves the pool; a request
+    // it was carrying counts as failed, and what waits goes out on the others or a new one.
+    socket.on('error', () => {})
+    socket.on('close', () => {
+      const at = idle.indexOf(client)
+      if (at >= 0) idle.splice(at, 1)
+      const index = all.indexOf(socket)
+      if (index >= 0) all.splice(index, 1)
+      if (!busy) return
+      busy = false
       failed++
+      const next = waiting.shift()
+      if (next) (idle.pop() ?? connection()).send(next.bytes, next.scheduled)
       if (--outstanding === 0 && waiting.length === 0) drained?.()
     })
     return client
@@ -98,7 +112,7 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
   })
   if (outstanding > 0 || waiting.length > 0) await new Promise<void>((resolve) => (drained = resolve))
   const elapsed = (performance.now() - start) / 1000
-  for (const socket of all) socket.destroy()
+  for (const socket of [...all]) socket.destroy()
   return {latencies: latencies.sort((a, b) => a - b), failed, requestsPerSec: latencies.length / elapsed}
 }
 

@@ -1,6 +1,7 @@
 // Serving throughput and latency of the MNIST convnet (cnn-small, briefly trained on real digits) as one
 // JSON object: raw batched inference, served saturation, half-load latency, gain over no batching.
 import autocannon from 'autocannon'
+import {readFile} from 'node:fs/promises'
 import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
@@ -146,6 +147,12 @@ async function batches(url: string): Promise<{sum: number; count: number}> {
   return {sum: sample(text, 'ml_serve_batch_size_sum'), count: sample(text, 'ml_serve_batch_size_count')}
 }
 
+/** The access log's entries so far. */
+async function accessLogLines(file: string): Promise<Array<{ms: number}>> {
+  const text = await readFile(file, 'utf8').catch(() => '')
+  return text.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as {ms: number})
+}
+
 async function serve(config: string, cwd: string): Promise<ServeChild> {
   return startServe(['--config', config, '--port', '0'], {cwd})
 }
@@ -217,7 +224,9 @@ async function main(): Promise<void> {
     const afterSaturation = await batches(server.url)
     const half = saturated.imagesPerSec / 2
     note(`half load: ${Math.round(half)} requests/s for ${HALF_LOAD_SECONDS} s`)
+    const logged = await accessLogLines(accessLog)
     const halfLoad = await paced(inferUrl, fp32Bodies, Math.round(half), HALF_LOAD_SECONDS)
+    const serverHalfLoad = (await accessLogLines(accessLog)).slice(logged.length).map((line) => line.ms).sort((a, b) => a - b)
     const afterHalfLoad = await batches(server.url)
     note('half load again with autocannon overallRate (bursty: see paced())')
     const halfLoadAutocannon = await load(inferUrl, fp32Bodies, {seconds: HALF_LOAD_SECONDS, rate: Math.round(half), connections: 32})
@@ -262,6 +271,8 @@ async function main(): Promise<void> {
       p99Ms: round(p99),
       singleRequestMs: round(single),
       p99TargetMs: round(2 * single + QUEUE_DELAY_MS),
+      // The same requests timed inside the server (access log: request received to response sent).
+      serverHalfLoad: {p50Ms: round(percentile(serverHalfLoad, 50)), p99Ms: round(percentile(serverHalfLoad, 99))},
       autocannonOverallRateHalfLoad: {p50Ms: round(percentile(halfLoadAutocannon.latencies, 50)), p99Ms: round(percentile(halfLoadAutocannon.latencies, 99)), requestsPerSec: Math.round(halfLoadAutocannon.imagesPerSec)},
       naiveImagesPerSec: Math.round(naive.imagesPerSec),
       batchingGain: round(mean(rounds.map((r) => r.saturated.imagesPerSec)) / naive.imagesPerSec),
