@@ -116,3 +116,31 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
   return {latencies: latencies.sort((a, b) => a - b), failed, requestsPerSec: latencies.length / elapsed}
 }
 
+
+/**
+ * paced() in a process of its own, as wrk2 would be: the bench process holds a trained model, the
+ * inference engine and its measurements, and its garbage collections would be counted as the
+ * server's latency. The bodies travel through a temp file.
+ */
+export async function pacedInChild(url: string, bodies: string[], rate: number, seconds: number, workDir: string): Promise<{latencies: number[]; failed: number; requestsPerSec: number}> {
+  const {spawn} = await import('node:child_process')
+  const {writeFile} = await import('node:fs/promises')
+  const path = await import('node:path')
+  const {fileURLToPath} = await import('node:url')
+  const bodiesFile = path.join(workDir, 'paced-bodies.json')
+  await writeFile(bodiesFile, JSON.stringify(bodies))
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), url, bodiesFile, String(rate), String(seconds)], {stdio: ['ignore', 'pipe', 'inherit']})
+  let out = ''
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d))
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+  if (code !== 0) throw new Error(`the paced load generator exited with ${code}`)
+  return JSON.parse(out) as {latencies: number[]; failed: number; requestsPerSec: number}
+}
+
+// Run as a script: paced.js <url> <bodies.json> <rate> <seconds>, the result as JSON on stdout.
+if (process.argv[1] !== undefined && import.meta.url === (await import('node:url')).pathToFileURL(process.argv[1]).href) {
+  const [url, bodiesFile, rate, seconds] = process.argv.slice(2) as [string, string, string, string]
+  const {readFile} = await import('node:fs/promises')
+  const bodies = JSON.parse(await readFile(bodiesFile, 'utf8')) as string[]
+  process.stdout.write(JSON.stringify(await paced(url, bodies, Number(rate), Number(seconds))))
+}

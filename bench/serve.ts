@@ -14,7 +14,7 @@ import {readJson} from '../src/lib/storage/index.js'
 import {tempDir} from '../test/support/fixtures.js'
 import {sample} from '../test/support/serve-metrics.js'
 import {setServeConfig, startServe, testDigits, trainServeModel, type ServeChild} from '../test/support/serve-fixtures.js'
-import {paced} from './paced.js'
+import {pacedInChild} from './paced.js'
 
 const INSTANCES = 2
 /**
@@ -195,7 +195,7 @@ async function main(): Promise<void> {
     const inferUrl = `${server.url}/v2/models/mnist/infer`
     note('single-request latency')
     // 50 requests/s: each finds the server idle. The same client as the half-load run.
-    const lone = await paced(inferUrl, fp32Bodies, 50, SINGLE_SECONDS)
+    const lone = await pacedInChild(inferUrl, fp32Bodies, 50, SINGLE_SECONDS, dir)
     const single = percentile(lone.latencies, 50)
     await load(inferUrl, fp32Bodies, {seconds: 2})
     // Raw and served alternate, twice: other processes on the machine slow both down, so each ratio
@@ -225,7 +225,7 @@ async function main(): Promise<void> {
     const half = saturated.imagesPerSec / 2
     note(`half load: ${Math.round(half)} requests/s for ${HALF_LOAD_SECONDS} s`)
     const logged = await accessLogLines(accessLog)
-    const halfLoad = await paced(inferUrl, fp32Bodies, Math.round(half), HALF_LOAD_SECONDS)
+    const halfLoad = await pacedInChild(inferUrl, fp32Bodies, Math.round(half), HALF_LOAD_SECONDS, dir)
     const serverHalfLoad = (await accessLogLines(accessLog)).slice(logged.length).map((line) => line.ms).sort((a, b) => a - b)
     const afterHalfLoad = await batches(server.url)
     note('half load again with autocannon overallRate (bursty: see paced())')
