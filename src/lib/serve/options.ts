@@ -1,12 +1,12 @@
 // The server's settings, resolved once from ml.yaml (serve.*, export.dir, data limits) and flags into
 // plain JSON, so that cluster worker processes receive exactly what the primary resolved.
 import os from 'node:os'
-import path from 'node:path'
 import {z} from 'zod'
 import {resolvePath, type LoadedConfig} from '../config/load.js'
 import {ServeSchema} from '../config/schema.js'
 import type {ImageLimits} from '../data/image.js'
 import type {EnginePreference} from '../engine/backend.js'
+import {resolveLocation} from '../storage/index.js'
 import {UserError} from '../ui/errors.js'
 
 export type ServeConfig = z.output<typeof ServeSchema>
@@ -72,7 +72,7 @@ export function resolveServeOptions(loaded: LoadedConfig | undefined, overrides:
   }
   const base = loaded ?? {baseDir: process.cwd()}
   const repository = overrides.repository
-    ? path.resolve(overrides.repository)
+    ? resolveLocation(overrides.repository)
     : serve.repository
       ? resolvePath(base, serve.repository)
       : loaded

@@ -1,10 +1,12 @@
 // The served side of the model repository <repo>/<model>/<version>/: which versions are loaded,
 // polling for new, changed and removed ones, and swapping them in only once loaded and warmed up.
 import {EventEmitter} from 'node:events'
-import {readdir, stat} from 'node:fs/promises'
+import {mkdtemp, readdir, rm, stat} from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import {z} from 'zod'
 import {listVersions, MODEL_FILES} from '../export/tfjs.js'
-import {exists, joinPath, listNames, readJson} from '../storage/index.js'
+import {downloadDir, exists, isRemote, joinPath, listEntries, listNames, readJson} from '../storage/index.js'
 import {HttpError, notFound, unavailable} from './http-error.js'
 import type {JsonLog} from './log.js'
 import type {ServeMetrics} from './metrics.js'
@@ -34,6 +36,8 @@ export interface ModelVersion {
   inputShape: [number, number, number]
   /** Files, sizes and times: a FAILED version is retried only once this changes. */
   fingerprint: string
+  /** The local copy the instances load, for a version on Cloud Storage. */
+  localDir?: string
   loadMs?: number
   /** Requests holding this version (acquire/release); it is unloaded only when none do. */
   users: number
@@ -80,6 +84,7 @@ function message(error: unknown): string {
 
 async function fingerprint(dir: string): Promise<string> {
   try {
+    if (isRemote(dir)) return (await listEntries(dir)).map((e) => `${e.name}:${e.kind}:${e.size ?? ''}`).join('|')
     const names = (await readdir(dir)).sort()
     const parts = await Promise.all(names.map(async (name) => {
       const s = await stat(joinPath(dir, name))
@@ -97,6 +102,8 @@ export class ModelRepository extends EventEmitter {
   private timer: NodeJS.Timeout | undefined
   private stopped = false
   private scanned = false
+  /** Where versions on Cloud Storage are copied to be loaded (made on first use). */
+  private cache: Promise<string> | undefined
 
   constructor(
     private readonly options: ServeOptions,
@@ -210,6 +217,26 @@ export class ModelRepository extends EventEmitter {
     return {runtime, labels: labels.data, preprocessing: preprocessing.data}
   }
 
+  /**
+   * A version on Cloud Storage is copied to a local folder first: the runtimes load files, and a
+   * copy taken once cannot change under a model that is serving.
+   */
+  private async localCopy(record: ModelVersion): Promise<string> {
+    if (!isRemote(record.dir)) return record.dir
+    this.cache ??= mkdtemp(path.join(os.tmpdir(), 'ml-serve-models-'))
+    const local = path.join(await this.cache, `${record.model}-${record.version}-${Date.now().toString(36)}`)
+    record.localDir = local
+    const files = await downloadDir(record.dir, local)
+    if (files === 0) throw new Error(`${record.dir} holds no files`)
+    return local
+  }
+
+  private async dropLocalCopy(record: ModelVersion): Promise<void> {
+    if (record.localDir === undefined) return
+    await rm(record.localDir, {recursive: true, force: true}).catch(() => {})
+    record.localDir = undefined
+  }
+
   private async loadVersion(entry: ModelEntry, version: number, dir: string): Promise<void> {
     const key = `${entry.name}/${version}`
     const record: ModelVersion = {model: entry.name, version, key, dir, state: 'LOADING', labels: [], inputShape: [0, 0, 0], fingerprint: await fingerprint(dir), users: 0}
@@ -218,14 +245,15 @@ export class ModelRepository extends EventEmitter {
     const started = performance.now()
     this.log.event('info', 'model-loading', {model: entry.name, version, dir})
     try {
-      const meta = await this.readVersion(dir)
+      const local = await this.localCopy(record)
+      const meta = await this.readVersion(local)
       const p = meta.preprocessing
       record.runtime = meta.runtime
       record.labels = meta.labels
       record.preprocessing = p
       record.inputShape = [p.height, p.width, p.channels]
       const warmup = [...new Set([1, Math.min(this.options.maxBatchSize, WARMUP_MAX)])]
-      await this.loader.load({key, dir, runtime: meta.runtime, inputShape: record.inputShape, numClasses: meta.labels.length, warmup})
+      await this.loader.load({key, dir: local, runtime: meta.runtime, inputShape: record.inputShape, numClasses: meta.labels.length, warmup})
       this.scheduler.addModel({key, model: entry.name, version: String(version), inputSize: p.height * p.width * p.channels, outputSize: meta.labels.length})
       record.loadMs = Math.round(performance.now() - started)
       record.state = 'AVAILABLE'
@@ -236,6 +264,7 @@ export class ModelRepository extends EventEmitter {
     } catch (error) {
       record.state = 'FAILED'
       record.reason = message(error)
+      await this.dropLocalCopy(record)
       // Fingerprint again: files may have been written while loading; the next change retries.
       record.fingerprint = await fingerprint(dir)
       this.metrics.modelLoads.inc({...labels, result: 'failure'})
@@ -254,6 +283,7 @@ export class ModelRepository extends EventEmitter {
     while (record.users > 0) await new Promise((resolve) => this.once(`released:${record.key}`, resolve))
     await this.scheduler.removeModel(record.key)
     await this.loader.unload(record.key)
+    await this.dropLocalCopy(record)
     entry.versions.delete(record.version)
     const labels = {model: entry.name, version: String(record.version)}
     this.metrics.modelReady.remove(labels)
@@ -326,5 +356,6 @@ export class ModelRepository extends EventEmitter {
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = undefined
     await this.scanning
+    if (this.cache !== undefined) await rm(await this.cache, {recursive: true, force: true}).catch(() => {})
   }
 }

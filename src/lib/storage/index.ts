@@ -1,9 +1,8 @@
 // The one interface over storage locations: atomic writes, reads and listings. Only this module knows
 // whether a path is local or a gs:// object (Cloud Storage, in gcs.ts); other URI schemes are refused.
 import {randomBytes} from 'node:crypto'
-import {once} from 'node:events'
 import {createReadStream} from 'node:fs'
-import {appendFile, link, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, unlink} from 'node:fs/promises'
+import {appendFile, copyFile, link, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, unlink} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import type {Readable} from 'node:stream'
@@ -387,6 +386,26 @@ export async function* walkFiles(dir: string): AsyncGenerator<{path: string; siz
     if (entry.kind === 'folder') yield* walkFiles(full)
     else yield {path: full, size: entry.size ?? 0}
   }
+}
+
+/**
+ * Copies every file under `dir` (a local folder or a gs:// prefix) into the local folder `into`,
+ * keeping relative paths; returns their number. A name that would land outside `into` (a `..`
+ * segment in an object name) is refused.
+ */
+export async function downloadDir(dir: string, into: string): Promise<number> {
+  const root = resolveLocation(dir)
+  let count = 0
+  for await (const file of walkFiles(root)) {
+    const relative = file.path.slice(root.length + 1)
+    const target = path.resolve(into, ...relative.split('/'))
+    if (!target.startsWith(path.resolve(into) + path.sep)) throw new Error(`${file.path}: name leads outside the folder it is copied to`)
+    await mkdir(path.dirname(target), {recursive: true})
+    if (backend(file.path) === 'gs') await (await gcs()).gcsDownloadTo(file.path, target)
+    else await copyFile(file.path, target)
+    count++
+  }
+  return count
 }
 
 /** Deletes a file or a folder with everything in it; a missing one is fine. */

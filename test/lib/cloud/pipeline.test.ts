@@ -3,14 +3,19 @@
 // Before anything else: no test here may reach a host other than this machine.
 import '../../support/loopback-only.js'
 import assert from 'node:assert/strict'
+import {readdir} from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
+import {mnistPng, readMnist} from '../../../src/lib/data/mnist.js'
 import {DatasetStore, readManifest} from '../../../src/lib/data/store.js'
 import {configureGcs} from '../../../src/lib/storage/gcs.js'
-import {readJson} from '../../../src/lib/storage/index.js'
+import {downloadDir, readJson} from '../../../src/lib/storage/index.js'
 import {UserError} from '../../../src/lib/ui/errors.js'
 import {runJson} from '../../support/cli.js'
 import {cloudEnv, gsConfig, guardNetwork, uploadMnist} from '../../support/cloud-fixtures.js'
 import {tempDir} from '../../support/fixtures.js'
+import {referencePredictions, startServe} from '../../support/serve-fixtures.js'
 import {GcsServer} from '../../support/gcs-server.js'
 import {VertexServer} from '../../support/vertex-server.js'
 
@@ -111,6 +116,56 @@ describe('a project entirely on gs://', () => {
     assert.ok(vertex.requests.some((r) => r.method === 'GET' && /\/operations\//.test(r.path)))
     assert.match(json.vertex.model, /^projects\/ml-test-project\/locations\/us-central1\/models\/\d+$/)
     assert.ok(vertex.models.has(json.vertex.model))
+  })
+
+  it('serves the exported model straight from the gs:// repository, as the Vertex AI container is told to, and picks up a new version', async () => {
+    const serveCopies = async () => (await readdir(os.tmpdir())).filter((n) => n.startsWith('ml-serve-models-')).sort()
+    const copiesBefore = await serveCopies()
+    // The container args registered above: serve --repository gs://.../models --model digits.
+    const server = await startServe(['--repository', `gs://${BUCKET}/proj/models`, '--model', 'digits', '--port', '0', '--instances', '1'], {env, cwd: dir})
+    try {
+      const loaded = await server.waitForEvent((e) => e.event === 'model-loaded' && e.version === 1)
+      assert.equal(loaded.model, 'digits')
+      assert.equal((await serveCopies()).length, copiesBefore.length + 1, 'the version was copied to a local folder to load')
+      const sample = await readMnist('test', 0, 8)
+      const classify = async (version: number) => {
+        const answers: string[] = []
+        for (let i = 0; i < sample.count; i++) {
+          const response = await fetch(`${server.url}/v1/models/digits/versions/${version}:classify`, {method: 'POST', headers: {'Content-Type': 'image/png'}, body: await mnistPng(sample, i)})
+          assert.equal(response.status, 200, await response.clone().text())
+          const body = (await response.json()) as {results: Array<Array<[string, number]>>}
+          answers.push(body.results[0]![0]![0])
+        }
+        return answers
+      }
+      const v1 = await classify(1)
+      // The reference: the same version copied here and run in this process.
+      configureGcs({endpoint: gcs.url, auth: 'none'})
+      const local = path.join(dir, 'digits-1')
+      await downloadDir(`gs://${BUCKET}/proj/models/digits/1`, local)
+      const digits = await Promise.all(Array.from({length: sample.count}, async (_, i) => ({label: String(sample.labels[i]), png: await mnistPng(sample, i)})))
+      const {predictor, expected} = await referencePredictions(local, digits)
+      const top = Array.from({length: sample.count}, (_, i) => {
+        const row = expected.subarray(i * predictor.labels.length, (i + 1) * predictor.labels.length)
+        return predictor.labels[row.indexOf(Math.max(...row))]!
+      })
+      assert.deepEqual(v1, top)
+      // A new version appears in the bucket: copied server-side, as a CI job would publish it.
+      for (const name of gcs.names(BUCKET, 'proj/models/digits/1/')) {
+        const object = gcs.get(BUCKET, name)!
+        gcs.put(BUCKET, name.replace('/digits/1/', '/digits/2/'), object.data, object.contentType)
+      }
+      await server.waitForEvent((e) => e.event === 'model-loaded' && e.version === 2)
+      assert.deepEqual(await classify(2), v1, 'the same weights give the same answers')
+      const ready = await fetch(`${server.url}/v2/models/digits/versions/2/ready`)
+      assert.equal(ready.status, 200)
+    } finally {
+      server.child.kill('SIGTERM')
+      const result = await server.done
+      assert.equal(result.code, 0, result.stderr)
+    }
+    // Its local copies went with it.
+    assert.deepEqual(await serveCopies(), copiesBefore)
   })
 
   it('says what to set when Cloud Storage credentials are missing (exit 5), without a request', async () => {
