@@ -2,7 +2,7 @@
 // tf.data pipelines. Messages are declared by reflection with the field numbers of TF's example.proto.
 import protobuf from 'protobufjs'
 import {UserError} from '../ui/errors.js'
-import type {ImageRecord} from './types.js'
+import type {Bytes, ImageRecord, RecordToWrite} from './types.js'
 
 // Field numbers copied from tensorflow/core/example/{example,feature}.proto. The root is proto2 by
 // default in protobufjs 8, so the packed encoding proto3 implies is requested explicitly.
@@ -88,26 +88,28 @@ function writeHeader(out: Uint8Array, pos: number, tag: number, length: number):
 interface Entry {
   key: Uint8Array
   /** The bytes of a bytes_list feature, or the one value of an int64_list. */
-  value: Uint8Array | number
+  value: Bytes | number
   /** Sizes of the Feature message and of the map entry message. */
   feature: number
   entry: number
 }
 
-function entryOf(name: string, value: Uint8Array | number): Entry {
+const byteLength = (bytes: Bytes) => (bytes instanceof Uint8Array ? bytes.length : bytes.reduce((n, piece) => n + piece.length, 0))
+
+function entryOf(name: string, value: Bytes | number): Entry {
   if (typeof value === 'number' && !(Number.isInteger(value) && value >= 0 && value < 2 ** 32)) {
     throw new Error(`encodeExample: ${name} must be an integer in [0, 2^32), got ${value}`)
   }
   const key = KEY_BYTES.get(name)!
   // Feature { bytes_list = 1 { value = 1: bytes } } or { int64_list = 3 { value = 1: packed varints } }
-  const list = typeof value === 'number' ? fieldSize(varintSize(value)) : fieldSize(value.length)
+  const list = typeof value === 'number' ? fieldSize(varintSize(value)) : fieldSize(byteLength(value))
   const feature = fieldSize(list)
   // Map entry { key = 1: string, value = 2: Feature }
   return {key, value, feature, entry: fieldSize(key.length) + fieldSize(feature)}
 }
 
 /** The features of a record, in the fixed order that makes equal records give equal bytes. */
-function entriesOf(r: ImageRecord): Entry[] {
+function entriesOf(r: RecordToWrite): Entry[] {
   const entries = [
     entryOf(FEATURE.encoded, r.encoded),
     entryOf(FEATURE.format, PNG_TEXT),
@@ -132,7 +134,7 @@ export interface PreparedExample {
 }
 
 /** Sizes a record's Example, so that it can be written in place into a larger buffer. */
-export function prepareExample(r: ImageRecord): PreparedExample {
+export function prepareExample(r: RecordToWrite): PreparedExample {
   const entries = entriesOf(r)
   // Example { features = 1: Features { feature = 1: repeated map entry } }
   const features = entries.reduce((sum, e) => sum + fieldSize(e.entry), 0)
@@ -150,10 +152,13 @@ export function prepareExample(r: ImageRecord): PreparedExample {
           pos = writeHeader(out, pos, TAG_1, varintSize(e.value))
           pos = writeVarint(out, pos, e.value)
         } else {
-          pos = writeHeader(out, pos, TAG_1, fieldSize(e.value.length))
-          pos = writeHeader(out, pos, TAG_1, e.value.length)
-          out.set(e.value, pos)
-          pos += e.value.length
+          const length = byteLength(e.value)
+          pos = writeHeader(out, pos, TAG_1, fieldSize(length))
+          pos = writeHeader(out, pos, TAG_1, length)
+          for (const piece of e.value instanceof Uint8Array ? [e.value] : e.value) {
+            out.set(piece, pos)
+            pos += piece.length
+          }
         }
       }
     },
@@ -161,7 +166,7 @@ export function prepareExample(r: ImageRecord): PreparedExample {
 }
 
 /** Serialises a record as a tf.train.Example. Feature order is fixed so equal records give equal bytes. */
-export function encodeExample(r: ImageRecord): Uint8Array {
+export function encodeExample(r: RecordToWrite): Uint8Array {
   const example = prepareExample(r)
   const out = new Uint8Array(example.size)
   example.writeTo(out, 0)

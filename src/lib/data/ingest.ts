@@ -6,7 +6,7 @@ import {performance} from 'node:perf_hooks'
 import {resolvePath} from '../config/load.js'
 import {SPLITS, type MlConfig, type SourceConfig, type SplitName} from '../config/schema.js'
 import {UserError} from '../ui/errors.js'
-import {normaliseImage, type ImageLimits} from './image.js'
+import {normaliseImageInPieces, type ImageLimits} from './image.js'
 import {
   countSource,
   isSourceStream,
@@ -20,7 +20,7 @@ import {
 } from './sources/index.js'
 import {splitOf} from './splits.js'
 import {DatasetStore, type ShardWriter} from './store.js'
-import type {DatasetManifest, ImageRecord, SourceCheckpoints} from './types.js'
+import type {Bytes, DatasetManifest, RecordToWrite, SourceCheckpoints} from './types.js'
 
 export interface IngestOptions {
   config: MlConfig
@@ -84,7 +84,7 @@ export interface IngestSummary {
 type Outcome =
   | {kind: 'rejected'; origin: string; reason: string; detail: string}
   | {kind: 'duplicate'}
-  | {kind: 'ok'; key: string; label: string; split?: SplitName; origin: string; encoded: Uint8Array; width: number; height: number; channels: number}
+  | {kind: 'ok'; key: string; label: string; split?: SplitName; origin: string; encoded: Bytes; width: number; height: number; channels: number}
 
 /** Progress is reported at most this often (ms), apart from the first item, shard writes and the end. */
 const PROGRESS_INTERVAL_MS = 100
@@ -192,7 +192,7 @@ async function processItem(item: SourceItem, store: DatasetStore, config: MlConf
   // within this run are settled in source order by the caller, so the same copy always wins.
   if (store.hasKey(key)) return {kind: 'duplicate'}
   try {
-    const result = await normaliseImage(bytes, config.data.image, limits, {compression: config.data.compression})
+    const result = await normaliseImageInPieces(bytes, config.data.image, limits, {compression: config.data.compression})
     if (!result.ok) return reject(result.reason, result.detail)
     return {
       kind: 'ok',
@@ -267,10 +267,10 @@ export async function runIngest(options: IngestOptions): Promise<IngestSummary> 
     onProgress({...counters, ...(total === undefined ? {} : {total}), imagesPerSec: imagesPerSec()})
   }
 
-  const buffers: Record<SplitName, Array<{record: ImageRecord; item: SourceItem}>> = {train: [], validation: [], test: []}
+  const buffers: Record<SplitName, Array<{record: RecordToWrite; item: SourceItem}>> = {train: [], validation: [], test: []}
   const seen = new Set<string>()
   /** Drops a record whose source took it back (a revoked Kafka partition): its next owner stores it. */
-  const keep = ({record, item}: {record: ImageRecord; item: SourceItem}) => {
+  const keep = ({record, item}: {record: RecordToWrite; item: SourceItem}) => {
     if (!item.withdrawn?.()) return true
     seen.delete(record.key)
     counters.accepted--
@@ -361,7 +361,7 @@ export async function runIngest(options: IngestOptions): Promise<IngestSummary> 
       seen.add(outcome.key)
       counters.accepted++
       const split = outcome.split ?? splitOf(outcome.key, data.split)
-      const record: ImageRecord = {
+      const record: RecordToWrite = {
         key: outcome.key,
         label: store.classIndex(outcome.label),
         text: outcome.label,

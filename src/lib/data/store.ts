@@ -28,7 +28,7 @@ import {UserError} from '../ui/errors.js'
 import {decodeExample, prepareExample} from './example.js'
 import type {SplitFractions} from './splits.js'
 import {frameRecord, PAYLOAD_OFFSET, readRecords, RECORD_OVERHEAD, streamRecords} from './tfrecord.js'
-import type {ClassCounts, DatasetManifest, DecodedSplit, ImageRecord, QuarantineEntry, ShardInfo, SourceCheckpoints} from './types.js'
+import type {ClassCounts, DatasetManifest, DecodedSplit, ImageRecord, QuarantineEntry, RecordToWrite, ShardInfo, SourceCheckpoints} from './types.js'
 
 const MANIFEST = 'manifest.json'
 const MANIFESTS_DIR = 'manifests'
@@ -46,7 +46,7 @@ export interface ShardWriter {
   readonly split: SplitName
   /** Records appended so far. */
   readonly count: number
-  append(record: ImageRecord): Promise<void>
+  append(record: RecordToWrite): Promise<void>
   /** Flushes, syncs and publishes the shard file and its key list; pending until commit(). */
   close(): Promise<ShardInfo>
   /** Deletes what was written; the store forgets the shard. */
@@ -323,7 +323,7 @@ export class DatasetStore {
   }
 
   /** Writes one shard of `split` (invisible until commit) and its key list. */
-  async writeShard(split: SplitName, records: readonly ImageRecord[]): Promise<ShardInfo> {
+  async writeShard(split: SplitName, records: readonly RecordToWrite[]): Promise<ShardInfo> {
     if (records.length === 0) throw new Error('writeShard: no records')
     const shard = this.openShard(split)
     try {

@@ -21,6 +21,14 @@ export interface ImageRecord {
   origin?: string
 }
 
+/** Bytes, whole or as consecutive pieces that are written one after another without being joined. */
+export type Bytes = Uint8Array | readonly Uint8Array[]
+
+/** What a shard is written from: an ImageRecord whose PNG may come in pieces. */
+export interface RecordToWrite extends Omit<ImageRecord, 'encoded'> {
+  encoded: Bytes
+}
+
 /** A committed, immutable shard file. */
 export interface ShardInfo {
   /** Path relative to the store directory, e.g. `shards/train-000003-00000.tfrecord` (split, manifest version that added it, number within that version). */

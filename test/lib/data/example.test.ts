@@ -2,7 +2,7 @@
 // example.proto / feature.proto field numbers, which proves what Python's FromString will read.
 import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
-import {decodeExample, encodeExample} from '../../../src/lib/data/example.js'
+import {decodeExample, encodeExample, prepareExample} from '../../../src/lib/data/example.js'
 import type {ImageRecord} from '../../../src/lib/data/types.js'
 import {UserError} from '../../../src/lib/ui/errors.js'
 
@@ -97,6 +97,16 @@ describe('tf.train.Example', () => {
     ])
     assert.ok(Buffer.from(encodeExample(r)).equals(Buffer.from(expected)))
     assert.throws(() => encodeExample({...r, label: -1}), /label must be an integer/)
+  })
+
+  it('writes an image given in pieces exactly as the joined bytes', () => {
+    const whole = Uint8Array.from({length: 70_000}, (_, i) => (i * 13) & 0xff)
+    const pieces = [whole.subarray(0, 41), whole.subarray(41, 69_984), whole.subarray(69_984)]
+    const example = prepareExample({...tiny, encoded: pieces})
+    const out = new Uint8Array(example.size + 5).fill(0xee)
+    example.writeTo(out, 3)
+    assert.ok(Buffer.from(out.subarray(3, 3 + example.size)).equals(Buffer.from(encodeExample({...tiny, encoded: whole}))))
+    assert.deepEqual([...out.subarray(0, 3), ...out.subarray(3 + example.size)], [0xee, 0xee, 0xee, 0xee, 0xee])
   })
 
   it('round-trips records, with and without origin, large labels and binary data', () => {

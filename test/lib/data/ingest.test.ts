@@ -9,6 +9,7 @@ import {after, before, describe, it} from 'node:test'
 import sharp from 'sharp'
 import {validateConfig} from '../../../src/lib/config/load.js'
 import type {MlConfig} from '../../../src/lib/config/schema.js'
+import {decodeToPixels} from '../../../src/lib/data/image.js'
 import {runIngest, type IngestProgress} from '../../../src/lib/data/ingest.js'
 import {loadSplit, readManifest} from '../../../src/lib/data/store.js'
 import type {DatasetManifest} from '../../../src/lib/data/types.js'
@@ -120,6 +121,40 @@ describe('runIngest', () => {
     assert.equal(again.datasetVersion, 1)
     assert.deepEqual(await readManifest(storeDir), manifest)
     assert.equal((await readFile(path.join(storeDir, 'quarantine.jsonl'), 'utf8')).trim().split('\n').length, 1)
+  })
+
+  it('stores photo-size images (stored-deflate PNGs, written in pieces) with exactly the pixels the decoder gives', async () => {
+    const dir = await workspace()
+    const spec = {width: 80, height: 72, channels: 3 as const, fit: 'fill' as const}
+    const files = new Map<string, Buffer>()
+    for (const className of ['cat', 'dog']) {
+      await mkdir(path.join(dir, 'images', className), {recursive: true})
+      for (let i = 0; i < 3; i++) {
+        const seed = createHash('sha256').update(`photo ${className} ${i}`).digest()
+        const raw = Buffer.alloc(160 * 120 * 3)
+        for (let j = 0; j < raw.length; j++) raw[j] = seed[j % seed.length]! ^ ((j * 7) & 0xff)
+        const jpeg = await sharp(raw, {raw: {width: 160, height: 120, channels: 3}}).jpeg({quality: 90}).toBuffer()
+        await writeFile(path.join(dir, 'images', className, `${i}.jpg`), jpeg)
+        files.set(createHash('sha256').update(jpeg).digest('hex'), jpeg)
+      }
+    }
+    const config = validateConfig({data: {sources: [{type: 'folder', path: 'images'}], store: 'store', image: spec, shardSize: 4, concurrency: 3}})
+    const summary = await runIngest({config, baseDir: dir})
+    assert.equal(summary.accepted, 6)
+    const storeDir = path.join(dir, 'store')
+    const manifest = await readManifest(storeDir)
+    const frame = spec.width * spec.height * spec.channels
+    let checked = 0
+    for (const split of ['train', 'validation', 'test'] as const) {
+      const decoded = await loadSplit(storeDir, split, manifest)
+      for (const [i, key] of decoded.keys.entries()) {
+        const expected = await decodeToPixels(files.get(key)!, spec, {maxPixels: 1e8, maxFileBytes: 1e8})
+        assert.ok(expected.ok)
+        assert.ok(Buffer.from(decoded.pixels.subarray(i * frame, (i + 1) * frame)).equals(Buffer.from(expected.pixels)), `pixels of ${key}`)
+        checked++
+      }
+    }
+    assert.equal(checked, 6)
   })
 
   it('quarantines a file over data.maxFileBytes as too-large and keeps every other image', async () => {
