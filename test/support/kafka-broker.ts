@@ -5,7 +5,7 @@ import {randomUUID} from 'node:crypto'
 import {EventEmitter} from 'node:events'
 import net from 'node:net'
 import tls from 'node:tls'
-import {SASL_MECHANISMS, SaslAccount, type SaslExchange, type SaslMechanism, type SaslUser} from './kafka-sasl.js'
+import {SaslAccount, type SaslExchange, type SaslMechanism, type SaslUser} from './kafka-sasl.js'
 import {BATCH, decodeBatchRecords, inspectBatch, Reader, Writer, type WireRecord} from './kafka-wire.js'
 
 export const API = {
@@ -491,12 +491,12 @@ export class KafkaBroker extends EventEmitter {
 
   private saslHandshake(conn: Connection, r: Reader, fault: number): Buffer {
     const mechanism = r.string() ?? ''
-    const body = (error: number) => new Writer().int16(error).array(this.account ? SASL_MECHANISMS : [], (w, m) => w.string(m)).toBuffer()
+    const body = (error: number) => new Writer().int16(error).array(this.account?.mechanisms ?? [], (w, m) => w.string(m)).toBuffer()
     if (fault !== ERRORS.NONE) return body(fault)
     // A connection that needs no authentication (no SASL here, or done already) gets what a real
     // broker answers there.
     if (conn.authenticated) return body(ERRORS.ILLEGAL_SASL_STATE)
-    if (!SASL_MECHANISMS.includes(mechanism as SaslMechanism)) {
+    if (!this.account?.mechanisms.includes(mechanism as SaslMechanism)) {
       conn.closeAfterReply = true
       return body(ERRORS.UNSUPPORTED_SASL_MECHANISM)
     }

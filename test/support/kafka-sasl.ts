@@ -1,13 +1,16 @@
-// The broker side of SASL for the test Kafka broker: PLAIN (RFC 4616) and SCRAM-SHA-256 (RFC 5802,
-// RFC 7677), checked against one user, with the failure messages a real broker sends.
+// The broker side of SASL for the test Kafka broker: PLAIN (RFC 4616), SCRAM-SHA-256 and
+// SCRAM-SHA-512 (RFC 5802, RFC 7677), checked against one user, with the failure messages a real
+// broker sends.
 import {createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual} from 'node:crypto'
 
-export const SASL_MECHANISMS = ['PLAIN', 'SCRAM-SHA-256'] as const
+export const SASL_MECHANISMS = ['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'] as const
 export type SaslMechanism = (typeof SASL_MECHANISMS)[number]
 
 export interface SaslUser {
   username: string
   password: string
+  /** The mechanisms the broker enables (default: all of SASL_MECHANISMS). */
+  mechanisms?: readonly SaslMechanism[]
 }
 
 /** One SaslAuthenticate round: bytes for the client and whether the exchange is over, or why it failed. */
@@ -24,12 +27,16 @@ interface ScramCredential {
   serverKey: Buffer
 }
 
-const hmac = (key: Buffer, data: string) => createHmac('sha256', key).update(data).digest()
+type ScramHash = 'sha256' | 'sha512'
+const SCRAM_HASH: Record<Exclude<SaslMechanism, 'PLAIN'>, ScramHash> = {'SCRAM-SHA-256': 'sha256', 'SCRAM-SHA-512': 'sha512'}
+const DIGEST_BYTES: Record<ScramHash, number> = {sha256: 32, sha512: 64}
 
-function scramCredential(password: string): ScramCredential {
+const hmac = (hash: ScramHash, key: Buffer, data: string) => createHmac(hash, key).update(data).digest()
+
+function scramCredential(hash: ScramHash, password: string): ScramCredential {
   const salt = randomBytes(16)
-  const salted = pbkdf2Sync(password, salt, ITERATIONS, 32, 'sha256')
-  return {salt, storedKey: createHash('sha256').update(hmac(salted, 'Client Key')).digest(), serverKey: hmac(salted, 'Server Key')}
+  const salted = pbkdf2Sync(password, salt, ITERATIONS, DIGEST_BYTES[hash], hash)
+  return {salt, storedKey: createHash(hash).update(hmac(hash, salted, 'Client Key')).digest(), serverKey: hmac(hash, salted, 'Server Key')}
 }
 
 /** `a=1,b=2` attributes of a SCRAM message (a value may itself hold `=`). */
@@ -45,10 +52,13 @@ function saslName(name: string): string | undefined {
 
 /** The user a broker accepts, with the SCRAM credential derived once as a real broker stores it. */
 export class SaslAccount {
-  readonly scram: ScramCredential
+  /** One credential per SCRAM hash, as a broker stores one per mechanism. */
+  readonly scram: Record<ScramHash, ScramCredential>
+  readonly mechanisms: readonly SaslMechanism[]
 
   constructor(readonly user: SaslUser) {
-    this.scram = scramCredential(user.password)
+    this.scram = {sha256: scramCredential('sha256', user.password), sha512: scramCredential('sha512', user.password)}
+    this.mechanisms = user.mechanisms ?? SASL_MECHANISMS
   }
 
   /** A new exchange for one connection. */
@@ -81,8 +91,12 @@ export class SaslExchange {
     return {reply: Buffer.alloc(0), done: true}
   }
 
+  private get hash(): ScramHash {
+    return SCRAM_HASH[this.mechanism as Exclude<SaslMechanism, 'PLAIN'>]
+  }
+
   private scramFailed(): SaslStep {
-    return {error: 'Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-256'}
+    return {error: `Authentication failed during authentication due to invalid credentials with SASL mechanism ${this.mechanism}`}
   }
 
   /** client-first-message: gs2 header, then n=user,r=client nonce. */
@@ -94,7 +108,7 @@ export class SaslExchange {
     const clientNonce = attrs.get('r')
     if (saslName(attrs.get('n') ?? '') !== this.account.user.username || !clientNonce) return this.scramFailed()
     const nonce = clientNonce + randomBytes(18).toString('base64')
-    const serverFirst = `r=${nonce},s=${this.account.scram.salt.toString('base64')},i=${ITERATIONS}`
+    const serverFirst = `r=${nonce},s=${this.account.scram[this.hash].salt.toString('base64')},i=${ITERATIONS}`
     this.scramFirst = {clientFirstBare, serverFirst, nonce, gs2Header}
     return {reply: Buffer.from(serverFirst), done: false}
   }
@@ -107,14 +121,15 @@ export class SaslExchange {
     const withoutProof = message.slice(0, proofAt)
     const attrs = attributes(withoutProof)
     if (attrs.get('c') !== Buffer.from(gs2Header).toString('base64') || attrs.get('r') !== nonce) return this.scramFailed()
-    const {storedKey, serverKey} = this.account.scram
+    const hash = this.hash
+    const {storedKey, serverKey} = this.account.scram[hash]
     const authMessage = `${clientFirstBare},${serverFirst},${withoutProof}`
-    const signature = hmac(storedKey, authMessage)
+    const signature = hmac(hash, storedKey, authMessage)
     const proof = Buffer.from(message.slice(proofAt + 3), 'base64')
     if (proof.length !== signature.length) return this.scramFailed()
     // ClientKey = ClientProof XOR ClientSignature, and H(ClientKey) must be the StoredKey.
     const clientKey = Buffer.from(proof.map((byte, i) => byte ^ signature[i]!))
-    if (!timingSafeEqual(createHash('sha256').update(clientKey).digest(), storedKey)) return this.scramFailed()
-    return {reply: Buffer.from(`v=${hmac(serverKey, authMessage).toString('base64')}`), done: true}
+    if (!timingSafeEqual(createHash(hash).update(clientKey).digest(), storedKey)) return this.scramFailed()
+    return {reply: Buffer.from(`v=${hmac(hash, serverKey, authMessage).toString('base64')}`), done: true}
   }
 }
