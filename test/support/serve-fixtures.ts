@@ -6,9 +6,12 @@ import https from 'node:https'
 import path from 'node:path'
 import {parse, stringify} from 'yaml'
 import {initEngine} from '../../src/lib/engine/backend.js'
+import {JsonLog} from '../../src/lib/serve/log.js'
+import {serveOptions, type ServeOptions} from '../../src/lib/serve/options.js'
 import {Predictor} from '../../src/lib/serve/predictor.js'
+import {startServer, type ServeHandle} from '../../src/lib/serve/server.js'
 import {runJson, startCli, type CliResult} from './cli.js'
-import {mnistFolders, writeMnistConfig} from './fixtures.js'
+import {mnistFolders, tempDir, writeMnistConfig} from './fixtures.js'
 
 export interface ServeModel {
   dir: string
@@ -199,4 +202,55 @@ export async function referencePredictions(versionDir: string, digits: Array<{la
   const all = new Float32Array(floats.length * size)
   floats.forEach((f, i) => all.set(f, i * size))
   return {predictor, floats, expected: await predictor.predictBatch(all, floats.length)}
+}
+
+/** An in-process server on a freshly trained `digits` model, and what that model answers in process. */
+export interface DigitsServer {
+  server: ServeHandle
+  /** One real MNIST test digit per class. */
+  digits: Array<{label: string; png: Buffer}>
+  /** The digits preprocessed, and the model's probabilities for all of them as one batch. */
+  floats: Float32Array[]
+  expected: Float32Array
+  /** Stops the server and removes the model and its folder. */
+  close(): Promise<void>
+}
+
+/**
+ * Trains and exports `digits` in a temp folder named from `prefix`, serves it with startServer
+ * (one wasm instance, batches of 10, 256 KB bodies, no polling, no access log; `overrides` on
+ * top), and loads the reference answers.
+ */
+export async function startDigitsServer(prefix: string, overrides: Partial<ServeOptions> = {}): Promise<DigitsServer> {
+  const temp = await tempDir(prefix)
+  let server: ServeHandle | undefined
+  let predictor: Predictor | undefined
+  const close = async () => {
+    await server?.close()
+    predictor?.dispose()
+    await temp.cleanup()
+  }
+  try {
+    const model = await trainServeModel(temp.dir)
+    const digits = await testDigits(temp.dir, 1)
+    server = await startServer(serveOptions({
+      repository: model.repository,
+      models: [{name: 'digits', labels: {}}],
+      port: 0,
+      instances: 1,
+      maxBatchSize: 10,
+      maxBodyBytes: 256 * 1024,
+      pollIntervalMs: 0,
+      accessLog: 'off',
+      engine: 'wasm',
+      imageLimits: {maxPixels: 100_000, maxFileBytes: 20_000},
+      ...overrides,
+    }), {log: new JsonLog(undefined)})
+    const reference = await referencePredictions(model.versionDir, digits)
+    predictor = reference.predictor
+    return {server, digits, floats: reference.floats, expected: reference.expected, close}
+  } catch (error) {
+    await close()
+    throw error
+  }
 }

@@ -1,11 +1,7 @@
 import assert from 'node:assert/strict'
 import {after, before, describe, it} from 'node:test'
-import {JsonLog} from '../../../src/lib/serve/log.js'
-import {serveOptions} from '../../../src/lib/serve/options.js'
-import type {Predictor} from '../../../src/lib/serve/predictor.js'
-import {startServer, type ServeHandle} from '../../../src/lib/serve/server.js'
-import {tempDir} from '../../support/fixtures.js'
-import {fp32Body, referencePredictions, request, testDigits, trainServeModel, type HttpResult} from '../../support/serve-fixtures.js'
+import type {ServeHandle} from '../../../src/lib/serve/server.js'
+import {fp32Body, request, startDigitsServer, type DigitsServer, type HttpResult} from '../../support/serve-fixtures.js'
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number): void {
   assert.equal(actual.length, expected.length)
@@ -82,42 +78,21 @@ function readStrings(bytes: Buffer): string[] {
 }
 
 describe('KServe V2 binary tensor data extension', () => {
-  let cleanup: () => Promise<void>
+  let fixture: DigitsServer
   let server: ServeHandle
   let infer: string
-  let predictor: Predictor
   let digits: Array<{label: string; png: Buffer}>
   let floats: Float32Array[]
   let expected: Float32Array
 
   before(async () => {
-    const temp = await tempDir('ml-serve-binary-')
-    cleanup = temp.cleanup
-    const model = await trainServeModel(temp.dir)
-    digits = await testDigits(temp.dir, 1)
-    server = await startServer(serveOptions({
-      repository: model.repository,
-      models: [{name: 'digits', labels: {}}],
-      port: 0,
-      instances: 1,
-      maxBatchSize: 10,
-      maxBodyBytes: 256 * 1024,
-      pollIntervalMs: 0,
-      accessLog: 'off',
-      engine: 'wasm',
-      imageLimits: {maxPixels: 100_000, maxFileBytes: 20_000},
-    }), {log: new JsonLog(undefined)})
+    fixture = await startDigitsServer('ml-serve-binary-')
+    ;({server, digits, floats, expected} = fixture)
     infer = `${server.url}/v2/models/digits/infer`
-    const reference = await referencePredictions(model.versionDir, digits)
-    predictor = reference.predictor
-    floats = reference.floats
-    expected = reference.expected
   })
 
   after(async () => {
-    await server?.close()
-    predictor?.dispose()
-    await cleanup?.()
+    await fixture?.close()
   })
 
   it('GET /v2 lists the binary_tensor_data extension', async () => {

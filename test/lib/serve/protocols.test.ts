@@ -2,12 +2,8 @@ import assert from 'node:assert/strict'
 import {once} from 'node:events'
 import net from 'node:net'
 import {after, before, describe, it} from 'node:test'
-import {JsonLog} from '../../../src/lib/serve/log.js'
-import {serveOptions} from '../../../src/lib/serve/options.js'
-import type {Predictor} from '../../../src/lib/serve/predictor.js'
-import {startServer, type ServeHandle} from '../../../src/lib/serve/server.js'
-import {tempDir} from '../../support/fixtures.js'
-import {fp32Body, referencePredictions, request, testDigits, trainServeModel, type ServeModel} from '../../support/serve-fixtures.js'
+import type {ServeHandle} from '../../../src/lib/serve/server.js'
+import {fp32Body, request, startDigitsServer, type DigitsServer} from '../../support/serve-fixtures.js'
 
 function assertClose(actual: number[], expected: ArrayLike<number>, tolerance = 1e-5): void {
   assert.equal(actual.length, expected.length)
@@ -27,44 +23,21 @@ function assertError(result: {status: number; json: any; text: string}, status: 
 }
 
 describe('serving protocols (KServe V2, TF Serving REST, raw images)', () => {
-  let cleanup: () => Promise<void>
-  let model: ServeModel
+  let fixture: DigitsServer
   let server: ServeHandle
   let base: string
-  let predictor: Predictor
   let digits: Array<{label: string; png: Buffer}>
   let floats: Float32Array[]
   let expected: Float32Array
 
   before(async () => {
-    const temp = await tempDir('ml-serve-protocols-')
-    cleanup = temp.cleanup
-    model = await trainServeModel(temp.dir)
-    digits = await testDigits(temp.dir, 1)
-    server = await startServer(serveOptions({
-      repository: model.repository,
-      models: [{name: 'digits', labels: {stable: 1}}],
-      port: 0,
-      instances: 1,
-      maxBatchSize: 10,
-      maxBodyBytes: 256 * 1024,
-      clientTimeoutMs: 1500,
-      pollIntervalMs: 0,
-      accessLog: 'off',
-      engine: 'wasm',
-      imageLimits: {maxPixels: 100_000, maxFileBytes: 20_000},
-    }), {log: new JsonLog(undefined)})
+    fixture = await startDigitsServer('ml-serve-protocols-', {models: [{name: 'digits', labels: {stable: 1}}], clientTimeoutMs: 1500})
+    ;({server, digits, floats, expected} = fixture)
     base = server.url
-    const reference = await referencePredictions(model.versionDir, digits)
-    predictor = reference.predictor
-    floats = reference.floats
-    expected = reference.expected
   })
 
   after(async () => {
-    await server?.close()
-    predictor?.dispose()
-    await cleanup?.()
+    await fixture?.close()
   })
 
   describe('health and metadata', () => {
