@@ -46,6 +46,7 @@ export interface ShardWriter {
   readonly split: SplitName
   /** Records appended so far. */
   readonly count: number
+  /** Appends one record; the next append or close must wait until it has settled. */
   append(record: RecordToWrite): Promise<void>
   /** Flushes, syncs and publishes the shard file and its key list; pending until commit(). */
   close(): Promise<ShardInfo>
@@ -354,11 +355,16 @@ export class DatasetStore {
     const hash = createHash('sha256')
     const records: Array<{key: string; text: string}> = []
     // Records are framed straight into one write buffer, written and then reused: no per-record
-    // allocation (photo records are ~150 KB each).
+    // allocation (photo records are ~150 KB each). So calls must not overlap: one arriving while a
+    // write of the buffer is in flight would overwrite bytes not yet written.
     let buffer = Buffer.alloc(0)
     let filled = 0
     let bytes = 0
     let closed = false
+    let appending = false
+    const notWhileAppending = (method: string) => {
+      if (appending) throw new Error(`ShardWriter.${method}: the previous append has not settled`)
+    }
     const writeBuffered = async () => {
       if (filled === 0) return
       const data = buffer.subarray(0, filled)
@@ -367,6 +373,22 @@ export class DatasetStore {
       filled = 0
       await (await writer).write(data)
     }
+    const appendOne = async (r: RecordToWrite) => {
+      if (r.width !== width || r.height !== height || r.channels !== channels) {
+        throw new Error(`writeShard: record ${r.key} is ${r.width}x${r.height}x${r.channels}, store is ${width}x${height}x${channels}`)
+      }
+      if (this.classNames[r.label] !== r.text) throw new Error(`writeShard: record ${r.key} has label ${r.label} but text "${r.text}"`)
+      const example = prepareExample(r)
+      const size = example.size + RECORD_OVERHEAD
+      if (filled + size > buffer.length) {
+        await writeBuffered()
+        if (size > buffer.length) buffer = Buffer.allocUnsafe(Math.max(size, WRITE_BUFFER_BYTES))
+      }
+      example.writeTo(buffer, filled + PAYLOAD_OFFSET)
+      filled = frameRecord(buffer, filled, example.size)
+      records.push({key: r.key, text: r.text})
+      if (filled >= WRITE_CHUNK_BYTES) await writeBuffered()
+    }
     const shard: ShardWriter = {
       split,
       get count() {
@@ -374,22 +396,16 @@ export class DatasetStore {
       },
       append: async (r) => {
         if (closed) throw new Error('ShardWriter.append: shard already closed')
-        if (r.width !== width || r.height !== height || r.channels !== channels) {
-          throw new Error(`writeShard: record ${r.key} is ${r.width}x${r.height}x${r.channels}, store is ${width}x${height}x${channels}`)
+        notWhileAppending('append')
+        appending = true
+        try {
+          await appendOne(r)
+        } finally {
+          appending = false
         }
-        if (this.classNames[r.label] !== r.text) throw new Error(`writeShard: record ${r.key} has label ${r.label} but text "${r.text}"`)
-        const example = prepareExample(r)
-        const size = example.size + RECORD_OVERHEAD
-        if (filled + size > buffer.length) {
-          await writeBuffered()
-          if (size > buffer.length) buffer = Buffer.allocUnsafe(Math.max(size, WRITE_BUFFER_BYTES))
-        }
-        example.writeTo(buffer, filled + PAYLOAD_OFFSET)
-        filled = frameRecord(buffer, filled, example.size)
-        records.push({key: r.key, text: r.text})
-        if (filled >= WRITE_CHUNK_BYTES) await writeBuffered()
       },
       close: async () => {
+        notWhileAppending('close')
         if (closed) throw new Error('ShardWriter.close: shard already closed')
         if (records.length === 0) throw new Error('writeShard: no records')
         closed = true

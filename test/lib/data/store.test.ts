@@ -215,6 +215,11 @@ describe('DatasetStore', () => {
     }))
     const shard = store.openShard('train')
     for (const r of records) await shard.append(r)
+    // The buffer is reused once written, so an append while another is in flight is refused.
+    const first = shard.append(records[0]!)
+    const overlapping = [shard.append(records[1]!), shard.close()]
+    for (const call of overlapping) await assert.rejects(call, /previous append has not settled/)
+    await first
     const info = await shard.close()
     await store.commit({accepted: records.length, duplicates: 0, rejected: 0, sources: []})
     await store.close()
@@ -223,6 +228,7 @@ describe('DatasetStore', () => {
     assert.equal(info.sha256, createHash('sha256').update(file).digest('hex'))
     const back: ImageRecord[] = []
     for await (const r of readShard(dir, info)) back.push(r)
+    records.push(records[0]!)
     assert.equal(back.length, records.length)
     for (const [i, r] of back.entries()) {
       assert.equal(r.key, records[i]!.key)
