@@ -1,5 +1,16 @@
 // An open-loop load generator for latency at a given request rate (bench:serve's half-load run).
+import {spawn} from 'node:child_process'
+import {readFile, writeFile} from 'node:fs/promises'
 import net from 'node:net'
+import path from 'node:path'
+import {fileURLToPath, pathToFileURL} from 'node:url'
+
+export interface PacedResult {
+  /** Milliseconds of each answered request, sorted. */
+  latencies: number[]
+  failed: number
+  requestsPerSec: number
+}
 
 /** Connections the paced generator may open. */
 const PACED_CONNECTIONS = 64
@@ -13,7 +24,7 @@ const PACED_CONNECTIONS = 64
  * connection sends its per-second quota back to back and then pauses, so its "half load" is
  * saturation half of every second. Raw sockets with prebuilt requests keep this as cheap as autocannon.
  */
-export async function paced(url: string, bodies: string[], rate: number, seconds: number): Promise<{latencies: number[]; failed: number; requestsPerSec: number}> {
+export async function paced(url: string, bodies: string[], rate: number, seconds: number): Promise<PacedResult> {
   const target = new URL(url)
   const requests = bodies.map((body) => Buffer.concat([
     Buffer.from(`POST ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`),
@@ -122,25 +133,21 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
  * inference engine and its measurements, and its garbage collections would be counted as the
  * server's latency. The bodies travel through a temp file.
  */
-export async function pacedInChild(url: string, bodies: string[], rate: number, seconds: number, workDir: string): Promise<{latencies: number[]; failed: number; requestsPerSec: number}> {
-  const {spawn} = await import('node:child_process')
-  const {writeFile} = await import('node:fs/promises')
-  const path = await import('node:path')
-  const {fileURLToPath} = await import('node:url')
+export async function pacedInChild(url: string, bodies: string[], rate: number, seconds: number, workDir: string): Promise<PacedResult> {
   const bodiesFile = path.join(workDir, 'paced-bodies.json')
   await writeFile(bodiesFile, JSON.stringify(bodies))
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), url, bodiesFile, String(rate), String(seconds)], {stdio: ['ignore', 'pipe', 'inherit']})
   let out = ''
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d))
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+  // 'close', not 'exit': it comes once stdout has been read to the end.
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve))
   if (code !== 0) throw new Error(`the paced load generator exited with ${code}`)
-  return JSON.parse(out) as {latencies: number[]; failed: number; requestsPerSec: number}
+  return JSON.parse(out) as PacedResult
 }
 
 // Run as a script: paced.js <url> <bodies.json> <rate> <seconds>, the result as JSON on stdout.
-if (process.argv[1] !== undefined && import.meta.url === (await import('node:url')).pathToFileURL(process.argv[1]).href) {
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const [url, bodiesFile, rate, seconds] = process.argv.slice(2) as [string, string, string, string]
-  const {readFile} = await import('node:fs/promises')
   const bodies = JSON.parse(await readFile(bodiesFile, 'utf8')) as string[]
   process.stdout.write(JSON.stringify(await paced(url, bodies, Number(rate), Number(seconds))))
 }
