@@ -99,6 +99,14 @@ function convCases(depthwise: boolean): ConvCase[] {
       }
     }
   }
+  if (!depthwise) {
+    // Several input channels on the patch-matrix route (fh * fw * inChannels < outChannels), as an
+    // RGB first layer has: the patch rows interleave channels within each filter tap.
+    const variants: Array<[Pair, Pad]> = [[1, 'same'], [2, 'valid'], [[2, 1], 1]]
+    for (const [strides, pad] of variants) {
+      cases.push({batch: 2, height: 9, width: 11, inChannels: 3, outChannels: 32, filter: 3, strides, pad, dilations: 1, dimRoundingMode: typeof pad === 'number' ? 'floor' : undefined})
+    }
+  }
   return cases
 }
 
