@@ -87,25 +87,27 @@ function writeHeader(out: Uint8Array, pos: number, tag: number, length: number):
 
 interface Entry {
   key: Uint8Array
-  /** The bytes of a bytes_list feature, or the one value of an int64_list. */
-  value: Bytes | number
+  /** The bytes of a bytes_list feature (as pieces written one after another), or the one value of an int64_list. */
+  value: readonly Uint8Array[] | number
+  /** Byte length of a bytes_list value (0 for an int64_list). */
+  length: number
   /** Sizes of the Feature message and of the map entry message. */
   feature: number
   entry: number
 }
 
-const byteLength = (bytes: Bytes) => (bytes instanceof Uint8Array ? bytes.length : bytes.reduce((n, piece) => n + piece.length, 0))
-
-function entryOf(name: string, value: Bytes | number): Entry {
-  if (typeof value === 'number' && !(Number.isInteger(value) && value >= 0 && value < 2 ** 32)) {
-    throw new Error(`encodeExample: ${name} must be an integer in [0, 2^32), got ${value}`)
+function entryOf(name: string, bytesOrNumber: Bytes | number): Entry {
+  if (typeof bytesOrNumber === 'number' && !(Number.isInteger(bytesOrNumber) && bytesOrNumber >= 0 && bytesOrNumber < 2 ** 32)) {
+    throw new Error(`encodeExample: ${name} must be an integer in [0, 2^32), got ${bytesOrNumber}`)
   }
   const key = KEY_BYTES.get(name)!
+  const value = typeof bytesOrNumber === 'number' || !(bytesOrNumber instanceof Uint8Array) ? bytesOrNumber : [bytesOrNumber]
+  const length = typeof value === 'number' ? 0 : value.reduce((n, piece) => n + piece.length, 0)
   // Feature { bytes_list = 1 { value = 1: bytes } } or { int64_list = 3 { value = 1: packed varints } }
-  const list = typeof value === 'number' ? fieldSize(varintSize(value)) : fieldSize(byteLength(value))
+  const list = typeof value === 'number' ? fieldSize(varintSize(value)) : fieldSize(length)
   const feature = fieldSize(list)
   // Map entry { key = 1: string, value = 2: Feature }
-  return {key, value, feature, entry: fieldSize(key.length) + fieldSize(feature)}
+  return {key, value, length, feature, entry: fieldSize(key.length) + fieldSize(feature)}
 }
 
 /** The features of a record, in the fixed order that makes equal records give equal bytes. */
@@ -152,10 +154,9 @@ export function prepareExample(r: RecordToWrite): PreparedExample {
           pos = writeHeader(out, pos, TAG_1, varintSize(e.value))
           pos = writeVarint(out, pos, e.value)
         } else {
-          const length = byteLength(e.value)
-          pos = writeHeader(out, pos, TAG_1, fieldSize(length))
-          pos = writeHeader(out, pos, TAG_1, length)
-          for (const piece of e.value instanceof Uint8Array ? [e.value] : e.value) {
+          pos = writeHeader(out, pos, TAG_1, fieldSize(e.length))
+          pos = writeHeader(out, pos, TAG_1, e.length)
+          for (const piece of e.value) {
             out.set(piece, pos)
             pos += piece.length
           }
