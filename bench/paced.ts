@@ -41,10 +41,14 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
   let failed = 0
   let outstanding = 0
   let drained: (() => void) | undefined
-  const finished = (client: Client) => {
+  /**
+   * A request is over: the next waiting one goes out on `client` (the connection it came back on),
+   * or, when that connection is gone, on an idle or a new one; otherwise `client` becomes idle.
+   */
+  const finished = (client: Client | undefined) => {
     const next = waiting.shift()
-    if (next) client.send(next.bytes, next.scheduled)
-    else idle.push(client)
+    if (next) (client ?? idle.pop() ?? connection()).send(next.bytes, next.scheduled)
+    else if (client) idle.push(client)
     if (--outstanding === 0 && waiting.length === 0) drained?.()
   }
   const connection = (): Client => {
@@ -95,9 +99,7 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
       if (!busy) return
       busy = false
       failed++
-      const next = waiting.shift()
-      if (next) (idle.pop() ?? connection()).send(next.bytes, next.scheduled)
-      if (--outstanding === 0 && waiting.length === 0) drained?.()
+      finished(undefined)
     })
     return client
   }
