@@ -173,6 +173,9 @@ export interface FileWriter {
   abort(): Promise<void>
 }
 
+/** A local FileWriter starts an fdatasync in the background each time this much more was written. */
+const SYNC_EVERY_BYTES = 8 << 20
+
 /**
  * Opens a FileWriter for `file`. Locally the data goes to a temp file beside it; for Cloud Storage it
  * is spooled to a local temp file and uploaded on commit (resumable above 8 MiB), which keeps memory
@@ -194,9 +197,30 @@ export async function createWriter(file: string): Promise<FileWriter> {
   const handle = await open(temp, 'w')
   let position = 0
   let closed = false
+  // A local file is flushed to disk as it grows, in the background (RocksDB's bytes_per_sync):
+  // the final fsync then has little left to write, instead of the whole file at once (~40 ms per
+  // 60 MB here, with the ingest waiting on it), and the page cache holds less dirty data.
+  let unsynced = 0
+  let syncing: Promise<void> | undefined
+  // Kept for commit: once one fsync has reported a write-back error, Linux need not report it again.
+  let syncError: unknown
+  const syncInBackground = () => {
+    if (remote || syncing !== undefined || unsynced < SYNC_EVERY_BYTES) return
+    unsynced = 0
+    syncing = handle.datasync().then(
+      () => {
+        syncing = undefined
+      },
+      (error: unknown) => {
+        syncError ??= error
+        syncing = undefined
+      },
+    )
+  }
   const close = async () => {
     if (closed) return
     closed = true
+    await syncing
     await handle.close()
   }
   const cleanup = async () => {
@@ -213,10 +237,16 @@ export async function createWriter(file: string): Promise<FileWriter> {
         done += bytesWritten
         at += bytesWritten
       }
+      unsynced += chunk.length
+      syncInBackground()
     },
     async commit(options = {}) {
       try {
-        if (!remote) await handle.sync()
+        if (!remote) {
+          await syncing
+          if (syncError !== undefined) throw syncError
+          await handle.sync()
+        }
         await close()
         if (!remote) return await publishLocal(temp, file, options)
         return await (await gcs()).gcsUploadFile(temp, file, {createOnly: options.createOnly, ifGeneration: options.ifRevision})

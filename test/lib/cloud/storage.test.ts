@@ -4,7 +4,7 @@
 import '../../support/loopback-only.js'
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
-import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
+import {mkdtemp, readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {after, afterEach, before, describe, it} from 'node:test'
@@ -309,5 +309,21 @@ describe('local paths keep their semantics', () => {
     assert.equal(await readText(path.join(local, 'x', 'streamed')), 'abcd')
     await appendText(path.join(local, 'x', 'streamed'), 'e')
     assert.equal(await readText(path.join(local, 'x', 'streamed')), 'abcde')
+  })
+
+  it('a local writer that syncs as the file grows publishes every byte, and an abort mid-sync leaves nothing', async () => {
+    // 1 MiB chunks past the 8 MiB mark, so background fdatasyncs run while later chunks are written.
+    const chunks = Array.from({length: 20}, (_, i) => Buffer.alloc(1 << 20, i + 1))
+    const file = path.join(local, 'x', 'grown')
+    const writer = await createWriter(file)
+    for (const chunk of chunks) await writer.write(chunk)
+    await writer.commit()
+    assert.ok((await readFile(file)).equals(Buffer.concat(chunks)))
+
+    const dropped = path.join(local, 'x', 'dropped')
+    const aborted = await createWriter(dropped)
+    for (const chunk of chunks.slice(0, 9)) await aborted.write(chunk)
+    await aborted.abort()
+    assert.deepEqual((await readdir(path.join(local, 'x'))).filter((name) => name.includes('dropped')), [])
   })
 })
