@@ -37,8 +37,14 @@ export interface ShardInfo {
   /** Number of examples in the shard. */
   count: number
   bytes: number
-  /** sha256 (hex) of the whole file. */
-  sha256: string
+  /**
+   * CRC-32C of the whole file, as base64 of its 4 big-endian bytes: the form in which Cloud Storage
+   * reports an object's checksum (`gcloud storage hash`, the object's crc32c metadata), so a shard
+   * in a bucket can be checked against it without reading it. Set on every shard written now.
+   */
+  crc32c?: string
+  /** sha256 (hex) of the whole file: the checksum of shards written before crc32c; still verified. */
+  sha256?: string
   /** Path (relative to the store) of the shard's key list: one dedupe key per line, same order. */
   keysFile: string
   /** The manifest version that added this shard. */

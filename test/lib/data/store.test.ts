@@ -6,6 +6,7 @@ import {mkdtemp, readFile, readdir, rm, stat, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
+import {CRC32C} from '@google-cloud/storage'
 import sharp from 'sharp'
 import {DatasetStore, loadSplit, readManifest, readShard} from '../../../src/lib/data/store.js'
 import type {ImageRecord} from '../../../src/lib/data/types.js'
@@ -192,7 +193,23 @@ describe('DatasetStore', () => {
     const flipped = Buffer.from(good)
     flipped[Math.floor(flipped.length / 2)]! ^= 1
     await writeFile(file, flipped)
-    await assert.rejects(drain, isUserError('DATASET_CORRUPT', 3, new RegExp(`${shard.file}.*sha256`)))
+    await assert.rejects(drain, isUserError('DATASET_CORRUPT', 3, new RegExp(`${shard.file}.*crc32c`)))
+    // A shard from a manifest written before crc32c carries a sha256, which is still checked.
+    const older = {...shard, crc32c: undefined, sha256: createHash('sha256').update(good).digest('hex')}
+    const drainOlder = async () => {
+      let n = 0
+      for await (const _ of readShard(dir, older)) n++
+      return n
+    }
+    await assert.rejects(drainOlder, isUserError('DATASET_CORRUPT', 3, new RegExp(`${shard.file}.*sha256`)))
+    await writeFile(file, good)
+    assert.equal(await drainOlder(), 3)
+    const unchecked = {...shard, crc32c: undefined}
+    await assert.rejects(async () => {
+      for await (const _ of readShard(dir, unchecked)) {
+        // Drain.
+      }
+    }, isUserError('DATASET_CORRUPT', 3, /no checksum/))
     await writeFile(file, good.subarray(0, good.length - 3))
     await assert.rejects(drain, isUserError('DATASET_CORRUPT', 3, new RegExp(`${shard.file}.*bytes`)))
     await rm(file)
@@ -225,7 +242,10 @@ describe('DatasetStore', () => {
     await store.close()
     const file = await readFile(path.join(dir, info.file))
     assert.equal(info.bytes, file.length)
-    assert.equal(info.sha256, createHash('sha256').update(file).digest('hex'))
+    // The value Cloud Storage reports for the same bytes (its client's own CRC-32C).
+    const gcsCrc = new CRC32C()
+    gcsCrc.update(file)
+    assert.equal(info.crc32c, gcsCrc.toString())
     const back: ImageRecord[] = []
     for await (const r of readShard(dir, info)) back.push(r)
     records.push(records[0]!)
