@@ -22,11 +22,17 @@ const PHOTO_IMAGES = 400
 const PHOTO_CLASSES = 4
 const PARTITIONS = 4
 /**
- * Rounds per measurement, each timing the bare loop, the folder pipeline and Kafka back to back;
- * rates are medians over rounds and ratios medians of the per-round ratios, so that a burst of load
- * from elsewhere on these shared cores skews one round rather than the result.
+ * Rounds per measurement, each timing the bare loop, the folder pipeline and Kafka back to back
+ * (every other round in reverse order); rates are medians over rounds and ratios medians of the
+ * per-round ratios, so that a burst of load from elsewhere on these shared cores skews one round
+ * rather than the result.
  */
-const ROUNDS = 3
+const ROUNDS = 7
+/**
+ * Each timed run starts from a collected heap (with --expose-gc, as the npm script runs this), so
+ * that none pays for collecting the garbage of the one before it.
+ */
+const collectGarbage = (globalThis as {gc?: () => void}).gc ?? (() => {})
 const CONCURRENCY = 2 * os.availableParallelism()
 
 interface Result {
@@ -140,26 +146,39 @@ async function measure(name: string, folder: string, spec: ImageSpec, work: stri
   const topic = `${name}-bench`
   await publishFolder({folder, topic, connection: {brokers: [broker]}, partitions: PARTITIONS})
   for (let r = 0; r < ROUNDS; r++) {
-    const sharpRate = await sharpOnly(files, spec)
-
     const folderStore = path.join(work, `${name}-folder-${r}`)
-    let started = performance.now()
-    const folderRun = await runIngest({
-      config: validateConfig({data: {...data, sources: [{type: 'folder', path: folder}], store: folderStore}}),
-      baseDir: work,
-    })
-    const folderRate = files.length / ((performance.now() - started) / 1000)
-    if (folderRun.total !== files.length) throw new Error(`folder ingest stored ${folderRun.total} of ${files.length}`)
-
     const kafkaStore = path.join(work, `${name}-kafka-${r}`)
-    started = performance.now()
-    await runIngest({
-      config: validateConfig({
-        data: {...data, sources: [{type: 'kafka', brokers: [broker], topics: [topic], groupId: `${name}-${r}`}], store: kafkaStore},
-      }),
-      baseDir: work,
-    })
-    const kafkaRate = files.length / ((performance.now() - started) / 1000)
+    const timed = async (run: () => Promise<unknown>): Promise<number> => {
+      collectGarbage()
+      const started = performance.now()
+      await run()
+      return files.length / ((performance.now() - started) / 1000)
+    }
+    const runs = {
+      sharp: () => timed(() => sharpOnly(files, spec)),
+      folder: () =>
+        timed(async () => {
+          const folderRun = await runIngest({
+            config: validateConfig({data: {...data, sources: [{type: 'folder', path: folder}], store: folderStore}}),
+            baseDir: work,
+          })
+          if (folderRun.total !== files.length) throw new Error(`folder ingest stored ${folderRun.total} of ${files.length}`)
+        }),
+      kafka: () =>
+        timed(() =>
+          runIngest({
+            config: validateConfig({
+              data: {...data, sources: [{type: 'kafka', brokers: [broker], topics: [topic], groupId: `${name}-${r}`}], store: kafkaStore},
+            }),
+            baseDir: work,
+          }),
+        ),
+    }
+    // Every other round in reverse order, so that neither pipeline always runs after the other.
+    const order = r % 2 === 0 ? (['sharp', 'folder', 'kafka'] as const) : (['kafka', 'folder', 'sharp'] as const)
+    const rate: Record<keyof typeof runs, number> = {sharp: 0, folder: 0, kafka: 0}
+    for (const which of order) rate[which] = await runs[which]()
+    const {sharp: sharpRate, folder: folderRate, kafka: kafkaRate} = rate
     rates.sharp.push(sharpRate)
     rates.folder.push(folderRate)
     rates.kafka.push(kafkaRate)
