@@ -219,6 +219,8 @@ async function main(): Promise<void> {
     const result = {
       cores: os.availableParallelism(),
       concurrency: CONCURRENCY,
+      // libuv's pool, as bin/threadpool.cjs sizes it for `ml` (the npm script loads it the same way).
+      threadpool: Number(process.env.UV_THREADPOOL_SIZE ?? 4),
       mnist,
       photos,
       lost: mnist.lost + photos.lost,

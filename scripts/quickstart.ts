@@ -16,7 +16,7 @@ const TARGET = 0.97
 function ml(args: string[], options: {json?: boolean} = {}): unknown {
   const shown = ['ml', ...args, '--config', path.relative(process.cwd(), config)].join(' ')
   process.stderr.write(`\n$ ${shown}\n`)
-  const result = spawnSync(process.execPath, [path.join(root, 'bin', 'run.js'), ...args, '--config', config, ...(options.json ? ['--json'] : [])], {
+  const result = spawnSync(process.execPath, [path.join(root, 'bin', 'run.cjs'), ...args, '--config', config, ...(options.json ? ['--json'] : [])], {
     stdio: ['ignore', options.json ? 'pipe' : 'inherit', 'inherit'],
     encoding: 'utf8',
   })

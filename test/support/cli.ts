@@ -1,10 +1,10 @@
-// Runs the real `ml` binary (bin/run.js over dist/) as a child process, the way users and CI do.
+// Runs the real `ml` binary (bin/run.cjs over dist/) as a child process, the way users and CI do.
 import {spawn, type ChildProcess} from 'node:child_process'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
-export const BIN = path.join(ROOT, 'bin', 'run.js')
+export const BIN = path.join(ROOT, 'bin', 'run.cjs')
 
 export interface CliResult {
   code: number | null

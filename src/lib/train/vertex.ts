@@ -141,7 +141,7 @@ export function checkJobInputs(loaded: LoadedConfig, what?: string): {vertex: Ve
 /** <name>-<timestamp>-<4 hex>: the suffix keeps two submissions in the same second apart (each has its own output prefix). */
 export const jobDisplayName = (name: string) => `${newRunId(name).toLowerCase()}-${randomBytes(2).toString('hex')}`
 
-/** Arguments of the job's container (the image's entrypoint is `node bin/run.js`). */
+/** Arguments of the job's container (the image's entrypoint is `node bin/run.cjs`). */
 export function containerArgs(configUri: string): string[] {
   // --target local: the uploaded config already says so; passing it too means a job can never submit
   // another job whatever the config holds. --devices auto: one worker per GPU of the machine.

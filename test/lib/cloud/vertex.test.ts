@@ -77,7 +77,7 @@ type Spec = {
 const specOf = (job: JobResource) => (job.jobSpec ?? job.trialJobSpec) as Spec
 
 /**
- * Runs what a job's container runs (its args, after the image's `node bin/run.js` entrypoint) with the
+ * Runs what a job's container runs (its args, after the image's `node bin/run.cjs` entrypoint) with the
  * environment Vertex AI gives a job with a base output directory, plus a trial's extras.
  */
 async function runContainer(job: JobResource, extra: {args?: string[]; env?: NodeJS.ProcessEnv; outputPrefix?: string} = {}) {
