@@ -207,15 +207,14 @@ export async function createWriter(file: string): Promise<FileWriter> {
   const syncInBackground = () => {
     if (remote || syncing !== undefined || unsynced < SYNC_EVERY_BYTES) return
     unsynced = 0
-    syncing = handle.datasync().then(
-      () => {
-        syncing = undefined
-      },
-      (error: unknown) => {
+    syncing = handle
+      .datasync()
+      .catch((error: unknown) => {
         syncError ??= error
+      })
+      .finally(() => {
         syncing = undefined
-      },
-    )
+      })
   }
   const close = async () => {
     if (closed) return
