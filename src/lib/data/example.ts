@@ -87,8 +87,8 @@ function writeHeader(out: Uint8Array, pos: number, tag: number, length: number):
 
 interface Entry {
   key: Uint8Array
-  /** The bytes of a bytes_list feature (as pieces written one after another), or the one value of an int64_list. */
-  value: readonly Uint8Array[] | number
+  /** The bytes of a bytes_list feature, or the one value of an int64_list. */
+  value: Bytes | number
   /** Byte length of a bytes_list value (0 for an int64_list). */
   length: number
   /** Sizes of the Feature message and of the map entry message. */
@@ -101,13 +101,12 @@ function entryOf(name: string, bytesOrNumber: Bytes | number): Entry {
     throw new Error(`encodeExample: ${name} must be an integer in [0, 2^32), got ${bytesOrNumber}`)
   }
   const key = KEY_BYTES.get(name)!
-  const value = typeof bytesOrNumber === 'number' || !(bytesOrNumber instanceof Uint8Array) ? bytesOrNumber : [bytesOrNumber]
-  const length = typeof value === 'number' ? 0 : value.reduce((n, piece) => n + piece.length, 0)
+  const length = typeof bytesOrNumber === 'number' ? 0 : bytesOrNumber.byteLength
   // Feature { bytes_list = 1 { value = 1: bytes } } or { int64_list = 3 { value = 1: packed varints } }
-  const list = typeof value === 'number' ? fieldSize(varintSize(value)) : fieldSize(length)
+  const list = typeof bytesOrNumber === 'number' ? fieldSize(varintSize(bytesOrNumber)) : fieldSize(length)
   const feature = fieldSize(list)
   // Map entry { key = 1: string, value = 2: Feature }
-  return {key, value, length, feature, entry: fieldSize(key.length) + fieldSize(feature)}
+  return {key, value: bytesOrNumber, length, feature, entry: fieldSize(key.length) + fieldSize(feature)}
 }
 
 /** The features of a record, in the fixed order that makes equal records give equal bytes. */
@@ -156,10 +155,9 @@ export function prepareExample(r: RecordToWrite): PreparedExample {
         } else {
           pos = writeHeader(out, pos, TAG_1, fieldSize(e.length))
           pos = writeHeader(out, pos, TAG_1, e.length)
-          for (const piece of e.value) {
-            out.set(piece, pos)
-            pos += piece.length
-          }
+          if (e.value instanceof Uint8Array) out.set(e.value, pos)
+          else e.value.writeTo(out, pos)
+          pos += e.length
         }
       }
     },

@@ -4,6 +4,7 @@ import zlib from 'node:zlib'
 import {PNG} from 'pngjs'
 import sharp from 'sharp'
 import type {ImageSpec} from '../config/schema.js'
+import {storedPng} from './stored-png.js'
 import type {Bytes} from './types.js'
 
 export interface ImageLimits {
@@ -339,8 +340,8 @@ const SHARP_ENCODE_PIXELS = 64 * 64
  * How the normalised images stored in the dataset are compressed (`data.compression`). All are
  * lossless PNG, so every setting gives the same pixels to training; they trade ingest speed and
  * disk size:
- * - none: deflate "stored" blocks, no filtering: ~0.3 ms per 224x224 RGB image and the size of the
- *   raw pixels (147 KB), against 4-8 ms to decode and resize a 640x480 JPEG.
+ * - none: deflate "stored" blocks, no filtering (stored-png.ts): ~0.05 ms per 224x224 RGB image
+ *   and the size of the raw pixels (147 KB), against 4-8 ms to decode and resize a 640x480 JPEG.
  * - fast: zlib level 1, no filtering.
  * - best: the smallest files: level 9 for small images, adaptive filtering for colour.
  * - auto (default): best for images up to 64x64 (digits, icons: a small cost next to decoding),
@@ -349,63 +350,15 @@ const SHARP_ENCODE_PIXELS = 64 * 64
  */
 export type Compression = 'auto' | 'none' | 'fast' | 'best'
 
-// Written here rather than with pngjs: pngjs filters row by row in JS and takes ~1.3 ms for a
-// 224x224 RGB image at level 0, against ~0.3 ms for one native deflate over rows copied whole.
-// Rows are laid out in a scratch buffer reused from image to image (deflateSync is synchronous), and
-// the PNG is returned as three pieces around the deflate output, which the shard writer copies one
-// after another: every 150 KB allocation and copy per photo costs ingest its share of CPU and GC.
-let scratchRows = Buffer.alloc(0)
-const IDAT_TYPE = Buffer.from('IDAT', 'latin1')
-// Its CRC covers the chunk type and no data.
-const IEND_CHUNK = Buffer.from([0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82])
-
-function encodeStoredPng(pixels: Uint8Array, spec: ImageSpec): readonly Uint8Array[] {
-  const stride = spec.width * spec.channels
-  const rowsLength = spec.height * (stride + 1)
-  if (scratchRows.length < rowsLength) scratchRows = Buffer.alloc(rowsLength)
-  const rows = scratchRows.subarray(0, rowsLength)
-  // All pixels in one copy, then each row moved up to its place from the last one down, with a
-  // filter byte (0, none) before it: a view per row (pixels.subarray) would allocate ~100 bytes of
-  // heap per row, 22 KB per 224x224 image, which was a third of everything ingest allocated and
-  // made V8 run major collections several times a second.
-  rows.set(pixels, 1)
-  for (let y = spec.height - 1; y >= 0; y--) {
-    const at = y * (stride + 1)
-    if (y > 0) rows.copyWithin(at + 1, y * stride + 1, (y + 1) * stride + 1)
-    rows[at] = 0
-  }
-  // An output buffer that fits the whole stream: zlib's default 16 KiB chunks, joined afterwards,
-  // made this deflate 3-4x slower (its stored blocks add 5 bytes per 16-64 KiB, plus 6). Stored
-  // blocks search nothing, so the smallest window and hash table do (the default ones are ~270 KB of
-  // memory per call, counted against the garbage collector's budget).
-  const zdata = zlib.deflateSync(rows, {level: 0, memLevel: 1, windowBits: 9, chunkSize: rowsLength + (rowsLength >> 10) + 64})
-  // Signature, IHDR chunk, then the IDAT chunk's length and type; the data; its CRC and IEND.
-  const head = Buffer.alloc(8 + 25 + 8)
-  PNG_SIGNATURE.copy(head, 0)
-  head.writeUInt32BE(13, 8)
-  head.write('IHDR', 12, 'latin1')
-  head.writeUInt32BE(spec.width, 16)
-  head.writeUInt32BE(spec.height, 20)
-  head[24] = 8 // bit depth
-  head[25] = spec.channels === 1 ? 0 : 2 // grey or RGB; then deflate, adaptive filter method, no interlace (zeros)
-  head.writeUInt32BE(zlib.crc32(head.subarray(12, 29)), 29)
-  head.writeUInt32BE(zdata.length, 33)
-  IDAT_TYPE.copy(head, 37)
-  const tail = Buffer.alloc(4 + 12)
-  tail.writeUInt32BE(zlib.crc32(zdata, zlib.crc32(IDAT_TYPE)), 0)
-  IEND_CHUNK.copy(tail, 4)
-  return [head, zdata, tail]
-}
-
 /**
  * Small images (digits, icons) are encoded with pngjs on the main thread, cheaply; larger ones
  * with sharp, off the main thread, so that the encodes of concurrent images run in parallel
- * instead of queueing on the event loop; 'none' is a copy and a checksum wherever it runs.
+ * instead of queueing on the event loop; 'none' is a checksum now and a copy into the shard later.
  */
 async function encodeNormalised(pixels: Uint8Array, spec: ImageSpec, compression: Compression): Promise<Bytes> {
   const small = spec.width * spec.height <= SHARP_ENCODE_PIXELS
   const mode = compression === 'auto' ? (small ? 'best' : 'none') : compression
-  if (mode === 'none') return encodeStoredPng(pixels, spec)
+  if (mode === 'none') return storedPng(pixels, spec.width, spec.height, spec.channels)
   if (small) return encodePng(pixels, spec, mode)
   const raw = {width: spec.width, height: spec.height, channels: spec.channels}
   // b-w keeps a one-channel image greyscale in the PNG (sharp would write RGB).
@@ -470,16 +423,20 @@ async function normalise(bytes: Buffer, spec: ImageSpec, limits: ImageLimits, en
   }
 }
 
-const joined = (result: NormaliseResult<Bytes>): NormaliseResult =>
-  !result.ok || result.encoded instanceof Uint8Array ? (result as NormaliseResult) : {...result, encoded: Buffer.concat(result.encoded)}
+function joined(result: NormaliseResult<Bytes>): NormaliseResult {
+  if (!result.ok || result.encoded instanceof Uint8Array) return result as NormaliseResult
+  const encoded = Buffer.alloc(result.encoded.byteLength)
+  result.encoded.writeTo(encoded, 0)
+  return {...result, encoded}
+}
 
 /** Validates, decodes and normalises one image file to `spec`, with the PNG stored in the dataset. */
 export async function normaliseImage(bytes: Buffer, spec: ImageSpec, limits: ImageLimits, options: NormaliseOptions = {}): Promise<NormaliseResult> {
   return joined(await normalise(bytes, spec, limits, true, options))
 }
 
-/** normaliseImage with the PNG possibly in pieces, as ingest hands it to the shard writer. */
-export async function normaliseImageInPieces(bytes: Buffer, spec: ImageSpec, limits: ImageLimits, options: NormaliseOptions = {}): Promise<NormaliseResult<Bytes>> {
+/** normaliseImage with the PNG possibly deferred (written later, straight into a shard): for ingest. */
+export async function normaliseImageDeferred(bytes: Buffer, spec: ImageSpec, limits: ImageLimits, options: NormaliseOptions = {}): Promise<NormaliseResult<Bytes>> {
   return normalise(bytes, spec, limits, true, options)
 }
 

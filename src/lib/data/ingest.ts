@@ -6,7 +6,7 @@ import {performance} from 'node:perf_hooks'
 import {resolvePath} from '../config/load.js'
 import {SPLITS, type MlConfig, type SourceConfig, type SplitName} from '../config/schema.js'
 import {UserError} from '../ui/errors.js'
-import {normaliseImageInPieces, type ImageLimits} from './image.js'
+import {normaliseImageDeferred, type ImageLimits} from './image.js'
 import {
   countSource,
   isSourceStream,
@@ -192,7 +192,7 @@ async function processItem(item: SourceItem, store: DatasetStore, config: MlConf
   // within this run are settled in source order by the caller, so the same copy always wins.
   if (store.hasKey(key)) return {kind: 'duplicate'}
   try {
-    const result = await normaliseImageInPieces(bytes, config.data.image, limits, {compression: config.data.compression})
+    const result = await normaliseImageDeferred(bytes, config.data.image, limits, {compression: config.data.compression})
     if (!result.ok) return reject(result.reason, result.detail)
     return {
       kind: 'ok',

@@ -21,10 +21,17 @@ export interface ImageRecord {
   origin?: string
 }
 
-/** Bytes, whole or as consecutive pieces that are written one after another without being joined. */
-export type Bytes = Uint8Array | readonly Uint8Array[]
+/** Bytes that are not held whole but written straight into their destination (a shard's write buffer). */
+export interface DeferredBytes {
+  readonly byteLength: number
+  /** Writes all `byteLength` bytes into `out` at `offset`. */
+  writeTo(out: Uint8Array, offset: number): void
+}
 
-/** What a shard is written from: an ImageRecord whose PNG may come in pieces. */
+/** Bytes, whole or deferred. */
+export type Bytes = Uint8Array | DeferredBytes
+
+/** What a shard is written from: an ImageRecord whose PNG may be deferred. */
 export interface RecordToWrite extends Omit<ImageRecord, 'encoded'> {
   encoded: Bytes
 }

@@ -99,14 +99,23 @@ describe('tf.train.Example', () => {
     assert.throws(() => encodeExample({...r, label: -1}), /label must be an integer/)
   })
 
-  it('writes an image given in pieces exactly as the joined bytes', () => {
+  it('writes an image given as deferred bytes exactly as the whole bytes, in the place it is given', () => {
     const whole = Uint8Array.from({length: 70_000}, (_, i) => (i * 13) & 0xff)
-    const pieces = [whole.subarray(0, 41), whole.subarray(41, 69_984), whole.subarray(69_984)]
-    const example = prepareExample({...tiny, encoded: pieces})
+    const places: number[] = []
+    const deferred = {
+      byteLength: whole.length,
+      writeTo(out: Uint8Array, offset: number) {
+        places.push(offset)
+        out.set(whole, offset)
+      },
+    }
+    const example = prepareExample({...tiny, encoded: deferred})
     const out = new Uint8Array(example.size + 5).fill(0xee)
     example.writeTo(out, 3)
     assert.ok(Buffer.from(out.subarray(3, 3 + example.size)).equals(Buffer.from(encodeExample({...tiny, encoded: whole}))))
     assert.deepEqual([...out.subarray(0, 3), ...out.subarray(3 + example.size)], [0xee, 0xee, 0xee, 0xee, 0xee])
+    assert.equal(places.length, 1)
+    assert.ok(Buffer.from(out.subarray(places[0], places[0]! + whole.length)).equals(whole))
   })
 
   it('round-trips records, with and without origin, large labels and binary data', () => {

@@ -123,7 +123,7 @@ describe('runIngest', () => {
     assert.equal((await readFile(path.join(storeDir, 'quarantine.jsonl'), 'utf8')).trim().split('\n').length, 1)
   })
 
-  it('stores photo-size images (stored-deflate PNGs, written in pieces) with exactly the pixels the decoder gives', async () => {
+  it('stores photo-size images (stored-block PNGs, written straight into the shard) with exactly the pixels the decoder gives', async () => {
     const dir = await workspace()
     const spec = {width: 80, height: 72, channels: 3 as const, fit: 'fill' as const}
     const files = new Map<string, Buffer>()
