@@ -28,7 +28,7 @@ import {
 import {UserError} from '../ui/errors.js'
 import {decodeExample, prepareExample} from './example.js'
 import type {SplitFractions} from './splits.js'
-import {frameRecord, PAYLOAD_OFFSET, readRecords, RECORD_OVERHEAD, streamRecords} from './tfrecord.js'
+import {extendCrc32cOverRecord, frameRecord, PAYLOAD_OFFSET, readRecords, RECORD_OVERHEAD, streamRecords} from './tfrecord.js'
 import type {ClassCounts, DatasetManifest, DecodedSplit, ImageRecord, QuarantineEntry, RecordToWrite, ShardInfo, SourceCheckpoints} from './types.js'
 
 const MANIFEST = 'manifest.json'
@@ -360,9 +360,10 @@ export class DatasetStore {
     const writer = createWriter(joinPath(this.dir, file))
     // A failed open surfaces on the first append; until then it must not be an unhandled rejection.
     writer.catch(() => {})
-    // The file's checksum, carried along as the chunks are written. CRC-32C rather than a
-    // cryptographic hash: it guards against damage, which is the threat (whoever can rewrite a
-    // shard can rewrite the manifest too), at ~10x sha256's speed, for ingest and every load.
+    // The file's checksum, carried along record by record (from each record's own payload CRC,
+    // without a second pass over large payloads). CRC-32C rather than a cryptographic hash: it
+    // guards against damage, which is the threat (whoever can rewrite a shard can rewrite the
+    // manifest too), at ~10x sha256's speed, for ingest and every load.
     let crc = 0
     const records: Array<{key: string; text: string}> = []
     // Records are framed straight into a write buffer, written and then reused: no per-record
@@ -386,7 +387,6 @@ export class DatasetStore {
       if (filled === 0) return
       await writing
       const data = buffer.subarray(0, filled)
-      crc = crc32c(data, crc)
       bytes += filled
       filled = 0
       ;[buffer, spare] = [spare, buffer]
@@ -405,7 +405,9 @@ export class DatasetStore {
         if (size > buffer.length) buffer = Buffer.allocUnsafe(Math.max(size, WRITE_BUFFER_BYTES))
       }
       example.writeTo(buffer, filled + PAYLOAD_OFFSET)
+      const start = filled
       filled = frameRecord(buffer, filled, example.size)
+      crc = extendCrc32cOverRecord(crc, buffer, start, filled)
       records.push({key: r.key, text: r.text})
       if (filled >= WRITE_CHUNK_BYTES) await writeBuffered()
     }

@@ -6,7 +6,7 @@ import os from 'node:os'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 import {crc32c} from '@node-rs/crc32'
-import {encodeRecord, maskedCrc32c, readRecords, streamRecords} from '../../../src/lib/data/tfrecord.js'
+import {crc32cCombine, encodeRecord, extendCrc32cOverRecord, maskedCrc32c, readRecords, streamRecords, unmaskCrc32c} from '../../../src/lib/data/tfrecord.js'
 import {UserError} from '../../../src/lib/ui/errors.js'
 import {seededRandom} from '../../support/random.js'
 
@@ -52,6 +52,45 @@ describe('tfrecord', () => {
     const crc = 0xe3069283
     const expected = ((((crc >>> 15) | (crc << 17)) >>> 0) + 0xa282ead8) % 2 ** 32
     assert.equal(maskedCrc32c(Buffer.from('123456789')), expected)
+  })
+
+  it('unmasks what it masked', () => {
+    const random = rng(11)
+    for (let i = 0; i < 1000; i++) {
+      const b = Buffer.from([random() * 256, random() * 256, random() * 256, random() * 256, random() * 256])
+      assert.equal(unmaskCrc32c(maskedCrc32c(b)), crc32c(b) >>> 0)
+    }
+  })
+
+  it('combines the CRC32Cs of two parts into the CRC32C of both, for every part length', () => {
+    const random = rng(12)
+    const all = Buffer.alloc(300_000)
+    for (let j = 0; j < all.length; j++) all[j] = Math.floor(random() * 256)
+    for (const [start, split, end] of [[0, 0, 0], [0, 0, 9], [0, 9, 9], [3, 4, 5], [0, 100, 8291], [5, 8197, 16_389], [0, 1, 300_000], [7, 150_001, 300_000], [0, 299_999, 300_000]] as const) {
+      const a = all.subarray(start, split)
+      const b = all.subarray(split, end)
+      const seed = 0x1234567
+      assert.equal(crc32cCombine(crc32c(a, seed), crc32c(b), b.length), crc32c(all.subarray(start, end), seed) >>> 0, `${start}..${split}..${end}`)
+    }
+  })
+
+  it('extends a running CRC32C over framed records, small and large, as one pass over the bytes would', () => {
+    const records = payloads().map(encodeRecord)
+    const file = Buffer.concat(records)
+    let crc = 0
+    let offset = 0
+    for (const r of records) {
+      crc = extendCrc32cOverRecord(crc, file, offset, offset + r.length)
+      offset += r.length
+    }
+    assert.ok(records.some((r) => r.length > 64 << 10) && records.some((r) => r.length < 1024))
+    assert.equal(crc, crc32c(file) >>> 0)
+    // A damaged payload gives a record CRC that is not the bytes': the running CRC inherits it.
+    const damaged = Buffer.from(file)
+    const big = records.findIndex((r) => r.length > 64 << 10)
+    const bigOffset = records.slice(0, big).reduce((n, r) => n + r.length, 0)
+    damaged[bigOffset + 1000] ^= 1
+    assert.notEqual(extendCrc32cOverRecord(0, damaged, bigOffset, bigOffset + records[big]!.length), crc32c(damaged.subarray(bigOffset, bigOffset + records[big]!.length)) >>> 0)
   })
 
   it('lays a record out as length, length CRC, data, data CRC', () => {
