@@ -4,7 +4,7 @@ import zlib from 'node:zlib'
 import {PNG} from 'pngjs'
 import sharp from 'sharp'
 import type {ImageSpec} from '../config/schema.js'
-import {storedPng} from './stored-png.js'
+import {PNG_SIGNATURE, storedPng} from './stored-png.js'
 import type {Bytes} from './types.js'
 
 export interface ImageLimits {
@@ -79,7 +79,6 @@ interface Sniffed {
   decodable: boolean
 }
 
-const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
 const HEIF_BRANDS = new Set(['heic', 'heix', 'hevc', 'hevx', 'heim', 'heis', 'hevm', 'hevs', 'mif1', 'msf1'])
 
 function ascii(bytes: Buffer, start: number, end: number): string {

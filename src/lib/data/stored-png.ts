@@ -10,7 +10,8 @@ import {crc32} from '@node-rs/crc32'
 import type {DeferredBytes} from './types.js'
 import {SCANLINE_ADLER32_WASM} from './scanline-adler32-wasm.js'
 
-const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]
+/** The eight bytes every PNG file starts with. */
+export const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
 // An empty IEND chunk: its CRC covers the chunk type only.
 const IEND_CHUNK = [0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82]
 const IHDR_TYPE = [0x49, 0x48, 0x44, 0x52]
