@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {MlCommand} from '../lib/ui/command.js'
-import {UserError} from '../lib/ui/errors.js'
+import {UserError} from '../lib/errors.js'
 import {createProgress} from '../lib/ui/progress.js'
 
 export default class Ingest extends MlCommand {

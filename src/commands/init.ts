@@ -4,7 +4,7 @@ import path from 'node:path'
 import {validateConfig, parseConfigText} from '../lib/config/load.js'
 import {TEMPLATES, type TemplateName} from '../lib/config/templates.js'
 import {MlCommand} from '../lib/ui/command.js'
-import {UserError} from '../lib/ui/errors.js'
+import {UserError} from '../lib/errors.js'
 
 export default class Init extends MlCommand {
   static override summary = 'Write a commented starter ml.yaml.'

@@ -64,7 +64,7 @@ ${MlCommand.exitCodesHelp}`
       return snapshot
     }
     if (this.jsonEnabled()) {
-      const {UserError} = await import('../lib/ui/errors.js')
+      const {UserError} = await import('../lib/errors.js')
       throw new UserError('--json needs --once or --check (the live dashboard is not JSON)', {code: 'MONITOR_JSON', exit: 'usage'})
     }
     const {runLive} = await import('../lib/monitor/live.js')

@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {readFile} from 'node:fs/promises'
 import {MlCommand} from '../lib/ui/command.js'
-import {UserError} from '../lib/ui/errors.js'
+import {UserError} from '../lib/errors.js'
 
 export default class Predict extends MlCommand {
   static override summary = 'Classify image files with a trained model.'

@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {MlCommand} from '../lib/ui/command.js'
-import {isUserError} from '../lib/ui/errors.js'
+import {isUserError} from '../lib/errors.js'
 import type {LoadedConfig} from '../lib/config/load.js'
 
 export default class Serve extends MlCommand {

@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 import type {LoadedConfig} from '../lib/config/load.js'
 import {MlCommand} from '../lib/ui/command.js'
-import {UserError} from '../lib/ui/errors.js'
+import {UserError} from '../lib/errors.js'
 import {createProgress, fmt} from '../lib/ui/progress.js'
 
 export default class Train extends MlCommand {

@@ -4,7 +4,7 @@ import {Args, Flags} from '@oclif/core'
 import {existsSync} from 'node:fs'
 import type {KafkaConnection, KafkaOrigin} from '../../lib/data/kafka-client.js'
 import {MlCommand} from '../../lib/ui/command.js'
-import {UserError} from '../../lib/ui/errors.js'
+import {UserError} from '../../lib/errors.js'
 
 export default class IngestPublish extends MlCommand {
   static override summary = 'Publish a folder of class sub-folders to a Kafka topic.'

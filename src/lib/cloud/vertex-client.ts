@@ -1,7 +1,7 @@
 // Vertex AI API clients (@google-cloud/aiplatform) for training, tuning and the model registry: the
 // regional endpoint, Application Default Credentials, stand-in endpoints for tests, and error meanings.
 import type {v1} from '@google-cloud/aiplatform'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 export type JobServiceClient = InstanceType<typeof v1.JobServiceClient>
 export type ModelServiceClient = InstanceType<typeof v1.ModelServiceClient>

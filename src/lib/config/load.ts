@@ -4,7 +4,7 @@ import path from 'node:path'
 import {parseDocument} from 'yaml'
 import {z} from 'zod'
 import {isRemote, parentOf, readText, resolveLocation} from '../storage/index.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import {ConfigSchema, type MlConfig} from './schema.js'
 
 export const DEFAULT_CONFIG_PATH = 'ml.yaml'

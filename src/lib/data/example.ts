@@ -1,7 +1,7 @@
 // tf.train.Example encoding of one ImageRecord, readable by Python's tf.train.Example.FromString and
 // tf.data pipelines. Messages are declared by reflection with the field numbers of TF's example.proto.
 import protobuf from 'protobufjs'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import type {Bytes, ImageRecord, RecordToWrite} from './types.js'
 
 // Field numbers copied from tensorflow/core/example/{example,feature}.proto. The root is proto2 by

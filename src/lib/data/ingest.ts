@@ -5,7 +5,7 @@ import os from 'node:os'
 import {performance} from 'node:perf_hooks'
 import {resolvePath} from '../config/load.js'
 import {SPLITS, type MlConfig, type SourceConfig, type SplitName} from '../config/schema.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import {normaliseImageDeferred, type ImageLimits} from './image.js'
 import {
   countSource,

@@ -8,7 +8,7 @@ import tls from 'node:tls'
 import {Kafka, logLevel, type ISocketFactory, type KafkaConfig, type SASLOptions} from 'kafkajs'
 import {resolvePath} from '../config/load.js'
 import type {KafkaSourceConfig} from '../config/schema.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 export type KafkaConnection = Pick<KafkaSourceConfig, 'brokers' | 'clientId' | 'ssl' | 'sasl'>
 

@@ -3,7 +3,7 @@
 import http from 'node:http'
 import type {AddressInfo} from 'node:net'
 import {Counter, Gauge, Registry} from 'prom-client'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import type {IngestObserver} from './ingest.js'
 
 export interface IngestMetricsServer {

@@ -3,7 +3,7 @@
 import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 import type {Message} from 'kafkajs'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import {createKafka, type KafkaConnection, type KafkaOrigin} from './kafka-client.js'
 import {openFolderSource} from './sources/folder.js'
 

@@ -4,7 +4,7 @@ import {mkdir, open} from 'node:fs/promises'
 import {createRequire} from 'node:module'
 import path from 'node:path'
 import sharp from 'sharp'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 export type MnistSplit = 'train' | 'test'
 

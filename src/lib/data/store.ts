@@ -25,7 +25,7 @@ import {
   resolveLocation,
   writeFileAtomic,
 } from '../storage/index.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import {decodeExample, prepareExample} from './example.js'
 import type {SplitFractions} from './splits.js'
 import {extendCrc32cOverRecord, frameRecord, PAYLOAD_OFFSET, readRecords, RECORD_OVERHEAD, streamRecords} from './tfrecord.js'

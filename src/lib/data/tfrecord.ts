@@ -2,7 +2,7 @@
 // each record is a uint64 LE length, the masked CRC32C of those 8 bytes, the payload, its masked CRC32C.
 import {open} from 'node:fs/promises'
 import {crc32c} from '@node-rs/crc32'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 const MASK_DELTA = 0xa282ead8
 /** Bytes of framing around each payload: 8 length + 4 length CRC + 4 payload CRC. */

@@ -2,7 +2,7 @@
 // the only place that does, so that every other module can simply import '@tensorflow/tfjs'.
 import * as tf from '@tensorflow/tfjs'
 import '@tensorflow/tfjs-backend-wasm'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import {registerWasmTrainingKernels} from './kernels/index.js'
 
 export type EnginePreference = 'auto' | 'tensorflow' | 'wasm' | 'cpu'

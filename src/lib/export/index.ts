@@ -10,7 +10,7 @@ import {exists, joinPath, readBytes, readJson, remove, swapDir, writeFileAtomic}
 import {predictSplit} from '../train/evaluate.js'
 import {loadModel} from '../train/model.js'
 import {readEpochMetrics, readRunInfo, resolveRunDir, RUN_FILES, type RunInfo} from '../train/run-dir.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import {buildCard, cardFile, cardMarkdown, toolkitVersion, type CardEvaluation, type CardFormat} from './card.js'
 import {convertToOnnx, ONNX_INPUT, ONNX_OPSET, ONNX_OUTPUT} from './onnx.js'
 import {createOnnxSession, maxAbsDiff, predictSplitOnnx} from './onnx-runtime.js'

@@ -1,7 +1,7 @@
 // Converts a TensorFlow.js layers model (model.json topology + weights) into an ONNX model: input
 // `image` NHWC float32 [batch,H,W,C], NCHW inside for convolutions and pooling, `probabilities` out.
 import onnxProto from 'onnx-proto'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import {splitWeights, type ModelJson, type StoredWeight} from './quantize.js'
 
 const {onnx} = onnxProto

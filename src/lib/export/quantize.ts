@@ -1,6 +1,6 @@
 // Weight quantization stored the way tfjs-converter stores it (float16, or affine uint8 with min and
 // scale in the weightsManifest), so tf.io.decodeWeights dequantizes on load and ONNX can reuse it.
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 export const QUANTIZE_MODES = ['none', 'float16', 'uint8'] as const
 export type QuantizeMode = (typeof QUANTIZE_MODES)[number]

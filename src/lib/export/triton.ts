@@ -1,6 +1,6 @@
 // The Triton Inference Server files of a model: config.pbtxt (protobuf text format of Triton's
 // ModelConfig, onnxruntime_onnx platform) and labels.txt, both beside the numbered version folders.
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 export const TRITON_FILES = {config: 'config.pbtxt', labels: 'labels.txt'} as const
 

@@ -4,7 +4,7 @@ import type {LoadedConfig} from '../config/load.js'
 import {modelServiceClient, parentOf, vertexCall, type ModelServiceClient} from '../cloud/vertex-client.js'
 import {isCloudStorage, parentOf as folderOf} from '../storage/index.js'
 import {vertexSettings} from '../train/vertex.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 /** The port `ml serve` listens on in the container; Vertex AI sends predictions and health checks there. */
 export const SERVING_PORT = 8080

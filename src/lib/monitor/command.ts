@@ -3,7 +3,7 @@
 import {resolvePath, type LoadedConfig} from '../config/load.js'
 import {MonitorSchema, type MlConfig, type MonitorConfig} from '../config/schema.js'
 import {readManifest} from '../data/store.js'
-import {isUserError, UserError} from '../ui/errors.js'
+import {isUserError, UserError} from '../errors.js'
 import {trainingCurvesSvg, writeSvgPng} from './charts.js'
 import type {CollectorOptions, Frame} from './collector.js'
 import {classPriors} from './drift.js'

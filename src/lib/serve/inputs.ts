@@ -1,6 +1,6 @@
 // Request payloads to model input: JSON number arrays (flat or nested) and base64 images, each
 // checked against the model's input shape, with the client's mistakes reported as 4xx HttpErrors.
-import {isUserError} from '../ui/errors.js'
+import {isUserError} from '../errors.js'
 import {badRequest, HttpError} from './http-error.js'
 import type {ServeMetrics} from './metrics.js'
 import type {ServeOptions} from './options.js'

@@ -7,7 +7,7 @@ import {ServeSchema} from '../config/schema.js'
 import type {ImageLimits} from '../data/image.js'
 import type {EnginePreference} from '../engine/backend.js'
 import {resolveLocation} from '../storage/index.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 export type ServeConfig = z.output<typeof ServeSchema>
 

@@ -8,7 +8,7 @@ import {MODEL_FILES, listVersions} from '../export/tfjs.js'
 import {exists, joinPath, readJson} from '../storage/index.js'
 import {loadModel} from '../train/model.js'
 import {resolveRunDir, RUN_FILES} from '../train/run-dir.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 export interface TopK {
   label: string

@@ -1,7 +1,7 @@
 // Entry point of one server process under `serve.processes > 1` (forked by the cluster primary in
 // run.ts): the same server as a single process, with /metrics aggregated through the primary.
 import {AggregatorRegistry} from 'prom-client'
-import {errorToJson} from '../ui/errors.js'
+import {errorToJson} from '../errors.js'
 import type {ServeOptions} from './options.js'
 import {OPTIONS_ENV, servedModels, type ClusterMessage} from './run.js'
 import {startServer, type ServeHandle} from './server.js'

@@ -3,7 +3,7 @@
 import cluster, {type Worker} from 'node:cluster'
 import {fileURLToPath} from 'node:url'
 import {AggregatorRegistry, Counter, Registry} from 'prom-client'
-import {ExitCode, UserError, type ExitCodeName} from '../ui/errors.js'
+import {ExitCode, UserError, type ExitCodeName} from '../errors.js'
 import {JsonLog} from './log.js'
 import type {ServeOptions} from './options.js'
 import {startServer, type ServeHandle} from './server.js'

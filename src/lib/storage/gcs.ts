@@ -5,7 +5,7 @@ import {createReadStream} from 'node:fs'
 import {stat} from 'node:fs/promises'
 import type {Readable} from 'node:stream'
 import type {File, Storage} from '@google-cloud/storage'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 /** Files above this size are uploaded with a resumable session (each chunk retried on its own). */
 export const RESUMABLE_THRESHOLD = 8 * 1024 * 1024

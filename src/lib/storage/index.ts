@@ -6,7 +6,7 @@ import {appendFile, copyFile, link, mkdir, mkdtemp, open, readdir, readFile, ren
 import os from 'node:os'
 import path from 'node:path'
 import type {Readable} from 'node:stream'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 export function isRemote(p: string): boolean {
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(p)

@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs'
 
 type NamedTensor = {name: string; tensor: tf.Tensor}
 import {exists, joinPath, listNames, readBytes, readJson, readText, remove, swapDir, writeFileAtomic} from '../storage/index.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import {loadModel, saveModel} from './model.js'
 import type {EpochMetrics} from './run-dir.js'
 

@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs'
 import type {ImageSpec, LayerConfig, ModelConfig} from '../config/schema.js'
 import {joinPath, readBytes, readJson, writeFileAtomic} from '../storage/index.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import {seededDropout} from './dropout.js'
 import {presetLayers} from './presets.js'
 import {rngFor, withSeededRandom} from './rng.js'

@@ -3,7 +3,7 @@
 import path from 'node:path'
 import type {MlConfig} from '../config/schema.js'
 import {exists, joinPath, listNames, makeDir, readJson, readText, writeFileAtomic} from '../storage/index.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 
 export type RunStatus = 'running' | 'completed' | 'failed' | 'interrupted'
 

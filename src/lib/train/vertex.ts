@@ -17,7 +17,7 @@ import {
   type VertexLocation,
 } from '../cloud/vertex-client.js'
 import {exists, isCloudStorage, joinPath, parentOf, readBytes, readJson, readText, writeFileAtomic} from '../storage/index.js'
-import {UserError} from '../ui/errors.js'
+import {UserError} from '../errors.js'
 import type {Spinner} from '../ui/spinner.js'
 import {newRunId, RUN_FILES, type RunInfo} from './run-dir.js'
 

@@ -2,7 +2,7 @@
 // reporting failures (user mistakes without stack traces, with the documented exit codes).
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 import {DEFAULT_CONFIG_PATH, loadConfig, type LoadedConfig} from '../config/load.js'
-import {errorToJson, EXIT_CODES_HELP, isUserError} from './errors.js'
+import {errorToJson, EXIT_CODES_HELP, isUserError} from '../errors.js'
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof MlCommand)['baseFlags'] & T['flags']>
 

@@ -30,7 +30,7 @@ import {
   swapDir,
   writeFileAtomic,
 } from '../../../src/lib/storage/index.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 import {guardNetwork} from '../../support/cloud-fixtures.js'
 import {GcsServer} from '../../support/gcs-server.js'
 

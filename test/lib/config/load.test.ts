@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
 import {validateConfig} from '../../../src/lib/config/load.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 
 const minimal = {data: {sources: [{type: 'folder', path: './images'}]}}
 

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
 import {decodeExample, encodeExample, prepareExample} from '../../../src/lib/data/example.js'
 import type {ImageRecord} from '../../../src/lib/data/types.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 
 // Hand encoding, deliberately independent of protobufjs: tags are (field number << 3) | wire type,
 // wire type 2 = length-delimited, followed by the length as a varint.

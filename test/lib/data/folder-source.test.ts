@@ -7,7 +7,7 @@ import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
 import type {SourceConfig} from '../../../src/lib/config/schema.js'
 import {countSource, openSource, TooLargeError, type SourceContext, type SourceItem} from '../../../src/lib/data/sources/index.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 
 let dir: string
 

@@ -13,7 +13,7 @@ import {decodeToPixels} from '../../../src/lib/data/image.js'
 import {runIngest, type IngestProgress} from '../../../src/lib/data/ingest.js'
 import {loadSplit, readManifest} from '../../../src/lib/data/store.js'
 import type {DatasetManifest} from '../../../src/lib/data/types.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 
 const SIDE = 8
 

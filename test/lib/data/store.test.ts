@@ -11,7 +11,7 @@ import sharp from 'sharp'
 import {DatasetStore, loadSplit, readManifest, readShard} from '../../../src/lib/data/store.js'
 import type {ImageRecord} from '../../../src/lib/data/types.js'
 import type {ImageSpec} from '../../../src/lib/config/schema.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 
 const grey: ImageSpec = {width: 4, height: 3, channels: 1, fit: 'fill'}
 const rgb: ImageSpec = {width: 2, height: 2, channels: 3, fit: 'fill'}

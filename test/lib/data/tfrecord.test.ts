@@ -7,7 +7,7 @@ import path from 'node:path'
 import {describe, it} from 'node:test'
 import {crc32c} from '@node-rs/crc32'
 import {crc32cCombine, encodeRecord, extendCrc32cOverRecord, maskedCrc32c, readRecords, streamRecords, unmaskCrc32c} from '../../../src/lib/data/tfrecord.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 import {seededRandom} from '../../support/random.js'
 
 const rng = seededRandom

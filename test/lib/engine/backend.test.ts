@@ -5,7 +5,7 @@ import {fileURLToPath} from 'node:url'
 import {promisify} from 'node:util'
 import * as tf from '@tensorflow/tfjs'
 import {backendName, initEngine} from '../../../src/lib/engine/backend.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 
 const run = promisify(execFile)
 const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url))

@@ -13,7 +13,7 @@ import {exportTfjs} from '../../../src/lib/export/tfjs.js'
 import {Predictor} from '../../../src/lib/serve/predictor.js'
 import {loadModel} from '../../../src/lib/train/model.js'
 import {runTraining} from '../../../src/lib/train/trainer.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 import {runJson} from '../../support/cli.js'
 import {mnistFolders, tempDir, writeMnistConfig} from '../../support/fixtures.js'
 

@@ -11,7 +11,7 @@ import {convertToOnnx, ONNX_OPSET, readOnnxInfo} from '../../../src/lib/export/o
 import {createOnnxSession, maxAbsDiff, runOnnx} from '../../../src/lib/export/onnx-runtime.js'
 import {quantizeArtifacts, type ModelJson} from '../../../src/lib/export/quantize.js'
 import {buildModel, serialiseModel} from '../../../src/lib/train/model.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 
 const IMAGE: ImageSpec = {width: 28, height: 28, channels: 1, fit: 'fill'}
 const N = 64

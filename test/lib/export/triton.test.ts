@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
 import {tritonConfig, tritonLabels} from '../../../src/lib/export/triton.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 
 type PbValue = string | number | PbMessage | PbValue[]
 interface PbMessage {

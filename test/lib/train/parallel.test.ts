@@ -7,7 +7,7 @@ import {loadConfig} from '../../../src/lib/config/load.js'
 import {runIngest} from '../../../src/lib/data/ingest.js'
 import {sliceBounds} from '../../../src/lib/train/parallel/coordinator.js'
 import {runTraining} from '../../../src/lib/train/trainer.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 import {mnistFolders, tempDir, writeMnistConfig} from '../../support/fixtures.js'
 import {maxAbsDiff, weightsOf} from '../../support/weights.js'
 

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs'
 import {loadConfig} from '../../../src/lib/config/load.js'
 import {runIngest} from '../../../src/lib/data/ingest.js'
 import {runTraining, type TrainEvent} from '../../../src/lib/train/trainer.js'
-import {UserError} from '../../../src/lib/ui/errors.js'
+import {UserError} from '../../../src/lib/errors.js'
 import {mnistFolders, tempDir, writeMnistConfig} from '../../support/fixtures.js'
 import {maxAbsDiff, weightsOf} from '../../support/weights.js'
 

@@ -5,7 +5,7 @@ import {lstat, opendir, stat} from 'node:fs/promises'
 import path from 'node:path'
 import type {FolderSourceConfig} from '../../config/schema.js'
 import {resolvePath} from '../../config/load.js'
-import {UserError} from '../../ui/errors.js'
+import {UserError} from '../../errors.js'
 import {TooLargeError, type SourceContext, type SourceItem} from './index.js'
 
 function configKey(ctx: SourceContext): string {

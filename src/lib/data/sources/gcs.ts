@@ -2,7 +2,7 @@
 // label). Class prefixes are listed in parallel, objects fetched only when ingest reads them.
 import type {GcsSourceConfig} from '../../config/schema.js'
 import {joinPath, listEntries, readBytes, walkFiles} from '../../storage/index.js'
-import {UserError} from '../../ui/errors.js'
+import {UserError} from '../../errors.js'
 import type {SourceContext, SourceItem} from './index.js'
 
 /** Class prefixes listed ahead of the one being yielded; each listing is one request per 1000 objects. */

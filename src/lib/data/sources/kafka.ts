@@ -5,7 +5,7 @@ import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import type {Admin, Consumer, EachBatchPayload, IHeaders, KafkaMessage, Message, Producer} from 'kafkajs'
 import type {KafkaSourceConfig} from '../../config/schema.js'
-import {UserError} from '../../ui/errors.js'
+import {UserError} from '../../errors.js'
 import {createKafka, type KafkaClient} from '../kafka-client.js'
 import type {SourceCheckpoints, SourceContext, SourceItem, SourceStream} from './index.js'
 

@@ -3,7 +3,7 @@
 // same update, so the replicas stay identical; checksums prove it every epoch.
 import {fork, type ChildProcess} from 'node:child_process'
 import {fileURLToPath} from 'node:url'
-import {UserError} from '../../ui/errors.js'
+import {UserError} from '../../errors.js'
 import type {TrainingPosition} from '../checkpoint.js'
 import type {Executor, ExecutorStart} from '../executor.js'
 import type {SliceResult, ValidationResult} from '../replica.js'

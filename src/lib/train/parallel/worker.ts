@@ -2,7 +2,7 @@
 // of each global batch and applies the all-reduced update it gets back from the coordinator.
 import {loadSplit} from '../../data/store.js'
 import {initEngine} from '../../engine/backend.js'
-import {UserError} from '../../ui/errors.js'
+import {UserError} from '../../errors.js'
 import {Replica} from '../replica.js'
 import {permutation, rngFor} from '../rng.js'
 import type {ReadyInfo, Reply, Request} from './protocol.js'
