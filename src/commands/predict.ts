@@ -28,7 +28,8 @@ ${MlCommand.exitCodesHelp}`
     const files = argv as string[]
     const loaded = await this.loadConfig(flags.config)
     const {initEngine} = await import('../lib/engine/backend.js')
-    const {Predictor, resolveModelDir} = await import('../lib/serve/predictor.js')
+    const {Predictor} = await import('../lib/serve/predictor.js')
+    const {resolveModelDir} = await import('../lib/model/repository.js')
     const engine = await initEngine(loaded.config.train.backend)
     const predictor = await Predictor.load(await resolveModelDir(loaded, {model: flags.model, run: flags.run}))
     const predictions: Array<{file: string; top: Array<{label: string; index: number; score: number}>}> = []

@@ -1,7 +1,7 @@
 // Comparing trained models in tests: the weights of a run's saved model, and their largest difference.
 import assert from 'node:assert/strict'
 import path from 'node:path'
-import {loadModel} from '../../src/lib/train/model.js'
+import {loadModel} from '../../src/lib/model/artifact.js'
 
 export async function weightsOf(runDir: string): Promise<Float32Array[]> {
   const model = await loadModel(path.join(runDir, 'model'))

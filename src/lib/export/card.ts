@@ -2,7 +2,7 @@
 // Everything in it comes from the run and the exported bytes, never from the clock, so re-exports match.
 import {createHash} from 'node:crypto'
 import {createRequire} from 'node:module'
-import type {EpochMetrics, RunInfo} from '../train/run-dir.js'
+import type {EpochMetrics, RunInfo} from '../model/run-dir.js'
 import type {QuantizeMode} from './quantize.js'
 
 export interface CardFile {

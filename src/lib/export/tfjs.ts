@@ -1,27 +1,6 @@
 // The TensorFlow.js layers format of the model repository (model.json + weights.bin), optionally
-// with quantized kernels, plus the repository's file names and version listing shared by all formats.
-import {joinPath, listNames} from '../storage/index.js'
+// with quantized kernels.
 import {quantizeArtifacts, type ModelJson, type QuantizeMode} from './quantize.js'
-
-export const MODEL_FILES = {
-  modelJson: 'model.json',
-  weights: 'weights.bin',
-  onnx: 'model.onnx',
-  labels: 'labels.json',
-  preprocessing: 'preprocessing.json',
-  card: 'model-card.json',
-  cardMarkdown: 'MODEL_CARD.md',
-} as const
-
-export type {ExportOptions, ExportResult} from './index.js'
-
-/** Numeric version folders of a model in the repository, ascending. */
-export async function listVersions(repoDir: string, name: string): Promise<number[]> {
-  return (await listNames(joinPath(repoDir, name)))
-    .filter((n) => /^[1-9][0-9]*$/.test(n))
-    .map(Number)
-    .sort((a, b) => a - b)
-}
 
 export interface TfjsArtifacts {
   modelJson: ModelJson
@@ -46,10 +25,4 @@ export function quantizeTfjs(original: TfjsArtifacts, mode: QuantizeMode): TfjsA
   if (mode === 'none') return original
   const q = quantizeArtifacts(original.modelJson, original.weights, mode)
   return {modelJson: q.modelJson, json: JSON.stringify(q.modelJson), weights: q.weights, quantized: q.quantized}
-}
-
-/** Writes the tfjs format only (the export before other formats existed); see runExport. */
-export async function exportTfjs(options: import('./index.js').ExportOptions): Promise<import('./index.js').ExportResult> {
-  const {runExport} = await import('./index.js')
-  return runExport({...options, formats: ['tfjs']})
 }

@@ -1,7 +1,7 @@
 // Following a training run: its run.json and metrics.jsonl (local or gs://, through the storage layer),
 // turned into progress, throughput and the curves the dashboard and PNG charts draw.
 import {isRemote} from '../storage/index.js'
-import {readEpochMetrics, readRunInfo, resolveRunDir, type EpochMetrics, type RunStatus} from '../train/run-dir.js'
+import {readEpochMetrics, readRunInfo, resolveRunDir, type EpochMetrics, type RunStatus} from '../model/run-dir.js'
 
 export interface RunSnapshot {
   runId: string

@@ -1,13 +1,11 @@
 // A loaded classifier: model + labels + preprocessing spec, turning encoded images into top-k
 // labels exactly as training saw them (same decode, resize and 1/255 scaling from data/image.ts).
 import * as tf from '@tensorflow/tfjs'
-import {resolvePath, type LoadedConfig} from '../config/load.js'
 import type {ImageSpec} from '../config/schema.js'
 import {decodeToPixels, pixelsToFloat, type ImageLimits} from '../data/image.js'
-import {MODEL_FILES, listVersions} from '../export/tfjs.js'
+import {MODEL_FILES} from '../model/repository.js'
 import {exists, joinPath, readJson} from '../storage/index.js'
-import {loadModel} from '../train/model.js'
-import {resolveRunDir, RUN_FILES} from '../train/run-dir.js'
+import {loadModel} from '../model/artifact.js'
 import {UserError} from '../errors.js'
 
 export interface TopK {
@@ -85,25 +83,4 @@ export async function preprocessImage(bytes: Buffer, preprocessing: Preprocessin
     for (let i = 0; i < floats.length; i++) floats[i] = result.pixels[i]! * preprocessing.scale + preprocessing.offset
   }
   return floats
-}
-
-/**
- * Finds the model a command should use: --model (an export version folder or a model folder in the
- * repository, meaning its latest version), --run (a run's model), else the latest exported version
- * of the config's model, else the latest run.
- */
-export async function resolveModelDir(loaded: LoadedConfig, options: {model?: string; run?: string}): Promise<string> {
-  if (options.model) {
-    if (await exists(joinPath(options.model, MODEL_FILES.modelJson))) return options.model
-    const versions = await listVersions(joinPath(options.model, '..'), options.model.split(/[\\/]/).filter(Boolean).at(-1)!)
-    if (versions.length) return joinPath(options.model, String(versions.at(-1)))
-    throw new UserError(`no model in ${options.model}`, {code: 'MODEL_NOT_FOUND', exit: 'data', suggestions: ['Point --model at a folder written by `ml export`.']})
-  }
-  const runsDir = resolvePath(loaded, loaded.config.train.runs)
-  if (options.run) return joinPath(await resolveRunDir(runsDir, options.run), RUN_FILES.model)
-  const repo = resolvePath(loaded, loaded.config.export.dir)
-  const versions = await listVersions(repo, loaded.config.name)
-  if (versions.length) return joinPath(repo, loaded.config.name, String(versions.at(-1)))
-  const runDir = await resolveRunDir(runsDir)
-  return joinPath(runDir, RUN_FILES.model)
 }

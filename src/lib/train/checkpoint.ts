@@ -5,8 +5,8 @@ import * as tf from '@tensorflow/tfjs'
 type NamedTensor = {name: string; tensor: tf.Tensor}
 import {exists, joinPath, listNames, readBytes, readJson, readText, remove, swapDir, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
-import {loadModel, saveModel} from './model.js'
-import type {EpochMetrics} from './run-dir.js'
+import {loadModel, saveModel} from '../model/artifact.js'
+import type {EpochMetrics} from '../model/run-dir.js'
 
 export interface TrainingPosition {
   /** Epochs fully done. */

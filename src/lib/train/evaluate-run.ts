@@ -6,8 +6,8 @@ import {initEngine} from '../engine/backend.js'
 import {joinPath, readJson, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
 import {predictSplit, scorePredictions, type EvaluationReport} from './evaluate.js'
-import {loadModel} from './model.js'
-import {readRunInfo, resolveRunDir, RUN_FILES} from './run-dir.js'
+import {loadModel} from '../model/artifact.js'
+import {readRunInfo, resolveRunDir, RUN_FILES} from '../model/run-dir.js'
 
 export interface EvaluateOptions {
   loaded: LoadedConfig

@@ -10,18 +10,7 @@ import {hasCheckpoint, type TrainingPosition} from './checkpoint.js'
 import {LocalExecutor, type Executor} from './executor.js'
 import {stepsPerEpoch} from './pipeline.js'
 import {permutation, rngFor} from './rng.js'
-import {
-  createRunDir,
-  markLatest,
-  newRunId,
-  readRunInfo,
-  resolveRunDir,
-  RUN_FILES,
-  writeEpochMetrics,
-  writeRunInfo,
-  type EpochMetrics,
-  type RunInfo,
-} from './run-dir.js'
+import {createRunDir, markLatest, newRunId, readRunInfo, resolveRunDir, RUN_FILES, writeEpochMetrics, writeRunInfo, type EpochMetrics, type RunInfo} from '../model/run-dir.js'
 
 export interface TrainOptions {
   loaded: LoadedConfig

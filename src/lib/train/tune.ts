@@ -8,7 +8,7 @@ import type {TuneConfig, TuneParameter} from '../config/cloud-schema.js'
 import {jobServiceClient, parentOf as vertexParent, vertexCall, vertexError, type JobServiceClient} from '../cloud/vertex-client.js'
 import {UserError} from '../errors.js'
 import type {Spinner} from '../ui/spinner.js'
-import type {EpochMetrics} from './run-dir.js'
+import type {EpochMetrics} from '../model/run-dir.js'
 import {checkJobInputs, FINAL_STATES, followJob, jobDisplayName, jobFailure, prepareJob, viewJob, type JobView} from './vertex.js'
 
 /** JSON {parameterId: {key, type}} telling a trial's `ml train` which arguments set which config keys. */

@@ -19,7 +19,7 @@ import {
 import {exists, isCloudStorage, joinPath, parentOf, readBytes, readJson, readText, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
 import type {Spinner} from '../ui/spinner.js'
-import {newRunId, RUN_FILES, type RunInfo} from './run-dir.js'
+import {newRunId, RUN_FILES, type RunInfo} from '../model/run-dir.js'
 
 /** States after which a job never changes again. */
 export const FINAL_STATES = new Set([

@@ -9,9 +9,8 @@ import {loadConfig} from '../../../src/lib/config/load.js'
 import {runIngest} from '../../../src/lib/data/ingest.js'
 import {parseFormats, runExport, type ExportResult} from '../../../src/lib/export/index.js'
 import {readOnnxInfo} from '../../../src/lib/export/onnx.js'
-import {exportTfjs} from '../../../src/lib/export/tfjs.js'
 import {Predictor} from '../../../src/lib/serve/predictor.js'
-import {loadModel} from '../../../src/lib/train/model.js'
+import {loadModel} from '../../../src/lib/model/artifact.js'
 import {runTraining} from '../../../src/lib/train/trainer.js'
 import {UserError} from '../../../src/lib/errors.js'
 import {runJson} from '../../support/cli.js'
@@ -152,9 +151,9 @@ describe('ml export (small model trained on real MNIST)', () => {
     assert.ok(results.uint8!.formats[0]!.bytes < results.float16!.formats[0]!.bytes)
   })
 
-  it('keeps exportTfjs (tfjs only) and refuses unknown formats', async () => {
+  it('writes only the formats asked for (tfjs alone) and refuses unknown formats', async () => {
     const loaded = await loadConfig(configFile)
-    const r = await exportTfjs({loaded, dir: path.join(dir, 'tfjs-only')})
+    const r = await runExport({loaded, formats: ['tfjs'], dir: path.join(dir, 'tfjs-only')})
     assert.deepEqual(r.formats.map((f) => f.format), ['tfjs'])
     assert.ok(!(await readdir(r.dir)).includes('model.onnx'))
     assert.deepEqual(parseFormats('onnx, tfjs,onnx'), ['onnx', 'tfjs'])

@@ -10,7 +10,8 @@ import {initEngine} from '../../../src/lib/engine/backend.js'
 import {convertToOnnx, ONNX_OPSET, readOnnxInfo} from '../../../src/lib/export/onnx.js'
 import {createOnnxSession, maxAbsDiff, runOnnx} from '../../../src/lib/export/onnx-runtime.js'
 import {quantizeArtifacts, type ModelJson} from '../../../src/lib/export/quantize.js'
-import {buildModel, serialiseModel} from '../../../src/lib/train/model.js'
+import {buildModel} from '../../../src/lib/model/build.js'
+import {serialiseModel} from '../../../src/lib/model/artifact.js'
 import {UserError} from '../../../src/lib/errors.js'
 
 const IMAGE: ImageSpec = {width: 28, height: 28, channels: 1, fit: 'fill'}
