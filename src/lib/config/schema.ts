@@ -2,6 +2,7 @@
 // Unknown keys are errors (strict objects) so that typos are caught instead of silently ignored.
 import {z} from 'zod'
 import {TuneSchema, VertexSchema} from './cloud-schema.js'
+import {DeploySchema} from './deploy-schema.js'
 
 // Messages say what was expected; the loader appends what it got (`train.batchSize: expected a
 // positive integer, got "abc"`).
@@ -345,6 +346,7 @@ export const ConfigSchema = z
     serve: ServeSchema.prefault({}),
     monitor: MonitorSchema.prefault({}),
     tune: TuneSchema.optional(),
+    deploy: DeploySchema.prefault({}),
   })
   .describe('ml.yaml: one declarative config for the whole lifecycle of an image classifier.')
 
