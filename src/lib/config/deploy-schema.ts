@@ -41,6 +41,20 @@ export const KubernetesSchema = z
   .refine((k) => k.minReplicas <= k.maxReplicas, {message: 'minReplicas must not exceed maxReplicas', path: ['minReplicas']})
   .describe('`ml deploy kubernetes`: the manifests written for a cluster.')
 
+export const NginxSchema = z
+  .strictObject({
+    upstreams: z
+      .array(z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$|^unix:\/.+$/, 'expected host:port or unix:/path'))
+      .default([])
+      .describe('The `ml serve` instances behind the load balancer: host:port or unix:/path. Flag --upstream (repeatable).'),
+    listen: z
+      .union([z.number().int().min(1).max(65_535), z.string().min(1)])
+      .default(8080)
+      .describe('What nginx listens on: a port, host:port, or unix:/path. Flag --listen.'),
+    failTimeoutSeconds: z.number().int().min(1).max(3600).default(5).describe('A server that refused a connection gets no requests for this long (passive health check).'),
+  })
+  .describe('`ml deploy nginx`: an nginx load balancer in front of several `ml serve` instances.')
+
 export const DeploySchema = z
   .strictObject({
     image: z.string().min(1).optional().describe('The ml container image the servers run (configs/docker/Dockerfile), e.g. us-docker.pkg.dev/<project>/ml/ml:0.1.0. Flag --image.'),
@@ -57,8 +71,10 @@ export const DeploySchema = z
       .default(5000)
       .describe('serve.shutdownDelayMs of deployed servers: how long a pod keeps serving, not ready, after SIGTERM while endpoints are updated.'),
     kubernetes: KubernetesSchema.prefault({}),
+    nginx: NginxSchema.prefault({}),
   })
   .describe('`ml deploy`: taking the server to Kubernetes, KServe or behind a load balancer.')
 
 export type DeployConfig = z.output<typeof DeploySchema>
 export type KubernetesConfig = z.output<typeof KubernetesSchema>
+export type NginxConfig = z.output<typeof NginxSchema>

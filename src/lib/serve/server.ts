@@ -8,7 +8,8 @@ import http, {type IncomingMessage, type ServerResponse} from 'node:http'
 import https from 'node:https'
 import {createSecureContext} from 'node:tls'
 import {createRequire} from 'node:module'
-import type {AddressInfo} from 'node:net'
+import net, {type AddressInfo} from 'node:net'
+import {setTimeout as delay} from 'node:timers/promises'
 import {isUserError, UserError} from '../errors.js'
 import type {Reply, RequestState, ServeContext} from './context.js'
 import {HttpError, notFound, unavailable} from './http-error.js'
@@ -20,6 +21,13 @@ import {InstancePool} from './pool.js'
 import {ModelRepository, type VersionSelector} from './repository.js'
 import {Scheduler} from './scheduler.js'
 import * as tfserving from './tfserving.js'
+
+/**
+ * How long a draining server refuses new requests (503) before it closes its port, and then how long
+ * it keeps idle connections open for requests already on their way.
+ */
+const DRAIN_REFUSE_MS = 500
+const HEALTH_PATHS = new Set(['/healthz', '/livez', '/readyz', '/v2/health/live', '/v2/health/ready'])
 
 export interface StartOptions {
   /** Server events (JSON lines); default: stderr. */
@@ -184,6 +192,7 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
   const ctx: ServeContext = {options, repository, scheduler, server: {name: 'ml', version: serverVersion}, metrics}
   const events = new EventEmitter()
   let draining = false
+  let refusing = false
   let inFlight = 0
   let handled = 0
   const metricsText = io.metricsText ?? (() => metrics.registry.metrics())
@@ -367,7 +376,10 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
       }
       if (inFlight === 0) idle.emit('idle')
     })
-    route(req, state, path, q < 0 ? '' : url.slice(q + 1)).then(
+    // Past the shutdown delay, requests that reach the port are refused before they run, so that a load
+    // balancer may safely send them to another server (see close()).
+    const routed = refusing && !HEALTH_PATHS.has(path) ? Promise.reject(unavailable('the server is shutting down: send the request to another server')) : route(req, state, path, q < 0 ? '' : url.slice(q + 1))
+    routed.then(
       (reply) => send(res, reply, state),
       (error: unknown) => sendError(res, error, state, path),
     )
@@ -418,8 +430,20 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
       const drainStarted = performance.now()
       events.emit('draining')
       log.event('info', 'draining', {inFlight, queued: scheduler.depth(), delayedMs: shutdownStarted === undefined ? 0 : Math.round(drainStarted - shutdownStarted)})
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      // For a moment the port stays open and refuses new requests with 503 before running them: a load
+      // balancer retries those elsewhere and marks this server down (nginx: proxy_next_upstream
+      // http_503), so that no connection is still waiting in the listen queue when it closes (the
+      // kernel resets those, and the balancer cannot tell whether such a request ran). Then the port
+      // closes, but open connections stay a moment too: http.Server.close() would also close idle
+      // keep-alive connections at once, under a request being written into one.
+      refusing = true
+      await delay(DRAIN_REFUSE_MS)
+      const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve()))
+      const grace = new AbortController()
+      await Promise.race([closed, delay(DRAIN_REFUSE_MS, undefined, {signal: grace.signal}).catch(() => undefined)])
+      grace.abort()
       while (inFlight > 0) await once(idle, 'idle')
+      server.closeIdleConnections()
       await scheduler.drain()
       await repository.stop()
       scheduler.close()
