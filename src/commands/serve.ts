@@ -19,7 +19,7 @@ ${MlCommand.exitCodesHelp}`
   ]
 
   static override flags = {
-    port: Flags.integer({summary: 'Port (overrides serve.port; 0 picks a free one).', env: 'ML_PORT', min: 0, max: 65_535}),
+    port: Flags.integer({summary: 'Port (overrides serve.port; 0 picks a free one; else AIP_HTTP_PORT when Vertex AI sets it).', env: 'ML_PORT', min: 0, max: 65_535}),
     host: Flags.string({summary: 'Interface to listen on (overrides serve.host).', env: 'ML_HOST'}),
     repository: Flags.string({summary: 'Model repository: a folder or a gs:// prefix (overrides serve.repository and export.dir).', env: 'ML_REPOSITORY'}),
     model: Flags.string({summary: 'Serve this model only (repeatable; overrides serve.models).', multiple: true}),
@@ -45,8 +45,13 @@ ${MlCommand.exitCodesHelp}`
       if (!(isUserError(error) && error.code === 'CONFIG_NOT_FOUND' && flags.repository)) throw error
     }
     const {resolveServeOptions} = await import('../lib/serve/options.js')
+    // Vertex AI tells its serving containers the port in AIP_HTTP_PORT; --port and ML_PORT still win.
+    const aipPort = process.env.AIP_HTTP_PORT === undefined ? undefined : Number(process.env.AIP_HTTP_PORT)
+    if (aipPort !== undefined && !(Number.isInteger(aipPort) && aipPort >= 0 && aipPort <= 65_535)) {
+      this.error(`AIP_HTTP_PORT=${process.env.AIP_HTTP_PORT} is not a port number`, {exit: 2})
+    }
     const options = resolveServeOptions(loaded, {
-      port: flags.port,
+      port: flags.port ?? aipPort,
       host: flags.host,
       repository: flags.repository,
       models: flags.model,

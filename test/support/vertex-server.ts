@@ -1,5 +1,6 @@
-// A Vertex AI stand-in for tests: the REST (fallback) transport of @google-cloud/aiplatform's JobService
-// and ModelService on 127.0.0.1: custom jobs, tuning jobs and model uploads, with states set by the test.
+// A Vertex AI stand-in for tests: the REST (fallback) transport of @google-cloud/aiplatform's JobService,
+// ModelService and EndpointService on 127.0.0.1: custom jobs, tuning jobs, model uploads and endpoints
+// (create, deploy, undeploy, traffic splits), with states set by the test.
 import {EventEmitter} from 'node:events'
 import http from 'node:http'
 import type {AddressInfo} from 'node:net'
@@ -46,7 +47,11 @@ interface Operation {
   metadata: Record<string, unknown>
   response?: Record<string, unknown>
   error?: {code: number; message: string}
+  /** What the service does when the operation finishes; returns the operation's response. */
+  complete?: () => Record<string, unknown>
 }
+
+const TYPE = 'type.googleapis.com/google.cloud.aiplatform.v1.'
 
 class HttpError extends Error {
   constructor(
@@ -65,6 +70,7 @@ export class VertexServer extends EventEmitter {
   readonly jobs = new Map<string, JobResource>()
   readonly operations = new Map<string, Operation>()
   readonly models = new Map<string, Record<string, unknown>>()
+  readonly endpoints = new Map<string, Record<string, any>>()
   /** State of a job right after it is created. */
   initialState: JobState = 'JOB_STATE_PENDING'
   /** A cancel moves a job to CANCELLING; with this set it is CANCELLED at once. */
@@ -186,6 +192,10 @@ export class VertexServer extends EventEmitter {
       op.error = error
       return
     }
+    if (op.complete) {
+      op.response = op.complete()
+      return
+    }
     const modelName = op.name.replace(/\/operations\/[^/]+$/, '')
     this.models.set(modelName, {...(this.models.get(modelName) ?? {}), name: modelName})
     op.response = {'@type': 'type.googleapis.com/google.cloud.aiplatform.v1.UploadModelResponse', model: modelName, modelVersionId: '1'}
@@ -260,7 +270,25 @@ export class VertexServer extends EventEmitter {
     }
     m = /^\/(projects\/[^/]+\/locations\/[^/]+)\/models:upload$/.exec(path)
     if (m && method === 'POST') return this.send(res, 200, this.upload(m[1]!, req.body as {model?: Record<string, unknown>}))
-    m = /^\/(projects\/[^/]+\/locations\/[^/]+\/(?:models\/[^/]+\/)?operations\/[^/]+)$/.exec(path)
+    m = /^\/(projects\/[^/]+\/locations\/[^/]+)\/models$/.exec(path)
+    if (m && method === 'GET') return this.send(res, 200, {models: this.listModels(m[1]!, req.query.filter)})
+    m = /^\/(projects\/[^/]+\/locations\/[^/]+)\/endpoints$/.exec(path)
+    if (m && method === 'POST') return this.send(res, 200, this.createEndpoint(m[1]!, req.body as Record<string, unknown>))
+    if (m && method === 'GET') {
+      const wanted = /display_name="([^"]*)"/.exec(req.query.filter ?? '')?.[1]
+      const endpoints = [...this.endpoints.values()].filter((e) => e.name.startsWith(`${m![1]}/endpoints/`) && (wanted === undefined || e.displayName === wanted))
+      return this.send(res, 200, {endpoints})
+    }
+    m = /^\/(projects\/[^/]+\/locations\/[^/]+\/endpoints\/[^/:]+)(:deployModel|:undeployModel)?$/.exec(path)
+    if (m) {
+      const endpoint = this.endpoints.get(m[1]!)
+      if (!endpoint) throw new HttpError(404, `${m[1]} not found`, 'NOT_FOUND')
+      if (!m[2] && method === 'GET') return this.send(res, 200, endpoint)
+      if (!m[2] && method === 'PATCH') return this.send(res, 200, this.updateEndpoint(endpoint, req.body as Record<string, any>, req.query.updateMask))
+      if (m[2] === ':deployModel' && method === 'POST') return this.send(res, 200, this.deployModel(endpoint, req.body as Record<string, any>))
+      if (m[2] === ':undeployModel' && method === 'POST') return this.send(res, 200, this.undeployModel(endpoint, req.body as Record<string, any>))
+    }
+    m = /^\/(projects\/[^/]+\/locations\/[^/]+\/(?:(?:models|endpoints)\/[^/]+\/)?operations\/[^/]+)$/.exec(path)
     if (m && method === 'GET') {
       const op = this.operations.get(m[1]!)
       if (!op) throw new HttpError(404, `operation ${m[1]} not found`, 'NOT_FOUND')
@@ -307,6 +335,83 @@ export class VertexServer extends EventEmitter {
     this.operations.set(op.name, op)
     this.emit('upload', op.name, model)
     return this.operationJson(op)
+  }
+
+  private listModels(parent: string, filter: string | undefined): Array<Record<string, unknown>> {
+    const wanted = /display_name="([^"]*)"/.exec(filter ?? '')?.[1]
+    return [...this.models.values()]
+      .filter((m) => String(m.name).startsWith(`${parent}/models/`) && (wanted === undefined || m.displayName === wanted))
+      .reverse()
+  }
+
+  private operation(parentName: string, metadataType: string, complete: () => Record<string, unknown>): Record<string, unknown> {
+    const op: Operation = {
+      name: `${parentName}/operations/${this.nextId++}`,
+      done: false,
+      metadata: {'@type': TYPE + metadataType, genericMetadata: {createTime: now(), updateTime: now()}},
+      complete,
+    }
+    this.operations.set(op.name, op)
+    return this.operationJson(op)
+  }
+
+  /** A traffic split must name deployed models (or "0", the one being deployed) and sum to 100. */
+  private checkSplit(split: Record<string, number> | undefined, ids: string[], allowEmpty: boolean): Record<string, number> {
+    const entries = Object.entries(split ?? {})
+    if (entries.length === 0 && allowEmpty) return {}
+    for (const [id, pct] of entries) {
+      if (!ids.includes(id)) throw new HttpError(400, `trafficSplit names ${id}, which is not deployed on the endpoint`, 'INVALID_ARGUMENT')
+      if (!Number.isInteger(pct) || pct < 0 || pct > 100) throw new HttpError(400, `trafficSplit[${id}] = ${pct} is not a percentage`, 'INVALID_ARGUMENT')
+    }
+    const total = entries.reduce((sum, [, pct]) => sum + pct, 0)
+    if (total !== 100) throw new HttpError(400, `trafficSplit sums to ${total}, not 100`, 'INVALID_ARGUMENT')
+    return Object.fromEntries(entries)
+  }
+
+  private createEndpoint(parent: string, body: Record<string, unknown>): Record<string, unknown> {
+    if (!body?.displayName) throw new HttpError(400, 'endpoint.displayName is required', 'INVALID_ARGUMENT')
+    const name = `${parent}/endpoints/${this.nextId++}`
+    return this.operation(name, 'CreateEndpointOperationMetadata', () => {
+      const endpoint = {...body, name, deployedModels: [], trafficSplit: {}, createTime: now()}
+      this.endpoints.set(name, endpoint)
+      this.emit('endpoint-created', name)
+      return {'@type': TYPE + 'Endpoint', ...endpoint}
+    })
+  }
+
+  private updateEndpoint(endpoint: Record<string, any>, body: Record<string, any>, updateMask: string | undefined): Record<string, unknown> {
+    if (!/traffic_?split/i.test(updateMask ?? '')) throw new HttpError(400, `updateMask ${updateMask} is not supported here`, 'INVALID_ARGUMENT')
+    endpoint.trafficSplit = this.checkSplit(body.trafficSplit, endpoint.deployedModels.map((d: any) => d.id), false)
+    return endpoint
+  }
+
+  private deployModel(endpoint: Record<string, any>, body: Record<string, any>): Record<string, unknown> {
+    const deployed = body?.deployedModel
+    if (!deployed?.model || !this.models.has(deployed.model)) throw new HttpError(404, `model ${deployed?.model} not found`, 'NOT_FOUND')
+    const resources = deployed.dedicatedResources
+    if (!resources?.machineSpec?.machineType || !(resources.minReplicaCount >= 1)) throw new HttpError(400, 'deployedModel.dedicatedResources with machineSpec and minReplicaCount >= 1 is required', 'INVALID_ARGUMENT')
+    const split = this.checkSplit(body.trafficSplit, ['0', ...endpoint.deployedModels.map((d: any) => d.id)], endpoint.deployedModels.length === 0)
+    const id = String(this.nextId++)
+    return this.operation(endpoint.name, 'DeployModelOperationMetadata', () => {
+      const model = {...deployed, id, createTime: now()}
+      endpoint.deployedModels.push(model)
+      endpoint.trafficSplit = Object.keys(split).length ? Object.fromEntries(Object.entries(split).map(([k, v]) => [k === '0' ? id : k, v])) : {[id]: 100}
+      return {'@type': TYPE + 'DeployModelResponse', deployedModel: model}
+    })
+  }
+
+  private undeployModel(endpoint: Record<string, any>, body: Record<string, any>): Record<string, unknown> {
+    const id = String(body?.deployedModelId ?? '')
+    if (!endpoint.deployedModels.some((d: any) => d.id === id)) throw new HttpError(404, `deployed model ${id} not found`, 'NOT_FOUND')
+    const remaining = endpoint.deployedModels.filter((d: any) => d.id !== id).map((d: any) => d.id)
+    // The service refuses to undeploy a model that still has traffic unless the new split moves it.
+    const split = body.trafficSplit && Object.keys(body.trafficSplit).length ? this.checkSplit(body.trafficSplit, remaining, false) : undefined
+    if (!split && (endpoint.trafficSplit[id] ?? 0) > 0 && remaining.length > 0) throw new HttpError(400, `deployed model ${id} still has traffic`, 'FAILED_PRECONDITION')
+    return this.operation(endpoint.name, 'UndeployModelOperationMetadata', () => {
+      endpoint.deployedModels = endpoint.deployedModels.filter((d: any) => d.id !== id)
+      endpoint.trafficSplit = split ?? {}
+      return {'@type': TYPE + 'UndeployModelResponse'}
+    })
   }
 
   private operationJson(op: Operation): Record<string, unknown> {

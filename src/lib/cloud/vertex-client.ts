@@ -5,6 +5,7 @@ import {UserError} from '../errors.js'
 
 export type JobServiceClient = InstanceType<typeof v1.JobServiceClient>
 export type ModelServiceClient = InstanceType<typeof v1.ModelServiceClient>
+export type EndpointServiceClient = InstanceType<typeof v1.EndpointServiceClient>
 
 export interface VertexLocation {
   project: string
@@ -84,6 +85,13 @@ export async function jobServiceClient(region: string): Promise<JobServiceClient
 export async function modelServiceClient(region: string): Promise<ModelServiceClient> {
   const {v1} = (await import('@google-cloud/aiplatform')).default
   const client = new v1.ModelServiceClient(clientOptions(region))
+  await checkCredentials(client as unknown as WithAuth)
+  return client
+}
+
+export async function endpointServiceClient(region: string): Promise<EndpointServiceClient> {
+  const {v1} = (await import('@google-cloud/aiplatform')).default
+  const client = new v1.EndpointServiceClient(clientOptions(region))
   await checkCredentials(client as unknown as WithAuth)
   return client
 }

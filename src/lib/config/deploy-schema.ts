@@ -55,6 +55,28 @@ export const NginxSchema = z
   })
   .describe('`ml deploy nginx`: an nginx load balancer in front of several `ml serve` instances.')
 
+export const VertexEndpointSchema = z
+  .strictObject({
+    endpoint: z
+      .string()
+      .min(1)
+      .max(128)
+      .optional()
+      .describe('Display name of the Vertex AI Endpoint to deploy to (created when missing; default <name>-endpoint).'),
+    machineType: z.string().min(1).default('n1-standard-4').describe('Machine type of each serving replica, e.g. n1-standard-4.'),
+    acceleratorType: z
+      .string()
+      .regex(/^[A-Z][A-Z0-9_]+$/, 'expected an accelerator type such as NVIDIA_TESLA_T4')
+      .optional()
+      .describe('e.g. NVIDIA_TESLA_T4; omit for CPU only.'),
+    acceleratorCount: positiveInt.max(8).optional().describe('GPUs per replica (default 1 with acceleratorType).'),
+    minReplicas: positiveInt.max(1000).default(1).describe('Fewest replicas (dedicatedResources.minReplicaCount).'),
+    maxReplicas: positiveInt.max(1000).default(3).describe('Most replicas Vertex AI scales to.'),
+    targetCpuUtilization: z.number().int().min(1).max(100).default(60).describe('CPU utilisation (percent) Vertex AI scales at.'),
+  })
+  .refine((v) => v.minReplicas <= v.maxReplicas, {message: 'minReplicas must not exceed maxReplicas', path: ['minReplicas']})
+  .describe('`ml deploy vertex`: the Vertex AI Endpoint and the resources of the deployed model (project and region from train.vertex).')
+
 export const DeploySchema = z
   .strictObject({
     image: z.string().min(1).optional().describe('The ml container image the servers run (configs/docker/Dockerfile), e.g. us-docker.pkg.dev/<project>/ml/ml:0.1.0. Flag --image.'),
@@ -72,9 +94,11 @@ export const DeploySchema = z
       .describe('serve.shutdownDelayMs of deployed servers: how long a pod keeps serving, not ready, after SIGTERM while endpoints are updated.'),
     kubernetes: KubernetesSchema.prefault({}),
     nginx: NginxSchema.prefault({}),
+    vertex: VertexEndpointSchema.prefault({}),
   })
   .describe('`ml deploy`: taking the server to Kubernetes, KServe or behind a load balancer.')
 
 export type DeployConfig = z.output<typeof DeploySchema>
 export type KubernetesConfig = z.output<typeof KubernetesSchema>
 export type NginxConfig = z.output<typeof NginxSchema>
+export type VertexEndpointConfig = z.output<typeof VertexEndpointSchema>

@@ -29,16 +29,18 @@ export interface VertexModelResult {
 
 /**
  * The serving container: `ml serve` on the model repository (the parent of the model folder), this
- * model only, on all interfaces; Vertex AI routes predictions to the KServe V2 infer endpoint of
- * exactly this version and readiness checks to the V2 ready endpoint.
+ * model only, on all interfaces and on the port Vertex AI names in AIP_HTTP_PORT. Vertex AI's predict
+ * API takes {"instances": [...]} and expects {"predictions": [...]} back: TF Serving's row format, so
+ * predictions go to the TF Serving predict endpoint of exactly this version, and health checks to the
+ * V2 ready endpoint.
  */
 export function servingContainer(exported: ExportedVersion, imageUri: string): Record<string, unknown> {
   const repository = folderOf(folderOf(exported.dir))
   return {
     imageUri,
-    args: ['serve', '--repository', repository, '--model', exported.name, '--host', '0.0.0.0', '--port', String(SERVING_PORT)],
+    args: ['serve', '--repository', repository, '--model', exported.name, '--host', '0.0.0.0'],
     ports: [{containerPort: SERVING_PORT}],
-    predictRoute: `/v2/models/${exported.name}/versions/${exported.version}/infer`,
+    predictRoute: `/v1/models/${exported.name}/versions/${exported.version}:predict`,
     healthRoute: '/v2/health/ready',
   }
 }

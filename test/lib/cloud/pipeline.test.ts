@@ -108,10 +108,10 @@ describe('a project entirely on gs://', () => {
     assert.equal(model.artifactUri, versionDir)
     assert.equal(model.displayName, 'digits')
     assert.equal(model.containerSpec.imageUri, 'us-docker.pkg.dev/ml-test-project/ml/ml:test')
-    assert.equal(model.containerSpec.predictRoute, '/v2/models/digits/versions/1/infer')
+    assert.equal(model.containerSpec.predictRoute, '/v1/models/digits/versions/1:predict')
     assert.equal(model.containerSpec.healthRoute, '/v2/health/ready')
     assert.deepEqual(model.containerSpec.ports, [{containerPort: 8080}])
-    assert.deepEqual(model.containerSpec.args, ['serve', '--repository', `gs://${BUCKET}/proj/models`, '--model', 'digits', '--host', '0.0.0.0', '--port', '8080'])
+    assert.deepEqual(model.containerSpec.args, ['serve', '--repository', `gs://${BUCKET}/proj/models`, '--model', 'digits', '--host', '0.0.0.0'])
     // The long-running operation was polled to completion and its model name printed.
     assert.ok(vertex.requests.some((r) => r.method === 'GET' && /\/operations\//.test(r.path)))
     assert.match(json.vertex.model, /^projects\/ml-test-project\/locations\/us-central1\/models\/\d+$/)
@@ -121,8 +121,9 @@ describe('a project entirely on gs://', () => {
   it('serves the exported model straight from the gs:// repository, as the Vertex AI container is told to, and picks up a new version', async () => {
     const serveCopies = async () => (await readdir(os.tmpdir())).filter((n) => n.startsWith('ml-serve-models-')).sort()
     const copiesBefore = await serveCopies()
-    // The container args registered above: serve --repository gs://.../models --model digits.
-    const server = await startServe(['--repository', `gs://${BUCKET}/proj/models`, '--model', 'digits', '--port', '0', '--instances', '1'], {env, cwd: dir})
+    // The container args registered above (serve --repository gs://.../models --model digits), on the
+    // port Vertex AI names in AIP_HTTP_PORT (here any free one) and on loopback only.
+    const server = await startServe(['--repository', `gs://${BUCKET}/proj/models`, '--model', 'digits', '--instances', '1'], {env: {...env, AIP_HTTP_PORT: '0'}, cwd: dir})
     try {
       const loaded = await server.waitForEvent((e) => e.event === 'model-loaded' && e.version === 1)
       assert.equal(loaded.model, 'digits')
@@ -150,6 +151,16 @@ describe('a project entirely on gs://', () => {
         return predictor.labels[row.indexOf(Math.max(...row))]!
       })
       assert.deepEqual(v1, top)
+      // What Vertex AI sends to the registered predictRoute, and the answer it expects.
+      const predicted = await fetch(`${server.url}/v1/models/digits/versions/1:predict`, {
+        method: 'POST',
+        headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({instances: digits.map((d) => ({b64: d.png.toString('base64')})), parameters: {}}),
+      })
+      assert.equal(predicted.status, 200, await predicted.clone().text())
+      const predictions = ((await predicted.json()) as {predictions: number[][]}).predictions
+      assert.deepEqual(predictions.map((p) => predictor.labels[p.indexOf(Math.max(...p))]), top)
+      assert.equal((await fetch(`${server.url}/v2/health/ready`)).status, 200)
       // A new version appears in the bucket: copied server-side, as a CI job would publish it.
       for (const name of gcs.names(BUCKET, 'proj/models/digits/1/')) {
         const object = gcs.get(BUCKET, name)!
