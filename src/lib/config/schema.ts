@@ -175,6 +175,10 @@ export const TrainSchema = z.strictObject({
     .strictObject({
       patience: positiveInt.describe('Stop after this many epochs without validation improvement.'),
       monitor: z.enum(['valLoss', 'valAccuracy']).default('valLoss'),
+      restoreBest: z
+        .boolean()
+        .default(false)
+        .describe("Keep the best epoch's weights (by monitor) as the run's model instead of the last epoch's; run.json records which epoch was kept."),
     })
     .optional(),
   devices: z

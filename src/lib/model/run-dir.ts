@@ -33,6 +33,11 @@ export interface RunInfo {
   params: number
   dataset: {store: string; version: number; fingerprint: string; classes: string[]; counts: Record<string, Record<string, number>>}
   final?: Omit<EpochMetrics, 'at' | 'seconds'>
+  /**
+   * The epoch whose weights the run's model holds: the last one, or with
+   * train.earlyStopping.restoreBest the best by its monitor (then `restored` is true).
+   */
+  kept?: {epoch: number; restored: boolean; monitor?: string}
 }
 
 export const RUN_FILES = {
@@ -44,6 +49,8 @@ export const RUN_FILES = {
   checkpoints: 'checkpoints',
   model: 'model',
   evaluation: 'evaluation.json',
+  /** The best epoch's model so far, kept while training with train.earlyStopping.restoreBest. */
+  bestModel: 'best-model',
 } as const
 
 const LATEST = 'LATEST'
@@ -99,6 +106,22 @@ export async function resolveRunDir(runsDir: string, ref?: string): Promise<stri
     })
   }
   return joinPath(runsDir, latest)
+}
+
+/** Ids of the runs under `runsDir` (folders holding a run.json), in name order. */
+export async function listRunIds(runsDir: string): Promise<string[]> {
+  const ids: string[] = []
+  for (const name of await listNames(runsDir)) {
+    if (name === LATEST || name.startsWith('.')) continue
+    if (await exists(joinPath(runsDir, name, RUN_FILES.info))) ids.push(name)
+  }
+  return ids
+}
+
+/** The run LATEST names, if any. */
+export async function latestRunId(runsDir: string): Promise<string | undefined> {
+  if (!(await exists(joinPath(runsDir, LATEST)))) return undefined
+  return (await readText(joinPath(runsDir, LATEST))).trim() || undefined
 }
 
 export async function readRunInfo(runDir: string): Promise<RunInfo> {

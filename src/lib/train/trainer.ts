@@ -6,6 +6,7 @@ import {describePreprocessing} from '../data/image.js'
 import {readManifest} from '../data/store.js'
 import {joinPath, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
+import {BestWeights} from './best.js'
 import {hasCheckpoint, type TrainingPosition} from './checkpoint.js'
 import {LocalExecutor, type Executor} from './executor.js'
 import {stepsPerEpoch} from './pipeline.js'
@@ -53,6 +54,8 @@ export interface TrainSummary {
   imagesPerSec: number
   runDir: string
   stoppedEarly: boolean
+  /** The epoch whose weights the model holds (an earlier one with train.earlyStopping.restoreBest). */
+  keptEpoch: number
 }
 
 function assertFinite(loss: number, epoch: number, step: number): void {
@@ -175,6 +178,7 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
   const checkpoints = joinPath(runDir, RUN_FILES.checkpoints)
   let stoppedEarly = false
   const stopping = config.train.earlyStopping
+  const bestWeights = new BestWeights(runDir, stopping?.restoreBest ? stopping.monitor : undefined)
 
   try {
     while (position.epoch < epochs && !stoppedEarly) {
@@ -232,6 +236,7 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
         if (!best || value < best.value) {
           best = {epoch: epoch + 1, value}
           epochsWithoutImprovement = 0
+          await bestWeights.improved(executor)
         } else {
           epochsWithoutImprovement++
         }
@@ -247,6 +252,7 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
       if (stoppedEarly) onEvent?.({type: 'early-stop', epoch: epoch + 1, patience: stopping!.patience})
     }
     await executor.saveModel(joinPath(runDir, RUN_FILES.model))
+    info.kept = await bestWeights.finish(position.epoch, position.best)
   } catch (error) {
     info.status = (error as UserError).code === 'INTERRUPTED' ? 'interrupted' : 'failed'
     info.error = (error as Error).message
@@ -257,7 +263,7 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
     await executor.close()
   }
 
-  const last = position.history.at(-1)
+  const last = position.history.find((m) => m.epoch === info.kept?.epoch) ?? position.history.at(-1)
   const totalSeconds = position.history.reduce((a, m) => a + m.seconds, 0)
   const totalImages = position.history.length * trainCount
   const summary: TrainSummary = {
@@ -271,6 +277,7 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
     imagesPerSec: totalSeconds > 0 ? totalImages / totalSeconds : 0,
     runDir,
     stoppedEarly,
+    keptEpoch: info.kept?.epoch ?? position.epoch,
   }
   info.status = 'completed'
   info.epochsCompleted = position.epoch

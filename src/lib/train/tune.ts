@@ -8,6 +8,7 @@ import type {TuneConfig, TuneParameter} from '../config/cloud-schema.js'
 import {jobServiceClient, parentOf as vertexParent, vertexCall, vertexError, type JobServiceClient} from '../cloud/vertex-client.js'
 import {UserError} from '../errors.js'
 import type {Spinner} from '../ui/spinner.js'
+import {textTable} from '../ui/table.js'
 import type {EpochMetrics} from '../model/run-dir.js'
 import {checkJobInputs, FINAL_STATES, followJob, jobDisplayName, jobFailure, prepareJob, viewJob, type JobView} from './vertex.js'
 
@@ -167,15 +168,15 @@ export function trialRows(trials: TrialLike[], tune: TuneConfig): TrialRow[] {
 /** A fixed-width text table of trials. */
 export function trialTable(rows: TrialRow[], tune: TuneConfig): string {
   const headers = ['trial', 'state', ...tune.parameters.map((p) => p.name), tune.metric]
-  const cells = rows.map((r) => [
-    r.best ? `${r.id} *` : r.id,
-    r.state,
-    ...tune.parameters.map((p) => formatValue(r.parameters[p.name])),
-    r.metric === undefined ? '-' : r.metric.toFixed(4),
-  ])
-  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)))
-  const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd()
-  return [line(headers), line(widths.map((w) => '-'.repeat(w))), ...cells.map(line)].join('\n')
+  return textTable(
+    headers,
+    rows.map((r) => [
+      r.best ? `${r.id} *` : r.id,
+      r.state,
+      ...tune.parameters.map((p) => formatValue(r.parameters[p.name])),
+      r.metric === undefined ? '-' : r.metric.toFixed(4),
+    ]),
+  )
 }
 
 function formatValue(v: number | string | undefined): string {
