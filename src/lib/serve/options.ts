@@ -6,6 +6,7 @@ import {resolvePath, type LoadedConfig} from '../config/load.js'
 import {ServeSchema} from '../config/schema.js'
 import type {ImageLimits} from '../data/image.js'
 import type {EnginePreference} from '../engine/backend.js'
+import {parseModelRef} from '../model/repository.js'
 import {resolveLocation} from '../storage/index.js'
 import {UserError} from '../errors.js'
 
@@ -15,6 +16,8 @@ export interface ServedModel {
   name: string
   /** Version labels (TF Serving /labels/<label>) to version numbers. */
   labels: Record<string, number>
+  /** Served as name@alias: only the version that alias points at (followed when it moves). */
+  pin?: string
 }
 
 export interface ServeOptions {
@@ -58,6 +61,19 @@ export interface ServeOverrides {
   shutdownDelayMs?: number
 }
 
+/** `name` or `name@alias` (serve only the version the alias points at). */
+function servedModel(ref: string): ServedModel {
+  const {name, alias, version} = parseModelRef(ref)
+  if (version !== undefined) {
+    throw new UserError(`--model ${ref}: serve a version through an alias (name@alias), or all versions by name`, {
+      code: 'USAGE',
+      exit: 'usage',
+      suggestions: [`Point an alias at it: \`ml models alias ${version} <alias>\`, then serve ${name}@<alias>.`],
+    })
+  }
+  return {name, labels: {}, ...(alias ? {pin: alias} : {})}
+}
+
 /**
  * Turns a loaded config (or, with no config file, the serve defaults and a repository flag) into
  * ServeOptions. Paths in the config are relative to its folder; flag paths to the working directory.
@@ -81,9 +97,13 @@ export function resolveServeOptions(loaded: LoadedConfig | undefined, overrides:
   if (repository === undefined) {
     throw new UserError('no model repository: pass --repository <dir> or --config <ml.yaml>', {code: 'SERVE_NO_REPOSITORY', exit: 'usage'})
   }
-  let models: ServedModel[] | undefined = serve.models?.map((m) => (typeof m === 'string' ? {name: m, labels: {}} : {name: m.name, labels: m.labels ?? {}}))
+  let models: ServedModel[] | undefined = serve.models?.map((m) => (typeof m === 'string' ? servedModel(m) : {...servedModel(m.name), labels: m.labels ?? {}}))
   if (overrides.models?.length) {
-    models = overrides.models.map((name) => models?.find((m) => m.name === name) ?? {name, labels: {}})
+    models = overrides.models.map((ref) => {
+      const wanted = servedModel(ref)
+      const configured = models?.find((m) => m.name === wanted.name)
+      return configured ? {...configured, ...(wanted.pin ? {pin: wanted.pin} : {})} : wanted
+    })
   } else if (models === undefined && loaded) {
     // `ml serve --config x` serves what `ml export` wrote for that config.
     models = [{name: loaded.config.name, labels: {}}]

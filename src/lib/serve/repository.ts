@@ -5,7 +5,7 @@ import {mkdtemp, readdir, rm, stat} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {z} from 'zod'
-import {listVersions, MODEL_FILES} from '../model/repository.js'
+import {listVersions, MODEL_FILES, readAliases, resolveLabel, versionsToServe} from '../model/repository.js'
 import {downloadDir, exists, isRemote, joinPath, listEntries, listNames, readJson} from '../storage/index.js'
 import {HttpError, notFound, unavailable} from './http-error.js'
 import type {JsonLog} from './log.js'
@@ -46,6 +46,10 @@ export interface ModelVersion {
 export interface ModelEntry {
   name: string
   labels: Record<string, number>
+  /** The model's aliases (aliases.json), switched once the versions they name are loaded. */
+  aliases: Record<string, number>
+  /** Served as name@alias: only that alias's version, following it when it moves. */
+  pin?: string
   versions: Map<number, ModelVersion>
 }
 
@@ -119,7 +123,7 @@ export class ModelRepository extends EventEmitter {
   private entry(model: ServedModel): ModelEntry {
     let entry = this.models.get(model.name)
     if (entry === undefined) {
-      entry = {name: model.name, labels: model.labels, versions: new Map()}
+      entry = {name: model.name, labels: model.labels, aliases: {}, ...(model.pin ? {pin: model.pin} : {}), versions: new Map()}
       this.models.set(model.name, entry)
     }
     return entry
@@ -178,20 +182,54 @@ export class ModelRepository extends EventEmitter {
     const onDisk = await listVersions(this.options.repository, entry.name)
     const limit = this.options.versionPolicy === 'all' ? Number.POSITIVE_INFINITY : this.options.versionPolicy.latest
     const wanted = new Set<number>()
-    // Newest first, so that a new latest version is served as soon as possible. A version that
-    // failed does not count towards the policy: the older one it would replace keeps serving.
-    for (const version of [...onDisk].reverse()) {
-      if (wanted.size >= limit || this.stopped) break
+    const aliases = await this.readAliases(entry)
+    const {candidates, always} = versionsToServe(onDisk, aliases, entry.pin)
+    const ensure = async (version: number) => {
       const dir = joinPath(this.options.repository, entry.name, String(version))
       const known = entry.versions.get(version)
       if (known === undefined) await this.loadVersion(entry, version, dir)
       else if (known.state === 'FAILED' && known.fingerprint !== (await fingerprint(dir))) await this.loadVersion(entry, version, dir)
       if (entry.versions.get(version)?.state === 'AVAILABLE') wanted.add(version)
     }
+    // Newest first, so that a new latest version is served as soon as possible. A version that
+    // failed does not count towards the policy: the older one it would replace keeps serving.
+    for (const version of candidates) {
+      if (wanted.size >= limit || this.stopped) break
+      await ensure(version)
+    }
+    for (const version of always) if (!this.stopped) await ensure(version)
+    this.switchAliases(entry, aliases, wanted)
     for (const version of [...entry.versions.values()]) {
       if (version.state === 'AVAILABLE' && !wanted.has(version.version)) await this.unloadVersion(entry, version)
       else if (version.state === 'FAILED' && !onDisk.includes(version.version)) entry.versions.delete(version.version)
     }
+  }
+
+  /** The model's aliases.json; on a read error the aliases in use stay (and the error is logged). */
+  private async readAliases(entry: ModelEntry): Promise<Record<string, number>> {
+    try {
+      return (await readAliases(this.options.repository, entry.name)).aliases
+    } catch (error) {
+      this.log.event('warn', 'aliases-unreadable', {model: entry.name, reason: message(error)})
+      return entry.aliases
+    }
+  }
+
+  /**
+   * Moves aliases to their new versions once those are loaded; an alias whose new version is not
+   * available keeps its old one (kept loaded), so a move never turns requests into errors.
+   */
+  private switchAliases(entry: ModelEntry, aliases: Record<string, number>, wanted: Set<number>): void {
+    const next: Record<string, number> = {}
+    for (const [alias, version] of Object.entries(aliases)) {
+      const old = entry.aliases[alias]
+      const keepOld = !wanted.has(version) && old !== undefined && entry.versions.get(old)?.state === 'AVAILABLE'
+      next[alias] = keepOld ? old : version
+      if (keepOld) wanted.add(old)
+      if (next[alias] !== version) this.log.event('warn', 'alias-not-moved', {model: entry.name, alias, version, kept: old, reason: `version ${version} is not available`})
+      else if (old !== version) this.log.event('info', 'alias-moved', {model: entry.name, alias, version, ...(old === undefined ? {} : {previous: old})})
+    }
+    entry.aliases = next
   }
 
   private async readVersion(dir: string): Promise<{runtime: Runtime; labels: string[]; preprocessing: Preprocessing}> {
@@ -304,14 +342,17 @@ export class ModelRepository extends EventEmitter {
     const entry = this.model(name)
     let wanted: number | undefined
     if (selector.label !== undefined) {
-      wanted = entry.labels[selector.label]
+      wanted = resolveLabel(selector.label, entry.labels, entry.aliases)
       if (wanted === undefined) {
-        const known = Object.keys(entry.labels)
-        throw notFound(`model "${name}" has no version label "${selector.label}"${known.length ? ` (labels: ${known.join(', ')})` : ' (set serve.models[].labels)'}`)
+        const known = [...new Set([...Object.keys(entry.labels), ...Object.keys(entry.aliases)])]
+        throw notFound(`model "${name}" has no version label "${selector.label}"${known.length ? ` (labels: ${known.join(', ')})` : ' (set serve.models[].labels, or an alias with `ml models alias`)'}`)
       }
     } else if (selector.version !== undefined) {
       if (!/^[1-9][0-9]{0,15}$/.test(selector.version)) throw new HttpError(400, `invalid version "${selector.version}": expected a positive integer`)
       wanted = Number(selector.version)
+    } else if (entry.pin !== undefined) {
+      wanted = entry.aliases[entry.pin]
+      if (wanted === undefined) throw notFound(`model "${name}" is served as ${name}@${entry.pin}, but alias "${entry.pin}" is not set`)
     }
     if (wanted !== undefined) {
       const record = entry.versions.get(wanted)
