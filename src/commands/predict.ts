@@ -9,7 +9,7 @@ export default class Predict extends MlCommand {
 
 ${MlCommand.exitCodesHelp}`
 
-  static override examples = ['<%= config.bin %> predict digit.png', '<%= config.bin %> predict photos/*.jpg --top-k 3 --json', '<%= config.bin %> predict x.png --model .ml/models/mnist/2']
+  static override examples = ['<%= config.bin %> predict digit.png', '<%= config.bin %> predict photos/*.jpg --top-k 3 --json', '<%= config.bin %> predict x.png --model .ml/models/mnist/2', '<%= config.bin %> predict x.png --model mnist@production']
 
   static override strict = false
 
@@ -19,7 +19,7 @@ ${MlCommand.exitCodesHelp}`
 
   static override flags = {
     'top-k': Flags.integer({char: 'k', summary: 'Labels to show per image.', default: 1, min: 1}),
-    model: Flags.string({summary: 'Export version folder (or model folder: its latest version).', env: 'ML_MODEL'}),
+    model: Flags.string({summary: 'Export version folder (or model folder: its latest version), or name@alias / name@version in export.dir.', env: 'ML_MODEL'}),
     run: Flags.string({summary: 'Use a run\'s model instead of an export.', env: 'ML_RUN'}),
   }
 

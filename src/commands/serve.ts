@@ -13,6 +13,7 @@ ${MlCommand.exitCodesHelp}`
     '<%= config.bin %> serve',
     '<%= config.bin %> serve --config ml.yaml --port 9000',
     '<%= config.bin %> serve --repository ./models --model digits --instances 2',
+    '<%= config.bin %> serve --model digits@production',
     '<%= config.bin %> serve --repository gs://my-bucket/models --model digits --port 8080',
     '<%= config.bin %> serve --config ml.yaml --host 0.0.0.0 --processes 2 --shutdown-delay 5000',
     'curl -s --data-binary @digit.png -H "Content-Type: image/png" localhost:8080/v1/models/digits:classify',
@@ -22,7 +23,7 @@ ${MlCommand.exitCodesHelp}`
     port: Flags.integer({summary: 'Port (overrides serve.port; 0 picks a free one; else AIP_HTTP_PORT when Vertex AI sets it).', env: 'ML_PORT', min: 0, max: 65_535}),
     host: Flags.string({summary: 'Interface to listen on (overrides serve.host).', env: 'ML_HOST'}),
     repository: Flags.string({summary: 'Model repository: a folder or a gs:// prefix (overrides serve.repository and export.dir).', env: 'ML_REPOSITORY'}),
-    model: Flags.string({summary: 'Serve this model only (repeatable; overrides serve.models).', multiple: true}),
+    model: Flags.string({summary: 'Serve this model only (repeatable; overrides serve.models); name@alias serves only the version the alias points at, following it when it moves.', multiple: true}),
     instances: Flags.integer({summary: 'Model instances (worker threads) per process.', min: 1, max: 64}),
     processes: Flags.integer({summary: 'Server processes sharing the port.', min: 1, max: 64}),
     'shutdown-delay': Flags.integer({

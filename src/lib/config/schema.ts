@@ -234,7 +234,7 @@ export const ServeSchema = z.strictObject({
     .array(ServeModelSchema)
     .min(1)
     .optional()
-    .describe('Models to serve: names, or {name, labels}. Default: every model folder in the repository.'),
+    .describe('Models to serve: names (name@alias: only the version that alias points at), or {name, labels}. Default: every model folder in the repository.'),
   versionPolicy: z
     .union([z.literal('all'), z.strictObject({latest: positiveInt})])
     .default('all')

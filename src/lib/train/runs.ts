@@ -103,7 +103,7 @@ export function runsTable(rows: RunRow[]): string {
       r.latest ? `${r.id} *` : r.id,
       r.createdAt ? r.createdAt.replace('T', ' ').replace(/\.\d+Z$|Z$/, '') : '-',
       r.model,
-      r.plannedEpochs && r.epochs !== r.plannedEpochs ? `${r.epochs}/${r.plannedEpochs}` : String(r.epochs) + (r.keptEpoch ? ` (kept ${r.keptEpoch})` : ''),
+      (r.plannedEpochs && r.epochs !== r.plannedEpochs ? `${r.epochs}/${r.plannedEpochs}` : String(r.epochs)) + (r.keptEpoch ? ` (kept ${r.keptEpoch})` : ''),
       fixed(r.valAccuracy),
       fixed(r.testAccuracy),
       r.backend,
