@@ -18,6 +18,7 @@ ${MlCommand.exitCodesHelp}`
     '<%= config.bin %> train',
     '<%= config.bin %> train --epochs 3 --backend wasm --json',
     '<%= config.bin %> train --resume',
+    '<%= config.bin %> train --summary',
     '<%= config.bin %> train --devices 2',
     '<%= config.bin %> train --resume mnist-20261124-101500',
     '<%= config.bin %> train --target vertex',
@@ -43,6 +44,7 @@ ${MlCommand.exitCodesHelp}`
     'run-id': Flags.string({summary: 'Name of the new run (default: <name>-<timestamp>).', env: 'ML_RUN_ID'}),
     target: Flags.string({summary: 'Where to train (overrides train.target).', options: ['local', 'vertex'], env: 'ML_TRAIN_TARGET'}),
     detach: Flags.boolean({summary: 'With --target vertex: print the job name and return instead of following the job.'}),
+    summary: Flags.boolean({summary: 'Print the model (layers, output shapes, parameters, Keras style) and exit without training.'}),
   }
 
   async run() {
@@ -65,6 +67,13 @@ ${MlCommand.exitCodesHelp}`
       'train.runs': vertexRunsDir(),
       ...trial.overrides,
     })
+    if (flags.summary) {
+      const {summarizeTrainingModel} = await import('../lib/model/summary.js')
+      await (await import('../lib/engine/backend.js')).initEngine(loaded.config.train.backend)
+      const {text, ...summary} = await summarizeTrainingModel(loaded)
+      this.say(text)
+      return summary
+    }
     if (loaded.config.train.target === 'vertex') return this.trainOnVertex(loaded, flags.detach)
     if (flags.detach) throw new UserError('--detach only applies to --target vertex', {code: 'USAGE', exit: 'usage'})
     const reportMetric = hypertuneReporter(process.env, loaded.config.tune?.metric)

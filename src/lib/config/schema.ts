@@ -171,6 +171,23 @@ export const TrainSchema = z.strictObject({
       flipHorizontal: z.boolean().default(false),
     })
     .prefault({}),
+  schedule: z
+    .strictObject({
+      type: z
+        .enum(['constant', 'step', 'cosine', 'exponential'])
+        .default('constant')
+        .describe('constant; step: x gamma every stepEpochs; exponential: x gamma per epoch; cosine: down to minLearningRate at the last epoch.'),
+      warmupEpochs: z.number().min(0).max(1000).default(0).describe('Linear warm-up from ~0 to learningRate over this many epochs (fractions allowed), before the schedule.'),
+      stepEpochs: z.number().positive().default(10).describe('step: epochs between decays.'),
+      gamma: z.number().positive().max(1).default(0.1).describe('step and exponential: the decay factor.'),
+      minLearningRate: z.number().min(0).default(0).describe('cosine: the rate at the end of training.'),
+    })
+    .optional()
+    .describe('Learning-rate schedule, applied per step (resumes and data-parallel runs use the same rates).'),
+  classWeights: z
+    .union([z.literal('auto'), z.record(z.string(), z.number().positive()), z.array(z.number().positive())])
+    .optional()
+    .describe('Loss weight per class for imbalanced data: auto (n / (classes x count) from the train split), {<class>: weight}, or a list by class index.'),
   earlyStopping: z
     .strictObject({
       patience: positiveInt.describe('Stop after this many epochs without validation improvement.'),

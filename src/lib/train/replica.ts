@@ -11,6 +11,8 @@ import {buildModel} from '../model/build.js'
 import {saveModel} from '../model/artifact.js'
 import {disposeBatch, makeBatch} from './pipeline.js'
 import {rngFor} from './rng.js'
+import {countLabels, resolveClassWeights} from './class-weights.js'
+import {learningRateFor, setLearningRate} from './schedule.js'
 
 export interface SliceResult {
   /** Sum (not mean) of the per-example losses of the slice. */
@@ -42,6 +44,10 @@ export function makeOptimizer(train: MlConfig['train']): tf.Optimizer {
 
 export class Replica {
   readonly variables: tf.Variable[]
+  /** Loss weight per class (train.classWeights), undefined when unweighted. */
+  private readonly classWeights?: number[]
+  /** The scheduled learning rate of the step whose gradients applyFlatGradients applies next. */
+  private pendingRate?: number
 
   private constructor(
     readonly config: MlConfig,
@@ -53,6 +59,9 @@ export class Replica {
   ) {
     // Fixed order: optimizer state is matched to variables by position.
     this.variables = model.trainableWeights.map((w) => w.read() as tf.Variable)
+    // By class index here: the trainer hands replicas classWeights already resolved from class names.
+    const setting = config.train.classWeights
+    this.classWeights = setting === undefined ? undefined : resolveClassWeights(setting, Array.from({length: numClasses}, (_, i) => String(i)), countLabels(train.labels, numClasses))
   }
 
   /** A fresh replica (seeded init), or one restored from the latest checkpoint in `checkpointsDir`. */
@@ -98,7 +107,9 @@ export class Replica {
         correct = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(probs, 1), tf.argMax(batch.ys, 1)), 'float32')) as tf.Scalar)
         const perExample = tf.metrics.categoricalCrossentropy(batch.ys, probs)
         lossSum = tf.keep(tf.sum(perExample) as tf.Scalar)
-        return tf.div(tf.sum(perExample), globalBatch) as tf.Scalar
+        // Class weights scale what is optimised; the reported loss stays comparable to validation's.
+        const objective = this.classWeights ? tf.mul(perExample, tf.tensor1d(Array.from(batch.labels, (l) => this.classWeights![l]!))) : perExample
+        return tf.div(tf.sum(objective), globalBatch) as tf.Scalar
       }, this.variables),
     )
     value.dispose()
@@ -115,6 +126,7 @@ export class Replica {
   /** Single-process step: gradients of the whole global batch, applied at once. */
   async step(epoch: number, step: number, order: Uint32Array, start: number, size: number): Promise<SliceResult> {
     const {grads, correct, lossSum, count} = this.sliceGradients(epoch, step, order, start, size, 0, size)
+    setLearningRate(this.optimizer, learningRateFor(this.config.train, epoch, step, this.train.count))
     this.optimizer.applyGradients(this.variables.map((v) => ({name: v.name, tensor: grads[v.name]!})))
     tf.dispose(grads)
     return this.readScalars(lossSum, correct, count)
@@ -123,6 +135,7 @@ export class Replica {
   /** Data-parallel step, part 1: this worker's slice gradients, flattened in variable order. */
   async gradientsOfSlice(epoch: number, step: number, order: Uint32Array, start: number, size: number, rowOffset: number, globalBatch: number) {
     const {grads, correct, lossSum, count} = this.sliceGradients(epoch, step, order, start, size, rowOffset, globalBatch)
+    this.pendingRate = learningRateFor(this.config.train, epoch, step, this.train.count)
     const flat = new Float32Array(this.variables.reduce((n, v) => n + v.size, 0))
     let at = 0
     for (const v of this.variables) {
@@ -142,6 +155,7 @@ export class Replica {
       at += v.size
       return {name: v.name, tensor}
     })
+    if (this.pendingRate !== undefined) setLearningRate(this.optimizer, this.pendingRate)
     this.optimizer.applyGradients(named)
     tf.dispose(named.map((n) => n.tensor))
   }

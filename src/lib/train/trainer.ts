@@ -7,6 +7,7 @@ import {readManifest} from '../data/store.js'
 import {joinPath, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
 import {BestWeights} from './best.js'
+import {resolveClassWeights} from './class-weights.js'
 import {hasCheckpoint, type TrainingPosition} from './checkpoint.js'
 import {LocalExecutor, type Executor} from './executor.js'
 import {stepsPerEpoch} from './pipeline.js'
@@ -94,6 +95,14 @@ async function prepare(loaded: LoadedConfig): Promise<Prepared> {
   return {config, store, runsDir, manifest}
 }
 
+/** train.classWeights by class index (names resolved against the dataset's classes) for the replicas. */
+function withClassWeightsByIndex(config: MlConfig, manifest: Prepared['manifest']): MlConfig {
+  const setting = config.train.classWeights
+  if (setting === undefined || setting === 'auto' || Array.isArray(setting)) return config
+  const counts = manifest.classes.map((c) => manifest.counts.train?.[c] ?? 0)
+  return {...config, train: {...config.train, classWeights: resolveClassWeights(setting, manifest.classes, counts)}}
+}
+
 /** Workers for train.devices: a number, or auto (one per GPU under tfjs-node-gpu, else one per core). */
 export async function resolveDevices(devices: MlConfig['train']['devices']): Promise<number> {
   if (devices !== 'auto') return devices
@@ -107,6 +116,8 @@ export async function resolveDevices(devices: MlConfig['train']['devices']): Pro
 export async function runTraining(options: TrainOptions): Promise<TrainSummary> {
   const {loaded, signal, onEvent} = options
   const {config, manifest, runsDir, store} = await prepare(loaded)
+  // Checked before a run directory is made: a class name the dataset lacks is a config error.
+  const replicaConfig = withClassWeightsByIndex(config, manifest)
   const {epochs, batchSize, seed} = config.train
 
   let runDir: string
@@ -135,7 +146,7 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
   }
 
   const workers = await resolveDevices(config.train.devices)
-  const start = {config, store, manifest, checkpointsDir}
+  const start = {config: replicaConfig, store, manifest, checkpointsDir}
   const executor: Executor =
     workers > 1 ? await (await import('./parallel/coordinator.js')).ParallelExecutor.start({...start, workers, signal}) : await LocalExecutor.start(start)
 
