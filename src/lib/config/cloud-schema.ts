@@ -64,7 +64,12 @@ export const TuneSchema = z
     maxTrials: positiveInt.max(1000).default(10),
     parallelTrials: positiveInt.max(100).default(2),
     maxFailedTrials: z.number().int().min(0).optional().describe('The job fails after this many failed trials (Vertex default: a few).'),
-    algorithm: z.enum(['default', 'grid', 'random']).default('default').describe('default = Vertex AI Vizier (Bayesian).'),
+    algorithm: z
+      .enum(['default', 'grid', 'random', 'halving'])
+      .default('default')
+      .describe('default = Vertex AI Vizier (Bayesian) on Vertex, successive halving locally; halving: local only.'),
+    target: z.enum(['vertex', 'local']).default('vertex').describe('Where trials run: Vertex AI, or `ml train` processes on this machine (flag --target).'),
+    eta: z.number().int().min(2).max(10).default(3).describe('Successive halving: keep the best 1/eta of the trials at each rung, which train eta times longer.'),
     parameters: z.array(TuneParameterSchema).min(1).describe('Config keys to search, each with its range or values.'),
   })
   .refine((t) => new Set(t.parameters.map((p) => p.name)).size === t.parameters.length, {message: 'each parameter name may appear once', path: ['parameters']})

@@ -44,12 +44,19 @@ function parameterSpec(p: TuneParameter): Record<string, unknown> {
   }
 }
 
+function vertexAlgorithm(algorithm: TuneConfig['algorithm']): keyof typeof ALGORITHM {
+  if (algorithm === 'halving') {
+    throw new UserError('tune.algorithm halving runs only locally (tune.target local / --target local)', {code: 'CONFIG_INVALID', exit: 'usage', suggestions: ['Use default, grid or random on Vertex AI.']})
+  }
+  return algorithm === 'default' ? 'random' : algorithm
+}
+
 /** The StudySpec of tune (REST JSON shape). */
 export function studySpec(tune: TuneConfig): Record<string, unknown> {
   return {
     metrics: [{metricId: tune.metric, goal: goalOf(tune).toUpperCase()}],
     parameters: tune.parameters.map(parameterSpec),
-    ...(tune.algorithm === 'default' ? {} : {algorithm: ALGORITHM[tune.algorithm]}),
+    ...(tune.algorithm === 'default' ? {} : {algorithm: ALGORITHM[vertexAlgorithm(tune.algorithm)]}),
   }
 }
 
@@ -157,6 +164,11 @@ export function trialRows(trials: TrialLike[], tune: TuneConfig): TrialRow[] {
     if (typeof metric === 'number') row.metric = metric
     return row
   })
+  return markBest(rows, tune)
+}
+
+/** Marks the succeeded trial with the best metric (by the study's goal). */
+export function markBest(rows: TrialRow[], tune: TuneConfig): TrialRow[] {
   const scored = rows.filter((r) => r.metric !== undefined && r.state === 'SUCCEEDED')
   if (scored.length > 0) {
     const sign = goalOf(tune) === 'maximize' ? 1 : -1

@@ -266,7 +266,7 @@ describe('ml tune', () => {
   })
 
   it('prints the trials as a table, the best marked', () => {
-    const tune = {metric: 'valLoss', goal: undefined, maxTrials: 2, parallelTrials: 1, algorithm: 'default', parameters: [{name: 'train.learningRate', type: 'double', min: 0.001, max: 0.1}]} as const
+    const tune = {metric: 'valLoss', goal: undefined, maxTrials: 2, parallelTrials: 1, algorithm: 'default', target: 'vertex', eta: 3, parameters: [{name: 'train.learningRate', type: 'double', min: 0.001, max: 0.1}]} as const
     const rows = trialRows(
       [
         {id: '1', state: 'SUCCEEDED', parameters: [{parameterId: 'train_learningRate', value: {numberValue: 0.01, kind: 'numberValue'}}], finalMeasurement: {metrics: [{metricId: 'valLoss', value: 0.3}]}},
