@@ -2,6 +2,7 @@
 // ingest -> train -> evaluate on the official test set), printed as one JSON object on stdout.
 // Targets: MNIST test >= 0.992 and Fashion-MNIST test >= 0.925, each within 15 minutes of training.
 // Usage: npm run bench:accuracy [-- --only mnist|fashion-mnist] [-- --epochs N]
+import {rmSync} from 'node:fs'
 import {mkdir, readFile, rm, writeFile} from 'node:fs/promises'
 import {createRequire} from 'node:module'
 import os from 'node:os'
@@ -139,6 +140,14 @@ async function benchDataset(dataset: Dataset, epochs: number | undefined): Promi
   } finally {
     await rm(dir, {recursive: true, force: true})
   }
+}
+
+// Ctrl-C or kill: the temporary folders (70k PNGs and a dataset store) go too.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    for (const dataset of Object.keys(RECIPES)) rmSync(path.join(os.tmpdir(), `ml-bench-accuracy-${dataset}-${process.pid}`), {recursive: true, force: true})
+    process.exit(130)
+  })
 }
 
 const args = process.argv.slice(2)

@@ -106,6 +106,8 @@ export class ModelRepository extends EventEmitter {
   private timer: NodeJS.Timeout | undefined
   private stopped = false
   private scanned = false
+  /** The aliases file as last read, per model (to report a move that waits only once). */
+  private readonly aliasesRead = new Map<string, Record<string, number>>()
   /** Where versions on Cloud Storage are copied to be loaded (made on first use). */
   private cache: Promise<string> | undefined
 
@@ -221,14 +223,17 @@ export class ModelRepository extends EventEmitter {
    */
   private switchAliases(entry: ModelEntry, aliases: Record<string, number>, wanted: Set<number>): void {
     const next: Record<string, number> = {}
+    const seen = this.aliasesRead.get(entry.name) ?? {}
     for (const [alias, version] of Object.entries(aliases)) {
       const old = entry.aliases[alias]
       const keepOld = !wanted.has(version) && old !== undefined && entry.versions.get(old)?.state === 'AVAILABLE'
       next[alias] = keepOld ? old : version
       if (keepOld) wanted.add(old)
-      if (next[alias] !== version) this.log.event('warn', 'alias-not-moved', {model: entry.name, alias, version, kept: old, reason: `version ${version} is not available`})
-      else if (old !== version) this.log.event('info', 'alias-moved', {model: entry.name, alias, version, ...(old === undefined ? {} : {previous: old})})
+      // Said once per move of the file, not on every scan while the move waits.
+      if (keepOld && seen[alias] !== version) this.log.event('warn', 'alias-not-moved', {model: entry.name, alias, version, kept: old, reason: `version ${version} is not available`})
+      else if (!keepOld && old !== version) this.log.event('info', 'alias-moved', {model: entry.name, alias, version, ...(old === undefined ? {} : {previous: old})})
     }
+    this.aliasesRead.set(entry.name, aliases)
     entry.aliases = next
   }
 

@@ -195,5 +195,13 @@ describe('aliases end to end: ml models, ml predict and ml serve follow an alias
     await pinned.repository.scan()
     assert.deepEqual(await versions(pinned), ['1'])
     assert.equal(await classify(pinned), '1')
+
+    // A move to a version that cannot be loaded leaves the alias (and the traffic) where it was.
+    await cp(model.versionDir, path.join(repo, 'digits', '3'), {recursive: true})
+    await writeFile(path.join(repo, 'digits', '3', 'model.json'), '{"format": "layers-model", "modelTopology": ')
+    await setAlias(repo, 'digits', 'production', 3)
+    await pinned.repository.scan()
+    assert.deepEqual(await labelled(pinned, 'production'), ['1'])
+    assert.equal(await classify(pinned), '1')
   })
 })
