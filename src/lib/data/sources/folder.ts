@@ -6,7 +6,7 @@ import path from 'node:path'
 import type {FolderSourceConfig} from '../../config/schema.js'
 import {resolvePath} from '../../config/load.js'
 import {UserError} from '../../errors.js'
-import {TooLargeError, type SourceContext, type SourceItem} from './index.js'
+import {TooLargeError, type SourceContext, type SourceItem} from './types.js'
 
 function configKey(ctx: SourceContext): string {
   return ctx.index === undefined ? 'data.sources[].path' : `data.sources[${ctx.index}].path`

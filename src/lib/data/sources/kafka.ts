@@ -7,7 +7,7 @@ import type {Admin, Consumer, EachBatchPayload, IHeaders, KafkaMessage, Message,
 import type {KafkaSourceConfig} from '../../config/schema.js'
 import {UserError} from '../../errors.js'
 import {createKafka, type KafkaClient} from '../kafka-client.js'
-import type {SourceCheckpoints, SourceContext, SourceItem, SourceStream} from './index.js'
+import type {SourceCheckpoints, SourceContext, SourceItem, SourceStream} from './types.js'
 
 /** Headers added to a dead-lettered message (the original headers are kept). */
 export const DEAD_LETTER_HEADERS = {
@@ -390,7 +390,11 @@ export class KafkaSourceStream implements SourceStream {
     this.queue.push(entry)
   }
 
-  /** format json: the value is {label, uri} naming a local file; gs:// waits for the storage layer. */
+  /**
+   * format json: the value is {label, uri} naming a local file (a path or file:// URI). Object URIs
+   * (gs://...) are quarantined as unsupported-uri: this source reads message values and local files,
+   * while buckets are read by the gcs source.
+   */
   private fromJson(item: SourceItem, value: Buffer): void {
     let parsed: unknown
     try {
@@ -413,7 +417,7 @@ export class KafkaSourceStream implements SourceStream {
       const scheme = uri.slice(0, uri.indexOf(':'))
       item.problem = {
         reason: 'unsupported-uri',
-        detail: `${uri}: ${scheme}:// objects are not read by the kafka source yet (gs:// will come with the storage layer); use a local path or a file:// URI`,
+        detail: `${uri}: ${scheme}:// objects are not read by the kafka source yet; use a local path or a file:// URI, or a gcs source for a bucket`,
       }
       return
     } else {
