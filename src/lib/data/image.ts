@@ -168,9 +168,14 @@ const FAST_PATH_MAX_PIXELS = 256 * 256
  * sure (any CRC, zlib or structure problem included), and the file then goes to sharp, so damaged
  * files always get sharp's verdict.
  */
-function decodeCanonicalPng(bytes: Buffer, header: PngHeader, spec: ImageSpec): Uint8Array | undefined {
+function decodeCanonicalPng(
+  bytes: Buffer,
+  header: PngHeader,
+  spec: Pick<ImageSpec, 'width' | 'height' | 'channels'>,
+  maxPixels = FAST_PATH_MAX_PIXELS,
+): Uint8Array | undefined {
   const {width, height, bitDepth, colorType} = header
-  if (width !== spec.width || height !== spec.height || bitDepth !== 8 || width * height > FAST_PATH_MAX_PIXELS) return undefined
+  if (width !== spec.width || height !== spec.height || bitDepth !== 8 || width * height > maxPixels) return undefined
   if (header.compression !== 0 || header.filter !== 0 || header.interlace !== 0) return undefined
   // RGB to grey is a colourimetric conversion in libvips; only sharp defines it.
   if (!(colorType === 0 || (colorType === 2 && spec.channels === 3))) return undefined
@@ -211,6 +216,30 @@ function decodeCanonicalPng(bytes: Buffer, header: PngHeader, spec: ImageSpec): 
   const rgb = new Uint8Array(pixels.length * 3)
   for (let i = 0, j = 0; i < pixels.length; i++, j += 3) rgb[j] = rgb[j + 1] = rgb[j + 2] = pixels[i]!
   return rgb
+}
+
+/**
+ * Decodes a PNG stored in a dataset (ingest wrote it at the dataset's size: 8-bit grey or RGB) with
+ * the fast path above, whatever its size: loading a split is a batch job, not a server's event loop.
+ * Undefined when the PNG is anything else; decodeStoredWithSharp then has the last word.
+ */
+export function decodeStoredPng(encoded: Uint8Array, width: number, height: number, channels: number): Uint8Array | undefined {
+  const bytes = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength)
+  if (bytes.length < 8 || !bytes.subarray(0, 8).equals(PNG_SIGNATURE)) return undefined
+  const header = readPngHeader(bytes)
+  if (header === undefined || (channels !== 1 && channels !== 3)) return undefined
+  return decodeCanonicalPng(bytes, header, {width, height, channels}, Number.POSITIVE_INFINITY)
+}
+
+/** A stored image the fast path does not take (another writer's PNG, say), decoded by sharp into `out`. */
+export async function decodeStoredWithSharp(encoded: Uint8Array, out: Uint8Array, width: number, height: number, channels: number): Promise<void> {
+  let image = sharp(encoded).resize(width, height, {fit: 'fill'})
+  image = channels === 1 ? image.greyscale() : image.toColourspace('srgb')
+  const {data, info} = await image.removeAlpha().raw().toBuffer({resolveWithObject: true})
+  if (info.channels !== channels || data.length !== out.length) {
+    throw new Error(`decoded to ${info.width}x${info.height}x${info.channels}`)
+  }
+  out.set(data)
 }
 
 /** Reverses PNG row filters (spec section 9) for 8-bit samples, `bpp` bytes per pixel. */
