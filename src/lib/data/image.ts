@@ -121,11 +121,6 @@ function sniffFormat(bytes: Buffer): Sniffed | undefined {
   return undefined
 }
 
-function describeStart(bytes: Buffer): string {
-  const start = bytes.subarray(0, 8)
-  const printable = /^[\x20-\x7e\t\r\n]*$/.test(start.toString('latin1'))
-  return printable ? JSON.stringify(start.toString('latin1')) : start.toString('hex').replace(/(..)(?!$)/g, '$1 ')
-}
 
 interface PngHeader {
   width: number
@@ -336,7 +331,28 @@ async function classifySharpError(error: unknown, bytes: Buffer, format: string,
   // Not every libvips 'unsupported' is about the format: libjpeg's "Unsupported marker type" means
   // damaged data. These are the messages of features a decoder lacks (HEVC, lossless JPEG...).
   if (UNSUPPORTED_FEATURE.test(message)) return reject('unsupported-format', `${format}: ${message}`)
+  // libvips says only "Unknown error" for a PNG cut short; its chunk structure tells.
+  const truncation = format === 'png' ? pngTruncation(bytes) : undefined
+  if (truncation !== undefined) return reject('corrupt', `png is truncated: ${truncation}`)
   return reject('corrupt', `${format} could not be decoded: ${message}`)
+}
+
+/**
+ * How a PNG is cut short, from its chunk structure alone (lengths, not CRCs): where the file ends
+ * before its IEND chunk; undefined when every chunk is whole up to IEND.
+ */
+export function pngTruncation(bytes: Buffer): string | undefined {
+  let last = 'signature'
+  for (let pos = PNG_SIGNATURE.length; ; ) {
+    if (pos >= bytes.length) return `the file ends after its ${last} (${bytes.length} bytes) without an IEND chunk`
+    if (pos + 8 > bytes.length) return `the file ends inside a chunk header after its ${last} (${bytes.length} bytes)`
+    const type = ascii(bytes, pos + 4, pos + 8)
+    const end = pos + 12 + bytes.readUInt32BE(pos)
+    if (end > bytes.length) return `the file ends inside its ${type} chunk (${bytes.length} of ${end} bytes)`
+    if (type === 'IEND') return undefined
+    last = `${type} chunk`
+    pos = end
+  }
 }
 
 // pngjs rather than a second sharp call: on 28x28 greyscale pngjs encodes ~20k images per CPU
@@ -413,7 +429,9 @@ async function normalise(bytes: Buffer, spec: ImageSpec, limits: ImageLimits, en
   }
   const sniffed = sniffFormat(bytes)
   if (sniffed === undefined) {
-    return reject('unsupported-format', `not a recognised image format (starts with ${describeStart(bytes)}); supported: ${SUPPORTED_FORMATS.join(', ')}`)
+    // What the file is not, never what it holds: details go to quarantine.jsonl and logs, and a
+    // file that is no image may be anything (a link's target, a credentials file).
+    return reject('unsupported-format', `not a recognised image format (${bytes.length} bytes, no image signature); supported: ${SUPPORTED_FORMATS.join(', ')}`)
   }
   if (!sniffed.decodable) return reject('unsupported-format', `${sniffed.format} images are not supported; supported: ${SUPPORTED_FORMATS.join(', ')}`)
   const sourceFormat = sniffed.format

@@ -400,7 +400,8 @@ export class KafkaSourceStream implements SourceStream {
     try {
       parsed = JSON.parse(value.toString('utf8'))
     } catch (error) {
-      item.problem = {reason: 'bad-message', detail: `the value is not JSON: ${describe(error)}`}
+      // Not the parser's message: it quotes the value, and a quarantine entry never holds content.
+      item.problem = {reason: 'bad-message', detail: `the value (${value.length} bytes) is not JSON${error instanceof SyntaxError ? '' : `: ${describe(error)}`}`}
       return
     }
     const body = parsed as {label?: unknown; uri?: unknown}
