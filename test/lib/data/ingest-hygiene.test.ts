@@ -71,4 +71,38 @@ describe('ingest hygiene', () => {
       ['passwd.png', 'outside-source'],
     ])
   })
+
+  it('lists dropped duplicates with the file each duplicates, in this run and against stored images, once', async () => {
+    const dir = path.join(root, 'duplicates')
+    const images = path.join(dir, 'images')
+    await mkdir(path.join(images, 'a'), {recursive: true})
+    await mkdir(path.join(images, 'b'), {recursive: true})
+    const one = await png(1)
+    await writeFile(path.join(images, 'a', '1.png'), one)
+    await writeFile(path.join(images, 'a', '2.png'), await png(2))
+    await writeFile(path.join(images, 'b', 'copy-of-1.png'), one)
+    const store = path.join(dir, 'store')
+    const config = validateConfig({data: {sources: [{type: 'folder', path: 'images'}], store, image: GREY, concurrency: 2}})
+    const first = await runIngest({config, baseDir: dir})
+    assert.equal(first.duplicates, 1)
+    const listed = async () =>
+      (await readFile(path.join(store, 'duplicates.jsonl'), 'utf8'))
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as {origin: string; duplicateOf?: string; key: string})
+        .map((e) => [path.relative(images, e.origin), e.duplicateOf && path.relative(images, e.duplicateOf)])
+    assert.deepEqual(await listed(), [['b/copy-of-1.png', 'a/1.png']])
+
+    // A later copy of a stored image names the stored file; files that are themselves stored are not listed.
+    await writeFile(path.join(images, 'b', 'later-copy-of-2.png'), await png(2))
+    const second = await runIngest({config, baseDir: dir})
+    assert.deepEqual([second.accepted, second.duplicates], [0, 4])
+    assert.deepEqual(await listed(), [
+      ['b/copy-of-1.png', 'a/1.png'],
+      ['b/later-copy-of-2.png', 'a/2.png'],
+    ])
+    const third = await runIngest({config, baseDir: dir})
+    assert.equal(third.duplicates, 4)
+    assert.equal((await listed()).length, 2)
+  })
 })

@@ -271,6 +271,9 @@ export class IngestRun {
       this.options.observer?.rejected?.(outcome.reason)
     } else if (outcome.kind === 'duplicate' || this.kept.has(outcome.key)) {
       tally.duplicates++
+      // Listed with the copy kept: this run's, else the store names the committed one at commit.
+      const first = this.kept.get(outcome.key)
+      this.store.addDuplicates([{origin: outcome.origin, key: outcome.key, ...(first === undefined ? {} : {duplicateOf: first}), at: new Date().toISOString()}])
     } else {
       this.kept.set(outcome.key, outcome.origin)
       tally.accepted++

@@ -6,12 +6,13 @@ import {UserError} from '../../errors.js'
 // Every file access goes through the storage layer, so a store can live on a local disk or on gs://.
 import {errorCode, joinPath, listNames, makeDir, readVersioned, remove, resolveLocation, writeFileAtomic} from '../../storage/index.js'
 import type {SplitFractions} from '../splits.js'
-import type {DatasetManifest, QuarantineEntry, RecordToWrite, ShardInfo, SourceCheckpoints} from '../types.js'
-import {accessing, corrupt, MANIFEST, MANIFESTS_DIR, pad, readIfExists, SHARDS_DIR} from './layout.js'
+import type {DatasetManifest, DuplicateEntry, QuarantineEntry, RecordToWrite, ShardInfo, SourceCheckpoints} from '../types.js'
+import {Duplicates} from './duplicates.js'
+import {accessing, corrupt, MANIFEST, MANIFESTS_DIR, originsFileOf, pad, readIfExists, SHARDS_DIR} from './layout.js'
 import {lock, unlock} from './lock.js'
 import {checkCompatible, compareClassNames, emptyManifest, nextManifest, parseManifest, type HistoryEntry} from './manifest.js'
 import {Quarantine} from './quarantine.js'
-import {openShardWriter, type ShardWriter} from './shard-writer.js'
+import {openShardWriter, type ShardEntry, type ShardWriter} from './shard-writer.js'
 
 /**
  * A dataset store opened for writing. Shards written here stay invisible until commit(); a run that
@@ -24,11 +25,13 @@ export class DatasetStore {
   readonly split: SplitFractions
   private committed: DatasetManifest | undefined
   private classNames: string[]
-  private readonly keys = new Set<string>()
+  /** Every dedupe key stored, with the index of its committed shard (-1: a shard of this run). */
+  private readonly keys = new Map<string, number>()
   private pending: ShardInfo[] = []
   private readonly openShards = new Set<ShardWriter>()
   private pendingKeys: string[] = []
   private quarantine!: Quarantine
+  private duplicates!: Duplicates
   /** Examples per split and class name in the shards written since the last commit. */
   private readonly pendingCounts = new Map<SplitName, Map<string, number>>()
   private readonly shardNumber: Record<SplitName, number> = {train: 0, validation: 0, test: 0}
@@ -74,6 +77,7 @@ export class DatasetStore {
     await store.removeStrays()
     await store.loadKeys()
     store.quarantine = await Quarantine.load(root)
+    store.duplicates = await Duplicates.load(root)
     return store
   }
 
@@ -159,10 +163,10 @@ export class DatasetStore {
   }
 
   /** A closed shard joins what the next commit publishes. */
-  private published(info: ShardInfo, records: ReadonlyArray<{key: string; text: string}>): void {
+  private published(info: ShardInfo, records: ReadonlyArray<ShardEntry>): void {
     this.pending.push(info)
     for (const {key} of records) {
-      this.keys.add(key)
+      this.keys.set(key, -1)
       this.pendingKeys.push(key)
     }
     let byClass = this.pendingCounts.get(info.split)
@@ -176,11 +180,54 @@ export class DatasetStore {
   }
 
   /**
+   * Queues dropped duplicates; they are appended to duplicates.jsonl by the next commit(). An entry
+   * without duplicateOf duplicates a committed image, whose origin the commit looks up.
+   */
+  addDuplicates(entries: Iterable<DuplicateEntry>): void {
+    this.duplicates.add(entries)
+  }
+
+  /**
    * Appends queued quarantine entries, skipping an origin already quarantined for the same reason so
    * that re-running an ingest over the same bad files does not grow the file.
    */
   async flushQuarantine(): Promise<void> {
     await this.quarantine.flush()
+    await this.duplicates.flush((keys) => this.keptCopies(keys))
+  }
+
+  /** The origin (from the shard's origins list) or at least the shard of each committed key. */
+  private async keptCopies(keys: string[]): Promise<Map<string, {origin?: string; shard: string}>> {
+    const shards = this.committed?.shards ?? []
+    const byShard = new Map<number, string[]>()
+    for (const key of keys) {
+      const index = this.keys.get(key)
+      if (index === undefined || index < 0) continue
+      byShard.set(index, [...(byShard.get(index) ?? []), key])
+    }
+    const out = new Map<string, {origin?: string; shard: string}>()
+    for (const [index, wanted] of byShard) {
+      const shard = shards[index]!
+      const [keysText, originsText] = await Promise.all([
+        readIfExists(joinPath(this.dir, shard.keysFile)),
+        // Shards written before origins were recorded have no list: the shard is named instead.
+        readIfExists(joinPath(this.dir, originsFileOf(shard.keysFile))).catch(() => undefined),
+      ])
+      const shardKeys = keysText?.split('\n') ?? []
+      const origins = originsText?.split('\n') ?? []
+      const wantedSet = new Set(wanted)
+      for (const [i, key] of shardKeys.entries()) {
+        if (!wantedSet.has(key)) continue
+        let origin: string | undefined
+        try {
+          origin = origins[i] ? (JSON.parse(origins[i]!) as string) || undefined : undefined
+        } catch {
+          origin = undefined
+        }
+        out.set(key, origin === undefined ? {shard: shard.file} : {origin, shard: shard.file})
+      }
+    }
+    return out
   }
 
   /**
@@ -196,7 +243,7 @@ export class DatasetStore {
       image: this.image,
       split: this.split,
       classes: this.classNames,
-      keys: this.keys,
+      keys: this.keys.keys(),
       shards: this.pending,
       counts: this.pendingCounts,
       history,
@@ -246,10 +293,12 @@ export class DatasetStore {
     this.pendingKeys = []
     this.pendingCounts.clear()
     this.quarantine.drop()
+    this.duplicates.drop()
     this.classNames = [...(this.committed?.classes ?? [])]
     for (const shard of shards) {
       await remove(joinPath(this.dir, shard.file))
       await remove(joinPath(this.dir, shard.keysFile))
+      await remove(joinPath(this.dir, originsFileOf(shard.keysFile)))
     }
   }
 
@@ -269,6 +318,7 @@ export class DatasetStore {
     for (const shard of this.committed?.shards ?? []) {
       referenced.add(path.posix.basename(shard.file))
       referenced.add(path.posix.basename(shard.keysFile))
+      referenced.add(path.posix.basename(originsFileOf(shard.keysFile)))
     }
     for (const name of await listNames(joinPath(this.dir, SHARDS_DIR))) {
       if (!referenced.has(name)) await remove(joinPath(this.dir, SHARDS_DIR, name))
@@ -303,7 +353,7 @@ export class DatasetStore {
           {store: this.dir, shard: shard.file},
         )
       }
-      for (const key of keys) this.keys.add(key)
+      for (const key of keys) this.keys.set(key, i)
     }
   }
 }

@@ -12,6 +12,9 @@ export const QUARANTINE = 'quarantine.jsonl'
 export const DUPLICATES = 'duplicates.jsonl'
 export const LOCK = '.lock'
 
+/** Each shard's origins, one JSON string per line in key-list order, beside its key list. */
+export const originsFileOf = (keysFile: string) => keysFile.replace(/\.keys$/, '') + '.origins'
+
 export const pad = (n: number, width: number) => String(n).padStart(width, '0')
 export const sha256Hex = (data: string | Uint8Array) => createHash('sha256').update(data).digest('hex')
 

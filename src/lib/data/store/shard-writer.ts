@@ -6,7 +6,7 @@ import {createWriter, joinPath, remove, writeFileAtomic} from '../../storage/ind
 import {prepareExample} from '../example.js'
 import {extendCrc32cOverRecord, frameRecord, PAYLOAD_OFFSET, RECORD_OVERHEAD} from '../tfrecord.js'
 import type {RecordToWrite, ShardInfo} from '../types.js'
-import {crc32cText} from './layout.js'
+import {crc32cText, originsFileOf} from './layout.js'
 
 /** Framed records are written in chunks of about this size, from a buffer of this size. */
 const WRITE_CHUNK_BYTES = 1 << 20
@@ -25,6 +25,13 @@ export interface ShardWriter {
   abort(): Promise<void>
 }
 
+/** What a shard records of each example besides its bytes. */
+export interface ShardEntry {
+  key: string
+  text: string
+  origin: string | undefined
+}
+
 /** Where a shard goes and whom it tells: see openShardWriter. */
 export interface ShardTarget {
   /** The store's folder; `file` and `keysFile` are relative to it. */
@@ -38,7 +45,7 @@ export interface ShardTarget {
   /** The store's class names by index as they stand now (they grow while a run adds classes). */
   classNames(): readonly string[]
   /** The shard is closed, its file and key list durable: `records` are what it holds. */
-  published(info: ShardInfo, records: ReadonlyArray<{key: string; text: string}>): void
+  published(info: ShardInfo, records: ReadonlyArray<ShardEntry>): void
   /** The shard is no longer open (published or aborted); called once. */
   released(): void
 }
@@ -59,7 +66,7 @@ export function openShardWriter(target: ShardTarget): ShardWriter {
   // guards against damage, which is the threat (whoever can rewrite a shard can rewrite the
   // manifest too), at ~10x sha256's speed, for ingest and every load.
   let crc = 0
-  const records: Array<{key: string; text: string}> = []
+  const records: ShardEntry[] = []
   // Records are framed straight into a write buffer, written and then reused: no per-record
   // allocation (photo records are ~150 KB each). Two buffers take turns: records are framed into
   // one while the other is written, so an append waits for the disk only if it fills a chunk
@@ -110,7 +117,7 @@ export function openShardWriter(target: ShardTarget): ShardWriter {
     const start = filled
     filled = frameRecord(buffer, filled, example.size)
     crc = extendCrc32cOverRecord(crc, buffer, start, filled)
-    records.push({key: r.key, text: r.text})
+    records.push({key: r.key, text: r.text, origin: r.origin})
     if (filled >= WRITE_CHUNK_BYTES) await writeBuffered()
   }
   const shard: ShardWriter = {
@@ -138,6 +145,9 @@ export function openShardWriter(target: ShardTarget): ShardWriter {
         await writing
         await (await writer).commit()
         await writeFileAtomic(joinPath(dir, keysFile), records.map((r) => r.key).join('\n') + '\n')
+        // Where each example came from, so that a later duplicate can name the copy it duplicates
+        // without reading the shard (JSON strings: an origin may hold any character).
+        await writeFileAtomic(joinPath(dir, originsFileOf(keysFile)), records.map((r) => JSON.stringify(r.origin ?? '')).join('\n') + '\n')
         const info: ShardInfo = {file, split, count: records.length, bytes, crc32c: crc32cText(crc), keysFile, addedIn}
         target.published(info, records)
         return info
@@ -155,6 +165,7 @@ export function openShardWriter(target: ShardTarget): ShardWriter {
       await writing.catch(() => {})
       await (await writer.catch(() => undefined))?.abort()
       await remove(joinPath(dir, keysFile))
+      await remove(joinPath(dir, originsFileOf(keysFile)))
     },
   }
   return shard
