@@ -4,6 +4,7 @@ import zlib from 'node:zlib'
 import {PNG} from 'pngjs'
 import sharp from 'sharp'
 import type {ImageSpec} from '../config/schema.js'
+import {ascii, sniffFormat} from './sniff.js'
 import {PNG_SIGNATURE, storedPng} from './stored-png.js'
 import type {Bytes} from './types.js'
 
@@ -72,55 +73,6 @@ export const SUPPORTED_FORMATS: readonly string[] = Object.freeze(
     return format?.input.buffer === true
   }),
 )
-
-interface Sniffed {
-  format: string
-  /** False for image formats that are recognised only to say clearly that they are not supported. */
-  decodable: boolean
-}
-
-const HEIF_BRANDS = new Set(['heic', 'heix', 'hevc', 'hevx', 'heim', 'heis', 'hevm', 'hevs', 'mif1', 'msf1'])
-
-function ascii(bytes: Buffer, start: number, end: number): string {
-  return bytes.length >= end ? bytes.toString('latin1', start, end) : ''
-}
-
-/**
- * Identifies the format from magic bytes. Done in JS before sharp so that text and other non-images
- * are rejected without a native call, and so that SVG, a document that sharp would rasterise with
- * librsvg, is refused rather than rendered.
- */
-function sniffFormat(bytes: Buffer): Sniffed | undefined {
-  const b = bytes
-  if (b.length >= 8 && b.subarray(0, 8).equals(PNG_SIGNATURE)) return {format: 'png', decodable: true}
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return {format: 'jpeg', decodable: true}
-  if (ascii(b, 0, 6) === 'GIF87a' || ascii(b, 0, 6) === 'GIF89a') return {format: 'gif', decodable: true}
-  if (ascii(b, 0, 4) === 'RIFF' && ascii(b, 8, 12) === 'WEBP') return {format: 'webp', decodable: true}
-  if (b.length >= 4 && ((b[0] === 0x49 && b[1] === 0x49 && (b[2] === 0x2a || b[2] === 0x2b) && b[3] === 0) ||
-    (b[0] === 0x4d && b[1] === 0x4d && b[2] === 0 && (b[3] === 0x2a || b[3] === 0x2b)))) {
-    return {format: 'tiff', decodable: true}
-  }
-  if (ascii(b, 4, 8) === 'ftyp') {
-    const brand = ascii(b, 8, 12)
-    // AVIF files may carry the generic mif1 as major brand and avif among the compatible ones.
-    const brands = b.toString('latin1', 8, Math.min(b.length, Math.max(12, b.readUInt32BE(0))))
-    if (brand === 'avif' || brand === 'avis' || (HEIF_BRANDS.has(brand) && /avi[fs]/.test(brands))) return {format: 'avif', decodable: true}
-    if (HEIF_BRANDS.has(brand)) return {format: 'heif', decodable: true}
-    if (brand === 'jxl ') return {format: 'JPEG XL', decodable: false}
-  }
-  if (ascii(b, 0, 2) === 'BM' && b.length >= 26) return {format: 'BMP', decodable: false}
-  if (b.length >= 6 && b[0] === 0 && b[1] === 0 && b[2] === 1 && b[3] === 0 && b[5] === 0) return {format: 'ICO', decodable: false}
-  if (b.length >= 2 && b[0] === 0xff && b[1] === 0x0a) return {format: 'JPEG XL', decodable: false}
-  if (ascii(b, 4, 8) === 'jP  ' || (b.length >= 4 && b[0] === 0xff && b[1] === 0x4f && b[2] === 0xff && b[3] === 0x51)) {
-    return {format: 'JPEG 2000', decodable: false}
-  }
-  if (ascii(b, 0, 4) === '8BPS') return {format: 'PSD', decodable: false}
-  if (ascii(b, 0, 5) === '%PDF-') return {format: 'PDF', decodable: false}
-  const head = b.toString('latin1', 0, Math.min(b.length, 512)).trimStart().toLowerCase()
-  if (head.startsWith('<svg') || (head.startsWith('<?xml') && head.includes('<svg'))) return {format: 'SVG', decodable: false}
-  return undefined
-}
-
 
 interface PngHeader {
   width: number
