@@ -285,7 +285,7 @@ async function classifySharpError(error: unknown, bytes: Buffer, format: string,
   if (UNSUPPORTED_FEATURE.test(message)) return reject('unsupported-format', `${format}: ${message}`)
   // libvips says only "Unknown error" for a PNG cut short; its chunk structure tells.
   const truncation = format === 'png' ? pngTruncation(bytes) : undefined
-  if (truncation !== undefined) return reject('corrupt', `png is truncated: ${truncation}`)
+  if (truncation !== undefined) return reject('corrupt', `png could not be decoded: truncated, ${truncation}`)
   return reject('corrupt', `${format} could not be decoded: ${message}`)
 }
 

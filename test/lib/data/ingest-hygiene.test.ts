@@ -42,7 +42,7 @@ describe('ingest hygiene', () => {
       const result = await normaliseImage(cut, {...GREY, width: 64, height: 64}, LIMITS, {fastPath})
       assert.equal(result.ok, false)
       assert.ok(!result.ok && result.reason === 'corrupt')
-      assert.match(!result.ok ? result.detail : '', /^png is truncated: the file ends inside its IDAT chunk/)
+      assert.match(!result.ok ? result.detail : '', /^png could not be decoded: truncated, the file ends inside its IDAT chunk/)
     }
   })
 
