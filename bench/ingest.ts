@@ -35,18 +35,29 @@ const ROUNDS = 7
 const collectGarbage = (globalThis as {gc?: () => void}).gc ?? (() => {})
 const CONCURRENCY = 2 * os.availableParallelism()
 
-interface Result {
+interface Measured {
   images: number
   folderImagesPerSec: number
   sharpOnlyImagesPerSec: number
-  /** folder pipeline / bare sharp loop; target >= 0.9. */
-  folderOverheadRatio: number
+  /** folder pipeline / bare sharp loop. */
+  folderToSharpRatio: number
   kafkaImagesPerSec: number
-  /** kafka ingest / folder pipeline; target >= 0.8. */
+  /** kafka ingest / folder pipeline. */
   kafkaToFolderRatio: number
   lost: number
   duplicated: number
 }
+
+/**
+ * Photos: the folder pipeline decodes with sharp as the bare loop does, so their ratio is the
+ * pipeline's overhead, with a target. MNIST: ingest takes its JS fast path for PNGs that already
+ * are what the spec asks for, so its ratio to a sharp loop compares two decoders, not overhead; it
+ * is reported without a target (folderToSharpRatio), and only the Kafka ratio has one there.
+ */
+const TARGETS = {
+  photos: {folderOverheadRatio: 0.9, kafkaToFolderRatio: 0.8},
+  mnist: {kafkaToFolderRatio: 0.8},
+} as const
 
 const round = (x: number, digits = 1) => Number(x.toFixed(digits))
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
@@ -133,7 +144,7 @@ async function startBroker(): Promise<{address: string; stop: () => Promise<void
   }
 }
 
-async function measure(name: string, folder: string, spec: ImageSpec, work: string, broker: string): Promise<Result> {
+async function measure(name: string, folder: string, spec: ImageSpec, work: string, broker: string): Promise<Measured> {
   const files = await listFiles(folder)
   const expected = new Set<string>()
   for (const file of files) expected.add(createHash('sha256').update(await readFile(file)).digest('hex'))
@@ -196,7 +207,7 @@ async function measure(name: string, folder: string, spec: ImageSpec, work: stri
     images: files.length,
     folderImagesPerSec: round(median(rates.folder)),
     sharpOnlyImagesPerSec: round(median(rates.sharp)),
-    folderOverheadRatio: round(median(ratios.folder), 3),
+    folderToSharpRatio: round(median(ratios.folder), 3),
     kafkaImagesPerSec: round(median(rates.kafka)),
     kafkaToFolderRatio: round(median(ratios.kafka), 3),
     lost,
@@ -215,7 +226,9 @@ async function main(): Promise<void> {
     await writePhotos(photoDir, PHOTO_IMAGES)
     log(`fixtures ready in ${work} after ${((performance.now() - started) / 1000).toFixed(1)} s`)
     const mnist = await measure('mnist', mnistDir, {width: 28, height: 28, channels: 1, fit: 'fill'}, work, broker.address)
-    const photos = await measure('photos', photoDir, {width: 224, height: 224, channels: 3, fit: 'fill'}, work, broker.address)
+    const photosMeasured = await measure('photos', photoDir, {width: 224, height: 224, channels: 3, fit: 'fill'}, work, broker.address)
+    const {folderToSharpRatio, ...photosRest} = photosMeasured
+    const photos = {...photosRest, folderOverheadRatio: folderToSharpRatio}
     const result = {
       cores: os.availableParallelism(),
       concurrency: CONCURRENCY,
@@ -223,6 +236,7 @@ async function main(): Promise<void> {
       threadpool: Number(process.env.UV_THREADPOOL_SIZE ?? 4),
       mnist,
       photos,
+      targets: TARGETS,
       lost: mnist.lost + photos.lost,
       duplicated: mnist.duplicated + photos.duplicated,
     }

@@ -4,6 +4,7 @@ import zlib from 'node:zlib'
 import {PNG} from 'pngjs'
 import sharp from 'sharp'
 import type {ImageSpec} from '../config/schema.js'
+import {ascii, sniffFormat} from './sniff.js'
 import {PNG_SIGNATURE, storedPng} from './stored-png.js'
 import type {Bytes} from './types.js'
 
@@ -73,60 +74,6 @@ export const SUPPORTED_FORMATS: readonly string[] = Object.freeze(
   }),
 )
 
-interface Sniffed {
-  format: string
-  /** False for image formats that are recognised only to say clearly that they are not supported. */
-  decodable: boolean
-}
-
-const HEIF_BRANDS = new Set(['heic', 'heix', 'hevc', 'hevx', 'heim', 'heis', 'hevm', 'hevs', 'mif1', 'msf1'])
-
-function ascii(bytes: Buffer, start: number, end: number): string {
-  return bytes.length >= end ? bytes.toString('latin1', start, end) : ''
-}
-
-/**
- * Identifies the format from magic bytes. Done in JS before sharp so that text and other non-images
- * are rejected without a native call, and so that SVG, a document that sharp would rasterise with
- * librsvg, is refused rather than rendered.
- */
-function sniffFormat(bytes: Buffer): Sniffed | undefined {
-  const b = bytes
-  if (b.length >= 8 && b.subarray(0, 8).equals(PNG_SIGNATURE)) return {format: 'png', decodable: true}
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return {format: 'jpeg', decodable: true}
-  if (ascii(b, 0, 6) === 'GIF87a' || ascii(b, 0, 6) === 'GIF89a') return {format: 'gif', decodable: true}
-  if (ascii(b, 0, 4) === 'RIFF' && ascii(b, 8, 12) === 'WEBP') return {format: 'webp', decodable: true}
-  if (b.length >= 4 && ((b[0] === 0x49 && b[1] === 0x49 && (b[2] === 0x2a || b[2] === 0x2b) && b[3] === 0) ||
-    (b[0] === 0x4d && b[1] === 0x4d && b[2] === 0 && (b[3] === 0x2a || b[3] === 0x2b)))) {
-    return {format: 'tiff', decodable: true}
-  }
-  if (ascii(b, 4, 8) === 'ftyp') {
-    const brand = ascii(b, 8, 12)
-    // AVIF files may carry the generic mif1 as major brand and avif among the compatible ones.
-    const brands = b.toString('latin1', 8, Math.min(b.length, Math.max(12, b.readUInt32BE(0))))
-    if (brand === 'avif' || brand === 'avis' || (HEIF_BRANDS.has(brand) && /avi[fs]/.test(brands))) return {format: 'avif', decodable: true}
-    if (HEIF_BRANDS.has(brand)) return {format: 'heif', decodable: true}
-    if (brand === 'jxl ') return {format: 'JPEG XL', decodable: false}
-  }
-  if (ascii(b, 0, 2) === 'BM' && b.length >= 26) return {format: 'BMP', decodable: false}
-  if (b.length >= 6 && b[0] === 0 && b[1] === 0 && b[2] === 1 && b[3] === 0 && b[5] === 0) return {format: 'ICO', decodable: false}
-  if (b.length >= 2 && b[0] === 0xff && b[1] === 0x0a) return {format: 'JPEG XL', decodable: false}
-  if (ascii(b, 4, 8) === 'jP  ' || (b.length >= 4 && b[0] === 0xff && b[1] === 0x4f && b[2] === 0xff && b[3] === 0x51)) {
-    return {format: 'JPEG 2000', decodable: false}
-  }
-  if (ascii(b, 0, 4) === '8BPS') return {format: 'PSD', decodable: false}
-  if (ascii(b, 0, 5) === '%PDF-') return {format: 'PDF', decodable: false}
-  const head = b.toString('latin1', 0, Math.min(b.length, 512)).trimStart().toLowerCase()
-  if (head.startsWith('<svg') || (head.startsWith('<?xml') && head.includes('<svg'))) return {format: 'SVG', decodable: false}
-  return undefined
-}
-
-function describeStart(bytes: Buffer): string {
-  const start = bytes.subarray(0, 8)
-  const printable = /^[\x20-\x7e\t\r\n]*$/.test(start.toString('latin1'))
-  return printable ? JSON.stringify(start.toString('latin1')) : start.toString('hex').replace(/(..)(?!$)/g, '$1 ')
-}
-
 interface PngHeader {
   width: number
   height: number
@@ -168,9 +115,14 @@ const FAST_PATH_MAX_PIXELS = 256 * 256
  * sure (any CRC, zlib or structure problem included), and the file then goes to sharp, so damaged
  * files always get sharp's verdict.
  */
-function decodeCanonicalPng(bytes: Buffer, header: PngHeader, spec: ImageSpec): Uint8Array | undefined {
+function decodeCanonicalPng(
+  bytes: Buffer,
+  header: PngHeader,
+  spec: Pick<ImageSpec, 'width' | 'height' | 'channels'>,
+  maxPixels = FAST_PATH_MAX_PIXELS,
+): Uint8Array | undefined {
   const {width, height, bitDepth, colorType} = header
-  if (width !== spec.width || height !== spec.height || bitDepth !== 8 || width * height > FAST_PATH_MAX_PIXELS) return undefined
+  if (width !== spec.width || height !== spec.height || bitDepth !== 8 || width * height > maxPixels) return undefined
   if (header.compression !== 0 || header.filter !== 0 || header.interlace !== 0) return undefined
   // RGB to grey is a colourimetric conversion in libvips; only sharp defines it.
   if (!(colorType === 0 || (colorType === 2 && spec.channels === 3))) return undefined
@@ -211,6 +163,30 @@ function decodeCanonicalPng(bytes: Buffer, header: PngHeader, spec: ImageSpec): 
   const rgb = new Uint8Array(pixels.length * 3)
   for (let i = 0, j = 0; i < pixels.length; i++, j += 3) rgb[j] = rgb[j + 1] = rgb[j + 2] = pixels[i]!
   return rgb
+}
+
+/**
+ * Decodes a PNG stored in a dataset (ingest wrote it at the dataset's size: 8-bit grey or RGB) with
+ * the fast path above, whatever its size: loading a split is a batch job, not a server's event loop.
+ * Undefined when the PNG is anything else; decodeStoredWithSharp then has the last word.
+ */
+export function decodeStoredPng(encoded: Uint8Array, width: number, height: number, channels: number): Uint8Array | undefined {
+  const bytes = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength)
+  if (bytes.length < 8 || !bytes.subarray(0, 8).equals(PNG_SIGNATURE)) return undefined
+  const header = readPngHeader(bytes)
+  if (header === undefined || (channels !== 1 && channels !== 3)) return undefined
+  return decodeCanonicalPng(bytes, header, {width, height, channels}, Number.POSITIVE_INFINITY)
+}
+
+/** A stored image the fast path does not take (another writer's PNG, say), decoded by sharp into `out`. */
+export async function decodeStoredWithSharp(encoded: Uint8Array, out: Uint8Array, width: number, height: number, channels: number): Promise<void> {
+  let image = sharp(encoded).resize(width, height, {fit: 'fill'})
+  image = channels === 1 ? image.greyscale() : image.toColourspace('srgb')
+  const {data, info} = await image.removeAlpha().raw().toBuffer({resolveWithObject: true})
+  if (info.channels !== channels || data.length !== out.length) {
+    throw new Error(`decoded to ${info.width}x${info.height}x${info.channels}`)
+  }
+  out.set(data)
 }
 
 /** Reverses PNG row filters (spec section 9) for 8-bit samples, `bpp` bytes per pixel. */
@@ -307,7 +283,28 @@ async function classifySharpError(error: unknown, bytes: Buffer, format: string,
   // Not every libvips 'unsupported' is about the format: libjpeg's "Unsupported marker type" means
   // damaged data. These are the messages of features a decoder lacks (HEVC, lossless JPEG...).
   if (UNSUPPORTED_FEATURE.test(message)) return reject('unsupported-format', `${format}: ${message}`)
+  // libvips says only "Unknown error" for a PNG cut short; its chunk structure tells.
+  const truncation = format === 'png' ? pngTruncation(bytes) : undefined
+  if (truncation !== undefined) return reject('corrupt', `png could not be decoded: truncated, ${truncation}`)
   return reject('corrupt', `${format} could not be decoded: ${message}`)
+}
+
+/**
+ * How a PNG is cut short, from its chunk structure alone (lengths, not CRCs): where the file ends
+ * before its IEND chunk; undefined when every chunk is whole up to IEND.
+ */
+export function pngTruncation(bytes: Buffer): string | undefined {
+  let last = 'signature'
+  for (let pos = PNG_SIGNATURE.length; ; ) {
+    if (pos >= bytes.length) return `the file ends after its ${last} (${bytes.length} bytes) without an IEND chunk`
+    if (pos + 8 > bytes.length) return `the file ends inside a chunk header after its ${last} (${bytes.length} bytes)`
+    const type = ascii(bytes, pos + 4, pos + 8)
+    const end = pos + 12 + bytes.readUInt32BE(pos)
+    if (end > bytes.length) return `the file ends inside its ${type} chunk (${bytes.length} of ${end} bytes)`
+    if (type === 'IEND') return undefined
+    last = `${type} chunk`
+    pos = end
+  }
 }
 
 // pngjs rather than a second sharp call: on 28x28 greyscale pngjs encodes ~20k images per CPU
@@ -384,7 +381,9 @@ async function normalise(bytes: Buffer, spec: ImageSpec, limits: ImageLimits, en
   }
   const sniffed = sniffFormat(bytes)
   if (sniffed === undefined) {
-    return reject('unsupported-format', `not a recognised image format (starts with ${describeStart(bytes)}); supported: ${SUPPORTED_FORMATS.join(', ')}`)
+    // What the file is not, never what it holds: details go to quarantine.jsonl and logs, and a
+    // file that is no image may be anything (a link's target, a credentials file).
+    return reject('unsupported-format', `not a recognised image format (${bytes.length} bytes, no image signature); supported: ${SUPPORTED_FORMATS.join(', ')}`)
   }
   if (!sniffed.decodable) return reject('unsupported-format', `${sniffed.format} images are not supported; supported: ${SUPPORTED_FORMATS.join(', ')}`)
   const sourceFormat = sniffed.format

@@ -1,6 +1,5 @@
 // Publishes a class-folder tree to a Kafka topic in the format the kafka source reads by default:
 // value = the file's bytes, header `label` = its class folder, key = its path under the folder.
-import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 import type {Message} from 'kafkajs'
 import {UserError} from '../errors.js'

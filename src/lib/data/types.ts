@@ -95,6 +95,19 @@ export interface SourceCheckpoints {
   kafka?: Record<string, Record<string, Record<string, string>>>
 }
 
+/**
+ * A dropped duplicate (duplicates.jsonl in the store): `origin` held the same bytes (sha256 `key`) as
+ * `duplicateOf`, the copy kept (or, for a copy stored before shards recorded origins, `storedIn`).
+ */
+export interface DuplicateEntry {
+  origin: string
+  key: string
+  duplicateOf?: string
+  /** The shard holding the kept copy, when it was stored by an earlier run. */
+  storedIn?: string
+  at: string
+}
+
 /** A quarantined input: kept out of the dataset with the reason (quarantine.jsonl in the store). */
 export interface QuarantineEntry {
   origin: string

@@ -41,6 +41,8 @@ export interface VertexDeployOptions {
   onProgress?: (message: string) => void
 }
 
+// The deployed models' fields are read loosely, as the Vertex AI client types them per API version.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Endpoint = {name?: string | null; displayName?: string | null; deployedModels?: Array<Record<string, any>> | null; trafficSplit?: Record<string, number> | null}
 
 /**

@@ -152,7 +152,8 @@ describe('ingest from Kafka', () => {
     for (const [i, d] of files.entries()) await writeFile(path.join(ws, 'files', `${i}.png`), d.png)
     const messages = files.map((d, i) => ({value: Buffer.from(JSON.stringify({label: d.label, uri: i % 2 ? `files/${i}.png` : `file://${path.join(ws, 'files', `${i}.png`)}`}))}))
     messages.push({value: Buffer.from(JSON.stringify({label: '3', uri: 'gs://bucket/x.png'}))})
-    messages.push({value: Buffer.from('{not json')})
+    // Not JSON, and what it holds must stay out of the quarantine (the parser's message quotes it).
+    messages.push({value: Buffer.from('not json: api-token=s3cr3t')})
     messages.push({value: Buffer.from(JSON.stringify({label: '3', uri: 'files/missing.png'}))})
     await produce(kafka, topic, messages)
     const summary = await runIngest({config: kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group, format: 'json'}), baseDir: ws})
@@ -160,6 +161,8 @@ describe('ingest from Kafka', () => {
     assert.deepEqual(summary.rejectedByReason, {'unsupported-uri': 1, 'bad-message': 1, unreadable: 1})
     const quarantine = (await readFile(path.join(ws, 'store', 'quarantine.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l))
     assert.match(quarantine.find((q) => q.reason === 'unsupported-uri').detail, /gs:\/\/ .*not read by the kafka source yet/)
+    assert.match(quarantine.find((q) => q.reason === 'bad-message').detail, /is not JSON/)
+    assert.doesNotMatch(JSON.stringify(quarantine), /s3cr3t/)
     assert.deepEqual(await storedKeys(path.join(ws, 'store')), new Map(files.map((d) => [sha256(d.png), d.label])))
   })
 

@@ -109,7 +109,8 @@ describe('DatasetStore', () => {
 
     const second = await DatasetStore.open(dir, grey, rule)
     try {
-      assert.deepEqual((await readdir(path.join(dir, 'shards'))).sort(), [path.basename(committed.file), path.basename(committed.keysFile)].sort())
+      const origins = path.basename(committed.keysFile).replace(/\.keys$/, '.origins')
+      assert.deepEqual((await readdir(path.join(dir, 'shards'))).sort(), [path.basename(committed.file), path.basename(committed.keysFile), origins].sort())
       assert.deepEqual(await readdir(dir).then((names) => names.filter((name) => name.includes('.tmp-'))), [])
       assert.equal(second.hasKey((await record(second, 0, 'a', grey)).key), true)
       assert.equal(second.hasKey((await record(second, 1, 'b', grey)).key), false)

@@ -1,12 +1,12 @@
 // The folder source: images on a local disk, one sub-folder per class (or one fixed label), listed
 // in a sorted, streamed walk so that a million-file tree costs one directory's names of memory.
 import {closeSync, fstatSync, openSync, readFileSync, type Stats} from 'node:fs'
-import {lstat, opendir, stat} from 'node:fs/promises'
+import {lstat, opendir, realpath, stat} from 'node:fs/promises'
 import path from 'node:path'
 import type {FolderSourceConfig} from '../../config/schema.js'
 import {resolvePath} from '../../config/load.js'
 import {UserError} from '../../errors.js'
-import {TooLargeError, type SourceContext, type SourceItem} from './index.js'
+import {TooLargeError, type SourceContext, type SourceItem} from './types.js'
 
 function configKey(ctx: SourceContext): string {
   return ctx.index === undefined ? 'data.sources[].path' : `data.sources[${ctx.index}].path`
@@ -95,14 +95,19 @@ interface FoundFile {
   /** The class folder (first path segment under the root), undefined for files in the root itself. */
   classFolder: string | undefined
   stats?: Stats
+  /** Set for a symlink to a file outside the source folder: listed (and quarantined), never read. */
+  outside?: true
 }
 
 /**
  * Depth-first walk in sorted order, one folder listing per level in memory. Hidden entries are
- * skipped; symlinks are followed to files only, never to folders (no cycles, no escaping the tree).
- * Regular files are not stat'ed (the listing's entry types are enough).
+ * skipped; symlinks are followed to files inside the tree only, never to folders (no cycles) and
+ * never out of the tree (a link to /etc/passwd in an image folder must not become training data or
+ * a log line). Regular files are not stat'ed (the listing's entry types are enough).
  */
 async function* walk(root: string, signal: AbortSignal | undefined): AsyncGenerator<FoundFile> {
+  const realRoot = await realpath(root)
+  const inTree = (target: string) => target === realRoot || target.startsWith(realRoot.endsWith(path.sep) ? realRoot : realRoot + path.sep)
   async function* visit(dir: string, classFolder: string | undefined): AsyncGenerator<FoundFile> {
     const listing = await listFolder(dir, signal)
     if (listing === undefined) return
@@ -127,7 +132,9 @@ async function* walk(root: string, signal: AbortSignal | undefined): AsyncGenera
         continue
       }
       if (stats.isFile()) {
-        yield {file: full, classFolder, stats}
+        const target = await realpath(full).catch(() => undefined)
+        if (target === undefined) continue
+        yield inTree(target) ? {file: full, classFolder, stats} : {file: full, classFolder, outside: true}
       } else if (stats.isDirectory() && isOther) {
         // Only an entry of unknown type can be a real folder here; a symlink to a folder is skipped.
         const link = await lstat(full).catch(() => undefined)
@@ -174,6 +181,10 @@ export async function* openFolderSource(source: FolderSourceConfig, ctx: SourceC
       origin: file,
       label: source.label ?? found.classFolder,
       read: (maxBytes) => readLocalFile(file, maxBytes),
+    }
+    if (found.outside) {
+      item.problem = {reason: 'outside-source', detail: `a symbolic link to a file outside ${root}: not followed`}
+      item.read = () => Promise.reject(new Error(`${file} links out of ${root}; not read`))
     }
     if (source.split !== undefined) item.split = source.split
     if (found.stats !== undefined) item.size = found.stats.size

@@ -3,7 +3,7 @@
 import type {GcsSourceConfig} from '../../config/schema.js'
 import {joinPath, listEntries, readBytes, walkFiles} from '../../storage/index.js'
 import {UserError} from '../../errors.js'
-import type {SourceContext, SourceItem} from './index.js'
+import type {SourceContext, SourceItem} from './types.js'
 
 /** Class prefixes listed ahead of the one being yielded; each listing is one request per 1000 objects. */
 const LIST_AHEAD = 8

@@ -7,7 +7,7 @@ import type {Admin, Consumer, EachBatchPayload, IHeaders, KafkaMessage, Message,
 import type {KafkaSourceConfig} from '../../config/schema.js'
 import {UserError} from '../../errors.js'
 import {createKafka, type KafkaClient} from '../kafka-client.js'
-import type {SourceCheckpoints, SourceContext, SourceItem, SourceStream} from './index.js'
+import type {SourceCheckpoints, SourceContext, SourceItem, SourceStream} from './types.js'
 
 /** Headers added to a dead-lettered message (the original headers are kept). */
 export const DEAD_LETTER_HEADERS = {
@@ -390,13 +390,18 @@ export class KafkaSourceStream implements SourceStream {
     this.queue.push(entry)
   }
 
-  /** format json: the value is {label, uri} naming a local file; gs:// waits for the storage layer. */
+  /**
+   * format json: the value is {label, uri} naming a local file (a path or file:// URI). Object URIs
+   * (gs://...) are quarantined as unsupported-uri: this source reads message values and local files,
+   * while buckets are read by the gcs source.
+   */
   private fromJson(item: SourceItem, value: Buffer): void {
     let parsed: unknown
     try {
       parsed = JSON.parse(value.toString('utf8'))
     } catch (error) {
-      item.problem = {reason: 'bad-message', detail: `the value is not JSON: ${describe(error)}`}
+      // Not the parser's message: it quotes the value, and a quarantine entry never holds content.
+      item.problem = {reason: 'bad-message', detail: `the value (${value.length} bytes) is not JSON${error instanceof SyntaxError ? '' : `: ${describe(error)}`}`}
       return
     }
     const body = parsed as {label?: unknown; uri?: unknown}
@@ -413,7 +418,7 @@ export class KafkaSourceStream implements SourceStream {
       const scheme = uri.slice(0, uri.indexOf(':'))
       item.problem = {
         reason: 'unsupported-uri',
-        detail: `${uri}: ${scheme}:// objects are not read by the kafka source yet (gs:// will come with the storage layer); use a local path or a file:// URI`,
+        detail: `${uri}: ${scheme}:// objects are not read by the kafka source yet; use a local path or a file:// URI, or a gcs source for a bucket`,
       }
       return
     } else {

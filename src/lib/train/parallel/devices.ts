@@ -1,16 +1,7 @@
 // Counting the accelerators data-parallel training can use: GPUs when tfjs-node-gpu is installed
 // (one worker per GPU, pinned with CUDA_VISIBLE_DEVICES), none otherwise.
 import {execFile} from 'node:child_process'
-import {createRequire} from 'node:module'
-
-export function hasTfjsNodeGpu(): boolean {
-  try {
-    createRequire(import.meta.url).resolve('@tensorflow/tfjs-node-gpu')
-    return true
-  } catch {
-    return false
-  }
-}
+import {hasTfjsNodeGpu} from '../../engine/gpus.js'
 
 /** GPUs visible to this process (nvidia-smi -L), or 0 without tfjs-node-gpu or a driver. */
 export async function countGpus(): Promise<number> {
