@@ -113,7 +113,7 @@ function limiter(limit: number): <T>(task: () => Promise<T>) => Promise<T> {
 }
 
 const describeSource = (source: SourceConfig) =>
-  source.type === 'folder' ? `${source.type}:${source.path}` : source.type === 'gcs' ? `gcs:${source.uri}` : `${source.type}:${source.topics.join(',')}`
+  source.type === 'folder' ? `${source.type}:${source.path}` : source.type === 'gcs' || source.type === 's3' ? `${source.type}:${source.uri}` : `${source.type}:${source.topics.join(',')}`
 
 /** Stream sources never end by themselves and commit as they go; folder and gcs sources are finite listings. */
 const isStream = (source: SourceConfig) => source.type === 'kafka'

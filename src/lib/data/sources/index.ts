@@ -5,6 +5,7 @@ import type {SourceCheckpoints} from '../types.js'
 import {countFolderSource, openFolderSource} from './folder.js'
 import {countGcsSource, openGcsSource} from './gcs.js'
 import {openKafkaSource} from './kafka.js'
+import {countS3Source, openS3Source} from './s3.js'
 
 export type {SourceCheckpoints} from '../types.js'
 
@@ -110,6 +111,8 @@ export function openSource(source: SourceConfig, ctx: SourceContext): AsyncItera
       return openKafkaSource(source, ctx)
     case 'gcs':
       return openGcsSource(source, ctx)
+    case 's3':
+      return openS3Source(source, ctx)
     default:
       return unknownSource(source)
   }
@@ -125,6 +128,8 @@ export async function countSource(source: SourceConfig, ctx: SourceContext): Pro
       return undefined
     case 'gcs':
       return countGcsSource(source, ctx)
+    case 's3':
+      return countS3Source(source, ctx)
     default:
       return unknownSource(source)
   }
