@@ -19,6 +19,7 @@ export const AWS_TEST_ENV = {
   AWS_SECRET_ACCESS_KEY: 'testing',
   AWS_REGION: 'us-east-1',
   AWS_DEFAULT_REGION: 'us-east-1',
+  AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   // Nothing may look for a profile file or an instance metadata server.
   AWS_EC2_METADATA_DISABLED: 'true',
   AWS_CONFIG_FILE: '/nonexistent/aws-config',

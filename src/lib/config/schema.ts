@@ -3,7 +3,7 @@
 import {z} from 'zod'
 import {TuneSchema, VertexSchema} from './cloud-schema.js'
 import {DeploySchema} from './deploy-schema.js'
-import {S3SourceSchema, SageMakerSchema} from './aws-schema.js'
+import {KinesisSourceSchema, S3SourceSchema, SageMakerSchema} from './aws-schema.js'
 
 // Messages say what was expected; the loader appends what it got (`train.batchSize: expected a
 // positive integer, got "abc"`).
@@ -101,7 +101,7 @@ export const GcsSourceSchema = z
   })
   .describe('Images in Cloud Storage under a gs:// prefix, in class sub-prefixes (credentials: Application Default Credentials).')
 
-export const SourceSchema = z.discriminatedUnion('type', [FolderSourceSchema, KafkaSourceSchema, GcsSourceSchema, S3SourceSchema])
+export const SourceSchema = z.discriminatedUnion('type', [FolderSourceSchema, KafkaSourceSchema, GcsSourceSchema, S3SourceSchema, KinesisSourceSchema])
 
 export const DataSchema = z.strictObject({
   sources: z.array(SourceSchema).min(1).describe('Where images come from.'),

@@ -113,10 +113,10 @@ function limiter(limit: number): <T>(task: () => Promise<T>) => Promise<T> {
 }
 
 const describeSource = (source: SourceConfig) =>
-  source.type === 'folder' ? `${source.type}:${source.path}` : source.type === 'gcs' || source.type === 's3' ? `${source.type}:${source.uri}` : `${source.type}:${source.topics.join(',')}`
+  source.type === 'folder' ? `${source.type}:${source.path}` : source.type === 'gcs' || source.type === 's3' ? `${source.type}:${source.uri}` : source.type === 'kinesis' ? `kinesis:${source.stream}` : `${source.type}:${source.topics.join(',')}`
 
 /** Stream sources never end by themselves and commit as they go; folder and gcs sources are finite listings. */
-const isStream = (source: SourceConfig) => source.type === 'kafka'
+const isStream = (source: SourceConfig) => source.type === 'kafka' || source.type === 'kinesis'
 
 function resolveSource(source: SourceConfig, baseDir: string): SourceConfig {
   return source.type === 'folder' ? {...source, path: resolvePath({baseDir}, source.path)} : source
@@ -245,7 +245,7 @@ export async function runIngest(options: IngestOptions): Promise<IngestSummary> 
   const streaming = sources.some(isStream)
   const rollIntervalMs =
     options.rollIntervalMs ??
-    sources.reduce<number | undefined>((min, s) => (s.type === 'kafka' && s.rollIntervalMs !== undefined ? Math.min(min ?? Infinity, s.rollIntervalMs) : min), undefined) ??
+    sources.reduce<number | undefined>((min, s) => ((s.type === 'kafka' || s.type === 'kinesis') && s.rollIntervalMs !== undefined ? Math.min(min ?? Infinity, s.rollIntervalMs) : min), undefined) ??
     DEFAULT_ROLL_INTERVAL_MS
   if (signal?.aborted) throw interrupted(undefined)
 
