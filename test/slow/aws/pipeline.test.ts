@@ -4,7 +4,10 @@
 import '../../support/loopback-only.js'
 import assert from 'node:assert/strict'
 import path from 'node:path'
+import {mkdir} from 'node:fs/promises'
 import {after, before, describe, it} from 'node:test'
+import {DescribeModelCommand, SageMakerClient} from '@aws-sdk/client-sagemaker'
+import * as tar from 'tar'
 import {CopyObjectCommand, GetObjectCommand, ListObjectsV2Command} from '@aws-sdk/client-s3'
 import {mnistPng, readMnist} from '../../../src/lib/data/mnist.js'
 import {configureS3} from '../../../src/lib/storage/s3.js'
@@ -18,6 +21,7 @@ import {referencePredictions, startServe} from '../../support/serve-fixtures.js'
 
 const BUCKET = 'ml-data'
 const CONFIG = `s3://${BUCKET}/proj/ml.yaml`
+const SAGEMAKER = {roleArn: 'arn:aws:iam::123456789012:role/ml', image: '123456789012.dkr.ecr.us-east-1.amazonaws.com/ml:test', outputPath: `s3://${BUCKET}/proj/sagemaker`}
 
 describe('a project entirely on s3://', () => {
   let moto: MotoServer
@@ -50,7 +54,7 @@ describe('a project entirely on s3://', () => {
     await putObject(moto.url, BUCKET, 'proj/images/train/3/broken.png', 'not a png at all')
     await putObject(moto.url, BUCKET, 'proj/images/train/.DS_Store', 'hidden')
     await putObject(moto.url, BUCKET, 'proj/images/train/README.txt', 'no class folder')
-    await putObject(moto.url, BUCKET, 'proj/ml.yaml', s3Config(BUCKET, 'proj'))
+    await putObject(moto.url, BUCKET, 'proj/ml.yaml', s3Config(BUCKET, 'proj', {sagemaker: SAGEMAKER}))
     configureS3({endpoint: moto.url, forcePathStyle: true})
   })
   after(async () => {
@@ -138,6 +142,47 @@ describe('a project entirely on s3://', () => {
       }
       await server.waitForEvent((e) => e.event === 'model-loaded' && e.version === 2)
       assert.deepEqual(await classify(2), v1, 'the same weights give the same answers')
+    } finally {
+      server.child.kill('SIGTERM')
+      const result = await server.done
+      assert.equal(result.code, 0, result.stderr)
+    }
+  })
+
+  it('registers a version in SageMaker (ml export --to sagemaker) whose container answers /ping and /invocations', async () => {
+    const exported = await runJson<Record<string, any>>(['export', '--config', CONFIG, '--to', 'sagemaker', '--version', '1'], {env, cwd: dir})
+    assert.equal(exported.code, 0, exported.stderr)
+    const {model, modelData} = exported.json.sagemaker as {model: string; modelData: string}
+    assert.equal(modelData, `${SAGEMAKER.outputPath}/models/digits/1/model.tar.gz`)
+    const sagemaker = new SageMakerClient({endpoint: moto.url, region: 'us-east-1', credentials: {accessKeyId: 'testing', secretAccessKey: 'testing'}})
+    const described = await sagemaker.send(new DescribeModelCommand({ModelName: model}))
+    sagemaker.destroy()
+    assert.equal(described.PrimaryContainer?.Image, SAGEMAKER.image)
+    assert.equal(described.PrimaryContainer?.ModelDataUrl, modelData)
+    assert.equal(described.ExecutionRoleArn, SAGEMAKER.roleArn)
+    // As SageMaker hosting does: model.tar.gz unpacked into /opt/ml/model, then `<image> serve` with the model's environment.
+    const optMlModel = path.join(dir, 'opt-ml-model')
+    await mkdir(optMlModel, {recursive: true})
+    await downloadDir(`${SAGEMAKER.outputPath}/models/digits/1`, path.join(dir, 'sm-archive'))
+    await tar.extract({file: path.join(dir, 'sm-archive', 'model.tar.gz'), cwd: optMlModel})
+    const containerEnv = {...described.PrimaryContainer?.Environment, ML_REPOSITORY: optMlModel, ML_HOST: '127.0.0.1', ML_PORT: '0'}
+    assert.equal(described.PrimaryContainer?.Environment?.ML_REPOSITORY, '/opt/ml/model')
+    assert.equal(described.PrimaryContainer?.Environment?.ML_PORT, '8080')
+    const server = await startServe(['--instances', '1'], {env: {...env, ...containerEnv}, cwd: optMlModel})
+    try {
+      await server.waitForEvent((e) => e.event === 'model-loaded')
+      const ping = await fetch(`${server.url}/ping`)
+      assert.equal(ping.status, 200)
+      const sample = await readMnist('test', 0, 4)
+      for (let i = 0; i < sample.count; i++) {
+        const png = await mnistPng(sample, i)
+        const invoked = await fetch(`${server.url}/invocations`, {method: 'POST', headers: {'Content-Type': 'image/png'}, body: png})
+        assert.equal(invoked.status, 200, await invoked.clone().text())
+        const classified = await fetch(`${server.url}/v1/models/digits:classify`, {method: 'POST', headers: {'Content-Type': 'image/png'}, body: png})
+        assert.deepEqual(await invoked.json(), await classified.json(), '/invocations answers as :classify does')
+      }
+      const wrong = await fetch(`${server.url}/invocations`, {method: 'POST', headers: {'Content-Type': 'text/csv'}, body: '1,2,3'})
+      assert.equal(wrong.status, 415)
     } finally {
       server.child.kill('SIGTERM')
       const result = await server.done
