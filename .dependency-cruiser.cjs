@@ -25,6 +25,18 @@ const KNOWN_EXCEPTIONS = {
       to: '^src/lib/train/vertex\\.ts$',
       why: 'the Vertex AI project/region settings are shared with remote training and still live in train/vertex.ts',
     },
+    {
+      from: '^src/lib/export/sagemaker\\.ts$',
+      to: '^src/lib/train/sagemaker\\.ts$',
+      why: 'the SageMaker role, region and image settings are shared with remote training and still live in train/sagemaker.ts',
+    },
+  ],
+  'base-layers-alone': [
+    {
+      from: '^src/lib/storage/s3\\.ts$',
+      to: '^src/lib/cloud/aws\\.ts$',
+      why: 'the AWS client settings (endpoints, region, retries, credentials errors) shared by s3, kinesis and sagemaker; it imports only errors',
+    },
   ],
   'serve-not-monitor': [
     {

@@ -23,7 +23,7 @@ ${MlCommand.exitCodesHelp}`
     quantize: Flags.string({summary: 'Weight quantization (default: export.quantize).', options: ['none', 'float16', 'uint8']}),
     dir: Flags.string({summary: 'Model repository directory (overrides export.dir).', env: 'ML_EXPORT_DIR'}),
     version: Flags.integer({summary: 'Version number to write (default: next).', min: 1}),
-    to: Flags.string({summary: 'Then register the version in a model registry: vertex (Vertex AI, uses train.vertex; export.dir must be gs://).', options: ['vertex']}),
+    to: Flags.string({summary: 'Then register the version in a model registry: vertex (Vertex AI, uses train.vertex; export.dir must be gs://) or sagemaker (a SageMaker Model, uses train.sagemaker).', options: ['vertex', 'sagemaker']}),
   }
 
   async run() {
@@ -45,6 +45,12 @@ ${MlCommand.exitCodesHelp}`
       this.say(`  ${f.format.padEnd(7)} ${size}, ${accuracy}`)
     }
     for (const note of result.notes) this.say(`  note: ${note}`)
+    if (flags.to === 'sagemaker') {
+      const {registerInSageMaker} = await import('../lib/export/sagemaker.js')
+      const sagemaker = await registerInSageMaker(loaded, result, {onProgress: (m) => this.note(m)})
+      this.say(`registered in SageMaker as model ${sagemaker.model} (${sagemaker.modelData})`)
+      return {...result, sagemaker}
+    }
     if (flags.to === 'vertex') {
       const {uploadToVertex} = await import('../lib/export/vertex.js')
       const vertex = await uploadToVertex(loaded, result, {onProgress: (m) => this.note(m)})

@@ -40,11 +40,11 @@ ${MlCommand.exitCodesHelp}`
     const {flags} = await this.parse(Ingest)
     const loaded = await this.loadConfig(flags.config, {'data.store': flags.store, 'data.concurrency': flags.concurrency})
     const {runIngest} = await import('../lib/data/ingest.js')
-    if (flags.follow && !loaded.config.data.sources.some((source) => source.type === 'kafka')) {
-      throw new UserError('--follow needs a stream source (type: kafka) in data.sources; other sources are read once', {
+    if (flags.follow && !loaded.config.data.sources.some((source) => source.type === 'kafka' || source.type === 'kinesis')) {
+      throw new UserError('--follow needs a stream source (type: kafka or kinesis) in data.sources; other sources are read once', {
         code: 'FOLLOW_WITHOUT_STREAM',
         exit: 'usage',
-        suggestions: ['Add a kafka source, or run `ml ingest` without --follow.'],
+        suggestions: ['Add a kafka or kinesis source, or run `ml ingest` without --follow.'],
       })
     }
     const metrics =

@@ -42,8 +42,8 @@ ${MlCommand.exitCodesHelp}`
       parse: async (input) => input,
     }),
     'run-id': Flags.string({summary: 'Name of the new run (default: <name>-<timestamp>).', env: 'ML_RUN_ID'}),
-    target: Flags.string({summary: 'Where to train (overrides train.target).', options: ['local', 'vertex'], env: 'ML_TRAIN_TARGET'}),
-    detach: Flags.boolean({summary: 'With --target vertex: print the job name and return instead of following the job.'}),
+    target: Flags.string({summary: 'Where to train (overrides train.target).', options: ['local', 'vertex', 'sagemaker'], env: 'ML_TRAIN_TARGET'}),
+    detach: Flags.boolean({summary: 'With --target vertex or sagemaker: print the job name and return instead of following the job.'}),
     summary: Flags.boolean({summary: 'Print the model (layers, output shapes, parameters, Keras style) and exit without training.'}),
   }
 
@@ -55,6 +55,10 @@ ${MlCommand.exitCodesHelp}`
     // A bare `--resume` (no run id after it) means the latest run.
     const argv = trial.argv.map((a, i, all) => (a === '--resume' && (i + 1 >= all.length || all[i + 1]!.startsWith('-')) ? '--resume=latest' : a))
     const {flags} = await this.parse(Train, argv)
+    // Inside a SageMaker training job: the config, dataset channel and model folder come from SageMaker.
+    const {sageMakerJobEnv} = await import('../lib/train/sagemaker.js')
+    const sagemaker = await sageMakerJobEnv()
+    if (sagemaker) return this.trainInSageMaker(sagemaker, argv)
     const loaded = await this.loadConfig(flags.config, {
       'train.epochs': flags.epochs,
       'train.batchSize': flags['batch-size'],
@@ -75,7 +79,8 @@ ${MlCommand.exitCodesHelp}`
       return summary
     }
     if (loaded.config.train.target === 'vertex') return this.trainOnVertex(loaded, flags.detach)
-    if (flags.detach) throw new UserError('--detach only applies to --target vertex', {code: 'USAGE', exit: 'usage'})
+    if (loaded.config.train.target === 'sagemaker') return this.trainOnSageMaker(loaded, flags.detach)
+    if (flags.detach) throw new UserError('--detach only applies to --target vertex or sagemaker', {code: 'USAGE', exit: 'usage'})
     const reportMetric = hypertuneReporter(process.env, loaded.config.tune?.metric)
     const {runTraining} = await import('../lib/train/trainer.js')
     const interrupt = this.abortOnSignals()
@@ -128,6 +133,47 @@ ${MlCommand.exitCodesHelp}`
       })
     } finally {
       progress.stop()
+      interrupt.release()
+    }
+  }
+
+  /** `ml train` as a SageMaker training job's container: trains on the channel's copy of the store, writes the model to SM_MODEL_DIR. */
+  private async trainInSageMaker(job: import('../lib/train/sagemaker.js').SageMakerJobEnv, argv: string[]) {
+    const {publishSageMakerModel, writeSageMakerFailure} = await import('../lib/train/sagemaker.js')
+    try {
+      const withConfig = [...argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config' && !a.startsWith('--config=')), '--config', job.configUri, '--target', 'local']
+      const {flags} = await this.parse(Train, withConfig)
+      const loaded = await this.loadConfig(flags.config, {'data.store': job.channelDir, 'train.target': 'local', 'train.epochs': flags.epochs, 'train.backend': flags.backend})
+      const {runTraining} = await import('../lib/train/trainer.js')
+      const interrupt = this.abortOnSignals()
+      try {
+        this.note(`SageMaker training job ${job.job}: config ${job.configUri}, dataset ${job.channelDir}`)
+        const summary = await runTraining({loaded, resume: undefined, runId: undefined, signal: interrupt.signal, onEvent: () => {}})
+        const modelDir = await publishSageMakerModel(summary.runDir, job)
+        this.say(`run ${summary.runId}: ${summary.epochs} epochs, val_acc ${fmt(summary.valAccuracy)}, model in ${summary.runDir} and ${modelDir}`)
+        return {...summary, modelDir}
+      } finally {
+        interrupt.release()
+      }
+    } catch (error) {
+      await writeSageMakerFailure(job, error)
+      throw error
+    }
+  }
+
+  private async trainOnSageMaker(loaded: LoadedConfig, detach: boolean) {
+    const {trainOnSageMaker} = await import('../lib/train/sagemaker.js')
+    const {createSpinner} = await import('../lib/ui/spinner.js')
+    const interrupt = this.abortOnSignals()
+    const spinner = await createSpinner({enabled: !this.jsonEnabled()})
+    try {
+      const result = await trainOnSageMaker(loaded, {detach, signal: interrupt.signal, ui: {spinner, note: (m) => this.note(m)}})
+      if (result.detached) this.say(result.job)
+      else if (result.run) this.say(`job ${result.job} completed: run ${result.run.runId}, val_acc ${fmt(result.run.final?.valAccuracy)}, model in ${result.run.runDir}`)
+      else this.say(`job ${result.job} completed; outputs in ${result.outputDir}`)
+      return result
+    } finally {
+      spinner.stop()
       interrupt.release()
     }
   }

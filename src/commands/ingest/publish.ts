@@ -7,7 +7,7 @@ import {MlCommand} from '../../lib/ui/command.js'
 import {UserError} from '../../lib/errors.js'
 
 export default class IngestPublish extends MlCommand {
-  static override summary = 'Publish a folder of class sub-folders to a Kafka topic.'
+  static override summary = 'Publish a folder of class sub-folders to a Kafka topic or a Kinesis stream.'
   static override description = `Every image file under <folder>/<class>/ becomes one message: the value is the file's bytes, the header \`label\` (see --label-header) is the class folder's name and the key is the file's path under <folder>. That is what a kafka source with the default format: image reads. Files directly in <folder> are skipped (they have no class). Without --brokers, the brokers (and ssl/sasl) of the config's first kafka source are used.
 
 ${MlCommand.exitCodesHelp}`
@@ -15,6 +15,7 @@ ${MlCommand.exitCodesHelp}`
   static override examples = [
     '<%= config.bin %> ingest publish images/ --topic raw-images --brokers localhost:9092',
     '<%= config.bin %> ingest publish images/ --topic raw-images --partitions 6 --json',
+    '<%= config.bin %> ingest publish images/ --to kinesis --stream raw-images --shards 2',
   ]
 
   static override args = {
@@ -22,7 +23,10 @@ ${MlCommand.exitCodesHelp}`
   }
 
   static override flags = {
-    topic: Flags.string({char: 't', summary: 'Topic to publish to.', required: true}),
+    to: Flags.string({summary: 'Where to publish: kafka (a topic) or kinesis (a data stream, records as {label, image} JSON envelopes).', options: ['kafka', 'kinesis'], default: 'kafka'}),
+    topic: Flags.string({char: 't', summary: 'Topic to publish to (--to kafka).'}),
+    stream: Flags.string({summary: 'Kinesis data stream to publish to (--to kinesis).'}),
+    shards: Flags.integer({summary: 'Create the Kinesis stream with this many shards if it does not exist.', min: 1}),
     brokers: Flags.string({summary: 'Bootstrap brokers, comma-separated host:port.', env: 'ML_KAFKA_BROKERS'}),
     partitions: Flags.integer({summary: 'Create the topic with this many partitions if it does not exist.', min: 1}),
     'label-header': Flags.string({summary: 'Header that carries the class name.', default: 'label'}),
@@ -34,6 +38,8 @@ ${MlCommand.exitCodesHelp}`
     if (!existsSync(args.folder)) {
       throw new UserError(`folder ${args.folder} does not exist`, {code: 'SOURCE_NOT_FOUND', exit: 'data'})
     }
+    if (flags.to === 'kinesis') return this.toKinesis(args.folder, flags.stream, flags.shards)
+    if (flags.topic === undefined) throw new UserError('--topic is needed to publish to Kafka', {code: 'USAGE', exit: 'usage', suggestions: ['Pass --topic <name>, or --to kinesis --stream <name>.']})
     const {connection, origin} = await this.connection(flags.brokers, flags.config, flags['client-id'])
     const {publishFolder} = await import('../../lib/data/kafka-publish.js')
     const interrupt = this.abortOnSignals()
@@ -52,6 +58,22 @@ ${MlCommand.exitCodesHelp}`
       }
       this.say(`published ${summary.published} image(s) of ${summary.classes} class(es) to ${summary.topic} (${(summary.bytes / 1e6).toFixed(1)} MB, ${summary.messagesPerSec.toFixed(0)} msg/s)`)
       if (summary.skipped > 0) this.say(`skipped ${summary.skipped} file(s) directly in ${args.folder} (no class folder)`)
+      return summary
+    } finally {
+      interrupt.release()
+    }
+  }
+
+  private async toKinesis(folder: string, stream: string | undefined, shards: number | undefined) {
+    if (stream === undefined) throw new UserError('--stream is needed with --to kinesis', {code: 'USAGE', exit: 'usage'})
+    const {publishFolderToKinesis} = await import('../../lib/data/kinesis-publish.js')
+    const interrupt = this.abortOnSignals()
+    try {
+      const summary = await publishFolderToKinesis({folder, stream, ...(shards === undefined ? {} : {shards}), signal: interrupt.signal})
+      if (interrupt.signal.aborted) throw new UserError(`publish interrupted after ${summary.published} record(s)`, {code: 'INTERRUPTED', exit: 'interrupted'})
+      this.say(`published ${summary.published} image(s) of ${summary.classes} class(es) to Kinesis stream ${summary.stream} (${(summary.bytes / 1e6).toFixed(1)} MB, ${summary.recordsPerSec.toFixed(0)} records/s)`)
+      if (summary.skipped > 0) this.say(`skipped ${summary.skipped} file(s) directly in ${folder} (no class folder)`)
+      if (summary.tooLarge > 0) this.say(`skipped ${summary.tooLarge} file(s) too large for a Kinesis record (1 MiB)`)
       return summary
     } finally {
       interrupt.release()

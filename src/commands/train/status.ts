@@ -5,7 +5,7 @@ import {MlCommand} from '../../lib/ui/command.js'
 import {fmt} from '../../lib/ui/progress.js'
 
 export default class TrainStatus extends MlCommand {
-  static override summary = 'Show the state of a Vertex AI training or tuning job.'
+  static override summary = 'Show the state of a Vertex AI training or tuning job, or of a SageMaker training job.'
   static override description = `Reads the job from Vertex AI: its state, when it was created, started and ended, the error of a failed job and its output prefix. For a succeeded training job it also reads the run the job wrote (final metrics). A job id alone is looked up in train.vertex's project and region; a full name (projects/<project>/locations/<region>/customJobs/<id>, or .../hyperparameterTuningJobs/<id>) needs no config.
 
 ${MlCommand.exitCodesHelp}`
@@ -13,6 +13,7 @@ ${MlCommand.exitCodesHelp}`
   static override examples = [
     '<%= config.bin %> train status projects/my-project/locations/us-central1/customJobs/1234567890',
     '<%= config.bin %> train status 1234567890 --json',
+    '<%= config.bin %> train status digits-20261203-101500-ab12 --json',
   ]
 
   static override args = {
@@ -21,6 +22,24 @@ ${MlCommand.exitCodesHelp}`
 
   async run() {
     const {args, flags} = await this.parse(TrainStatus)
+    const sagemaker = await import('../../lib/train/sagemaker.js')
+    if (sagemaker.isSageMakerJobRef(args.job)) {
+      const view = await sagemaker.describeJob(args.job)
+      const run = view.state === 'Completed' && view.outputDir ? await sagemaker.jobRunOf(view.outputDir) : undefined
+      this.say(`${view.name}: ${view.state}${view.secondaryState && view.secondaryState !== view.state ? ` (${view.secondaryState})` : ''}`)
+      for (const [label, value] of [
+        ['created', view.createTime],
+        ['started', view.startTime],
+        ['ended', view.endTime],
+        ['failure', view.failureReason],
+        ['outputs', view.outputDir],
+        ['model', view.modelArtifacts],
+      ] as const) {
+        if (value) this.say(`  ${label.padEnd(8)} ${value}`)
+      }
+      if (run) this.say(`  run      ${run.runId} (${run.status}), val_acc ${fmt(run.final?.valAccuracy)}, ${run.runDir}`)
+      return {...view, ...(run ? {run} : {})}
+    }
     const {jobRun, getJob, resolveJobName} = await import('../../lib/train/vertex.js')
     const {optionalVertexLocation} = await import('../../lib/cloud/vertex-client.js')
     const name = resolveJobName(args.job, 'customJobs', await optionalVertexLocation(flags.config, args.job))

@@ -3,6 +3,7 @@
 import {z} from 'zod'
 import {TuneSchema, VertexSchema} from './cloud-schema.js'
 import {DeploySchema} from './deploy-schema.js'
+import {KinesisSourceSchema, S3SourceSchema, SageMakerSchema} from './aws-schema.js'
 
 // Messages say what was expected; the loader appends what it got (`train.batchSize: expected a
 // positive integer, got "abc"`).
@@ -100,7 +101,7 @@ export const GcsSourceSchema = z
   })
   .describe('Images in Cloud Storage under a gs:// prefix, in class sub-prefixes (credentials: Application Default Credentials).')
 
-export const SourceSchema = z.discriminatedUnion('type', [FolderSourceSchema, KafkaSourceSchema, GcsSourceSchema])
+export const SourceSchema = z.discriminatedUnion('type', [FolderSourceSchema, KafkaSourceSchema, GcsSourceSchema, S3SourceSchema, KinesisSourceSchema])
 
 export const DataSchema = z.strictObject({
   sources: z.array(SourceSchema).min(1).describe('Where images come from.'),
@@ -203,10 +204,11 @@ export const TrainSchema = z.strictObject({
     .default(1)
     .describe('Data-parallel workers: a number, or auto (one per GPU, else one per core).'),
   target: z
-    .enum(['local', 'vertex'])
+    .enum(['local', 'vertex', 'sagemaker'])
     .default('local')
-    .describe('Where `ml train` runs: on this machine, or as a Vertex AI CustomJob configured by train.vertex. Flag --target.'),
+    .describe('Where `ml train` runs: on this machine, as a Vertex AI CustomJob configured by train.vertex, or as a SageMaker training job configured by train.sagemaker. Flag --target.'),
   vertex: VertexSchema.optional(),
+  sagemaker: SageMakerSchema.optional(),
 })
 
 export const ExportSchema = z.strictObject({
@@ -378,6 +380,7 @@ export type SourceConfig = z.output<typeof SourceSchema>
 export type FolderSourceConfig = z.output<typeof FolderSourceSchema>
 export type GcsSourceConfig = z.output<typeof GcsSourceSchema>
 export type KafkaSourceConfig = z.output<typeof KafkaSourceSchema>
+export type {KinesisSourceConfig, S3SourceConfig, SageMakerConfig} from './aws-schema.js'
 export type DataConfig = z.output<typeof DataSchema>
 export type ModelConfig = z.output<typeof ModelSchema>
 export type TrainConfig = z.output<typeof TrainSchema>

@@ -93,6 +93,11 @@ export interface DatasetManifest {
  */
 export interface SourceCheckpoints {
   kafka?: Record<string, Record<string, Record<string, string>>>
+  /**
+   * kinesis[stream][shardId]: the sequence number of the last record in this version (or rejected),
+   * and closed once a shard ended by a reshard was read to its end (see sources/kinesis.ts).
+   */
+  kinesis?: Record<string, Record<string, {sequenceNumber?: string; closed?: boolean}>>
 }
 
 /**

@@ -19,6 +19,7 @@ import {ServeMetrics} from './metrics.js'
 import type {ServeOptions} from './options.js'
 import {InstancePool} from './pool.js'
 import {ModelRepository, type VersionSelector} from './repository.js'
+import * as sagemaker from './sagemaker.js'
 import {Scheduler} from './scheduler.js'
 import * as tfserving from './tfserving.js'
 
@@ -225,6 +226,12 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
       if (!repository.ready()) throw unavailable('not ready: a served model has no available version')
       return {status: 200, body: {status: 'ready'}}
     }
+    // SageMaker's container contract (sagemaker.ts): /ping is its health check, sent without credentials.
+    if (path === sagemaker.SAGEMAKER_PING) {
+      state.protocol = 'health'
+      allow(req, path, 'GET')
+      return sagemaker.ping(!draining && repository.ready())
+    }
     if (path === '/v2/health/live' || path === '/v2/health/ready') {
       state.protocol = 'health'
       allow(req, path, 'GET')
@@ -273,6 +280,10 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
       }
       allow(req, path, 'GET')
       return kserve.modelMetadata(ctx, state, model, version)
+    }
+    if (path === sagemaker.SAGEMAKER_INVOCATIONS) {
+      allow(req, path, 'POST')
+      return sagemaker.invoke(ctx, state, await readBody(req, options.maxBodyBytes), mediaType(req), IMAGE_TYPES.test(mediaType(req)), query())
     }
     const tf = TF_MODEL.exec(path)
     if (tf !== null) {

@@ -1,5 +1,6 @@
 // The one interface over storage locations: atomic writes, reads and listings. Only this module knows
-// whether a path is local or a gs:// object (Cloud Storage, in gcs.ts); other URI schemes are refused.
+// whether a path is local, a gs:// object (Cloud Storage, in gcs.ts) or an s3:// object (Amazon S3 and
+// S3-compatible stores, in s3.ts); other URI schemes are refused.
 import {randomBytes} from 'node:crypto'
 import {createReadStream} from 'node:fs'
 import {appendFile, copyFile, link, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, unlink} from 'node:fs/promises'
@@ -13,24 +14,106 @@ export function isRemote(p: string): boolean {
 }
 
 const isGs = (p: string) => p.startsWith('gs://')
+const isS3Path = (p: string) => p.startsWith('s3://')
 
 /** True for Cloud Storage paths: the only ones a job on Google Cloud (Vertex AI) can read or write. */
 export const isCloudStorage = (p: string) => isGs(p)
 
+/** True for S3 paths: the only ones a job on AWS (SageMaker) can read or write. */
+export const isS3 = (p: string) => isS3Path(p)
+
 /** The Cloud Storage backend, loaded only when a gs:// path is first used. */
 const gcs = () => import('./gcs.js')
+/** The S3 backend, loaded only when an s3:// path is first used. */
+const s3 = () => import('./s3.js')
 
-/** Routes a path: 'gs' for Cloud Storage, 'local' for the file system; other URI schemes are refused. */
-function backend(p: string): 'gs' | 'local' {
+/** Routes a path: 'gs' for Cloud Storage, 's3' for S3, 'local' for the file system; other URI schemes are refused. */
+function backend(p: string): 'gs' | 's3' | 'local' {
   if (isGs(p)) return 'gs'
+  if (isS3Path(p)) return 's3'
   if (isRemote(p)) {
-    throw new UserError(`${p}: ${p.split(':')[0]}:// storage is not supported (only local paths and gs://)`, {
+    throw new UserError(`${p}: ${p.split(':')[0]}:// storage is not supported (only local paths, gs:// and s3://)`, {
       code: 'STORAGE_UNSUPPORTED',
       exit: 'usage',
-      suggestions: ['Use a local path or a gs://bucket/path URI.'],
+      suggestions: ['Use a local path, a gs://bucket/path or an s3://bucket/path URI.'],
     })
   }
   return 'local'
+}
+
+/** What the storage layer needs of an object store; revisions are generations (gs://) or ETags (s3://). */
+interface ObjectStore {
+  write(uri: string, data: string | Uint8Array, options: WriteOptions): Promise<string>
+  uploadFile(local: string, uri: string, options: WriteOptions): Promise<string>
+  read(uri: string): Promise<Buffer>
+  readVersioned(uri: string): Promise<{data: Buffer; revision: string} | undefined>
+  size(uri: string): Promise<number | undefined>
+  readStream(uri: string): Promise<Readable>
+  downloadTo(uri: string, local: string): Promise<void>
+  exists(uri: string): Promise<boolean>
+  listNames(dir: string): Promise<string[]>
+  listEntries(dir: string): Promise<Entry[]>
+  walk(dir: string): AsyncGenerator<{path: string; size: number}>
+  remove(uri: string): Promise<void>
+  swapDir(staged: string, target: string): Promise<void>
+}
+
+async function gcsStore(): Promise<ObjectStore> {
+  const g = await gcs()
+  const opts = (o: WriteOptions) => ({createOnly: o.createOnly, ifGeneration: o.ifRevision})
+  return {
+    write: (uri, data, o) => g.gcsWrite(uri, data, opts(o)),
+    uploadFile: (local, uri, o) => g.gcsUploadFile(local, uri, opts(o)),
+    read: (uri) => g.gcsRead(uri),
+    readVersioned: async (uri) => {
+      const result = await g.gcsReadVersioned(uri)
+      return result && {data: result.data, revision: result.generation}
+    },
+    size: async (uri) => (await g.gcsStat(uri))?.size,
+    readStream: (uri) => g.gcsReadStream(uri),
+    downloadTo: (uri, local) => g.gcsDownloadTo(uri, local),
+    exists: (uri) => g.gcsExists(uri),
+    listNames: (dir) => g.gcsListNames(dir),
+    listEntries: (dir) => g.gcsListEntries(dir),
+    walk: async function* (dir) {
+      const {bucket, key} = g.parseGsUri(dir)
+      for await (const object of g.gcsWalk(bucket, key ? `${key}/` : '')) {
+        // Zero-byte "folder" placeholders that some tools create are not files.
+        if (!object.name.endsWith('/')) yield {path: `gs://${bucket}/${object.name}`, size: object.size}
+      }
+    },
+    remove: (uri) => g.gcsRemove(uri),
+    swapDir: (staged, target) => g.gcsSwapDir(staged, target),
+  }
+}
+
+async function s3Store(): Promise<ObjectStore> {
+  const b = await s3()
+  const opts = (o: WriteOptions) => ({createOnly: o.createOnly, ifEtag: o.ifRevision})
+  return {
+    write: (uri, data, o) => b.s3Write(uri, data, opts(o)),
+    uploadFile: (local, uri, o) => b.s3UploadFile(local, uri, opts(o)),
+    read: (uri) => b.s3Read(uri),
+    readVersioned: async (uri) => {
+      const result = await b.s3ReadVersioned(uri)
+      return result && {data: result.data, revision: result.etag}
+    },
+    size: async (uri) => (await b.s3Stat(uri))?.size,
+    readStream: (uri) => b.s3ReadStream(uri),
+    downloadTo: (uri, local) => b.s3DownloadTo(uri, local),
+    exists: (uri) => b.s3Exists(uri),
+    listNames: (dir) => b.s3ListNames(dir),
+    listEntries: (dir) => b.s3ListEntries(dir),
+    walk: (dir) => b.s3Walk(dir),
+    remove: (uri) => b.s3Remove(uri),
+    swapDir: (staged, target) => b.s3SwapDir(staged, target),
+  }
+}
+
+/** The object store holding `p`, or undefined for a local path. */
+async function remoteOf(p: string): Promise<ObjectStore | undefined> {
+  const kind = backend(p)
+  return kind === 'gs' ? gcsStore() : kind === 's3' ? s3Store() : undefined
 }
 
 export function joinPath(base: string, ...parts: string[]): string {
@@ -140,11 +223,12 @@ async function publishLocal(temp: string, file: string, options: WriteOptions): 
 
 /**
  * Writes a file so that readers see either the old content or the whole new one, never a part:
- * locally a temp file in the same folder, fsync, rename; on Cloud Storage one upload (objects are
- * replaced atomically). Returns the file's new revision (see readVersioned).
+ * locally a temp file in the same folder, fsync, rename; on Cloud Storage and S3 one upload (objects
+ * are replaced atomically). Returns the file's new revision (see readVersioned).
  */
 export async function writeFileAtomic(file: string, data: string | Uint8Array, options: WriteOptions = {}): Promise<string> {
-  if (backend(file) === 'gs') return (await gcs()).gcsWrite(file, data, {createOnly: options.createOnly, ifGeneration: options.ifRevision})
+  const remote = await remoteOf(file)
+  if (remote) return remote.write(file, data, options)
   await mkdir(path.dirname(file), {recursive: true})
   const temp = tempName(file)
   const handle = await open(temp, 'w')
@@ -182,7 +266,8 @@ const SYNC_EVERY_BYTES = 8 << 20
  * flat and lets a failed upload be retried from the start.
  */
 export async function createWriter(file: string): Promise<FileWriter> {
-  const remote = backend(file) === 'gs'
+  const store = await remoteOf(file)
+  const remote = store !== undefined
   let spoolDir: string | undefined
   let temp: string
   if (remote) {
@@ -248,7 +333,7 @@ export async function createWriter(file: string): Promise<FileWriter> {
         }
         await close()
         if (!remote) return await publishLocal(temp, file, options)
-        return await (await gcs()).gcsUploadFile(temp, file, {createOnly: options.createOnly, ifGeneration: options.ifRevision})
+        return await store!.uploadFile(temp, file, options)
       } finally {
         if (remote) await cleanup()
       }
@@ -261,7 +346,8 @@ export async function createWriter(file: string): Promise<FileWriter> {
 }
 
 export async function readBytes(file: string): Promise<Buffer> {
-  if (backend(file) === 'gs') return (await gcs()).gcsRead(file)
+  const remote = await remoteOf(file)
+  if (remote) return remote.read(file)
   return readFile(file)
 }
 
@@ -271,10 +357,8 @@ export async function readText(file: string): Promise<string> {
 
 /** Reads a file with its revision, for a later `writeFileAtomic(..., {ifRevision})`; undefined when missing. */
 export async function readVersioned(file: string): Promise<{data: Buffer; revision: string} | undefined> {
-  if (backend(file) === 'gs') {
-    const result = await (await gcs()).gcsReadVersioned(file)
-    return result && {data: result.data, revision: result.generation}
-  }
+  const remote = await remoteOf(file)
+  if (remote) return remote.readVersioned(file)
   const revision = await localRevision(file)
   if (revision === undefined) return undefined
   try {
@@ -287,7 +371,8 @@ export async function readVersioned(file: string): Promise<{data: Buffer; revisi
 
 /** Size in bytes of a file, or undefined when it does not exist. */
 export async function fileSize(file: string): Promise<number | undefined> {
-  if (backend(file) === 'gs') return (await (await gcs()).gcsStat(file))?.size
+  const remote = await remoteOf(file)
+  if (remote) return remote.size(file)
   try {
     return (await stat(file)).size
   } catch (error) {
@@ -298,7 +383,8 @@ export async function fileSize(file: string): Promise<number | undefined> {
 
 /** A readable stream of a file's bytes (streamed from Cloud Storage for gs://). */
 export async function openRead(file: string, options: {highWaterMark?: number} = {}): Promise<Readable> {
-  if (backend(file) === 'gs') return (await gcs()).gcsReadStream(file)
+  const remote = await remoteOf(file)
+  if (remote) return remote.readStream(file)
   return createReadStream(file, options)
 }
 
@@ -307,11 +393,12 @@ export async function openRead(file: string, options: {highWaterMark?: number} =
  * itself, or a downloaded temp copy that release() deletes.
  */
 export async function localCopy(file: string): Promise<{path: string; release(): Promise<void>}> {
-  if (backend(file) === 'local') return {path: file, release: async () => {}}
+  const remote = await remoteOf(file)
+  if (!remote) return {path: file, release: async () => {}}
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ml-download-'))
   const local = path.join(dir, baseName(file) || 'data')
   try {
-    await (await gcs()).gcsDownloadTo(file, local)
+    await remote.downloadTo(file, local)
   } catch (error) {
     await rm(dir, {recursive: true, force: true})
     throw error
@@ -349,9 +436,10 @@ export async function readJson<T>(file: string): Promise<T> {
   }
 }
 
-/** True when `p` exists: a file, a folder, or (on Cloud Storage) an object or a prefix with objects under it. */
+/** True when `p` exists: a file, a folder, or (on Cloud Storage and S3) an object or a prefix with objects under it. */
 export async function exists(p: string): Promise<boolean> {
-  if (backend(p) === 'gs') return (await gcs()).gcsExists(p)
+  const remote = await remoteOf(p)
+  if (remote) return remote.exists(p)
   try {
     await stat(p)
     return true
@@ -360,15 +448,16 @@ export async function exists(p: string): Promise<boolean> {
   }
 }
 
-/** Creates a folder (and its parents); a no-op on Cloud Storage, where folders are only name prefixes. */
+/** Creates a folder (and its parents); a no-op on Cloud Storage and S3, where folders are only name prefixes. */
 export async function makeDir(dir: string): Promise<void> {
-  if (backend(dir) === 'gs') return
+  if (backend(dir) !== 'local') return
   await mkdir(dir, {recursive: true})
 }
 
 /** Names of the entries directly in `dir` (empty when it does not exist). */
 export async function listNames(dir: string): Promise<string[]> {
-  if (backend(dir) === 'gs') return (await gcs()).gcsListNames(dir)
+  const remote = await remoteOf(dir)
+  if (remote) return remote.listNames(dir)
   try {
     return (await readdir(dir)).sort()
   } catch (error) {
@@ -386,7 +475,8 @@ export interface Entry {
 
 /** Entries directly in `dir`, sorted by name, with their kind (empty when it does not exist). */
 export async function listEntries(dir: string): Promise<Entry[]> {
-  if (backend(dir) === 'gs') return (await gcs()).gcsListEntries(dir)
+  const remote = await remoteOf(dir)
+  if (remote) return remote.listEntries(dir)
   const entries: Entry[] = []
   for (const name of await listNames(dir)) {
     const s = await stat(path.join(dir, name)).catch(() => undefined)
@@ -401,13 +491,9 @@ export async function listEntries(dir: string): Promise<Entry[]> {
  * objects is listed page by page. Paths are full paths (gs:// URIs for Cloud Storage).
  */
 export async function* walkFiles(dir: string): AsyncGenerator<{path: string; size: number}> {
-  if (backend(dir) === 'gs') {
-    const {gcsWalk, parseGsUri} = await gcs()
-    const {bucket, key} = parseGsUri(dir)
-    for await (const object of gcsWalk(bucket, key ? `${key}/` : '')) {
-      // Zero-byte "folder" placeholders that some tools create are not files.
-      if (!object.name.endsWith('/')) yield {path: `gs://${bucket}/${object.name}`, size: object.size}
-    }
+  const remote = await remoteOf(dir)
+  if (remote) {
+    yield* remote.walk(dir)
     return
   }
   for (const entry of await listEntries(dir)) {
@@ -430,7 +516,8 @@ export async function downloadDir(dir: string, into: string): Promise<number> {
     const target = path.resolve(into, ...relative.split('/'))
     if (!target.startsWith(path.resolve(into) + path.sep)) throw new Error(`${file.path}: name leads outside the folder it is copied to`)
     await mkdir(path.dirname(target), {recursive: true})
-    if (backend(file.path) === 'gs') await (await gcs()).gcsDownloadTo(file.path, target)
+    const remote = await remoteOf(file.path)
+    if (remote) await remote.downloadTo(file.path, target)
     else await copyFile(file.path, target)
     count++
   }
@@ -439,20 +526,20 @@ export async function downloadDir(dir: string, into: string): Promise<number> {
 
 /** Deletes a file or a folder with everything in it; a missing one is fine. */
 export async function remove(p: string): Promise<void> {
-  if (backend(p) === 'gs') return (await gcs()).gcsRemove(p)
+  const remote = await remoteOf(p)
+  if (remote) return remote.remove(p)
   await rm(p, {recursive: true, force: true})
 }
 
 /**
  * Replaces directory `target` with `staged` (a sibling) as close to atomically as the storage allows:
- * two renames locally; on Cloud Storage, which has no rename, a server-side copy of each object
+ * two renames locally; on Cloud Storage and S3, which have no rename, a server-side copy of each object
  * (data before JSON metadata) and then deletes.
  */
 export async function swapDir(staged: string, target: string): Promise<void> {
-  if (backend(staged) === 'gs' || backend(target) === 'gs') {
-    if (!isGs(staged) || !isGs(target)) throw new Error(`swapDir: ${staged} and ${target} must both be local or both gs://`)
-    return (await gcs()).gcsSwapDir(staged, target)
-  }
+  if (backend(staged) !== backend(target)) throw new Error(`swapDir: ${staged} and ${target} must be on the same storage`)
+  const remote = await remoteOf(target)
+  if (remote) return remote.swapDir(staged, target)
   const old = `${target}.old-${process.pid}`
   const had = await exists(target)
   if (had) await rename(target, old)

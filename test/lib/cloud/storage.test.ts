@@ -260,7 +260,8 @@ describe('gs:// paths', () => {
   })
 
   it('refuses other URI schemes', async () => {
-    await assert.rejects(readText('s3://bucket/x'), (e: unknown) => e instanceof UserError && e.code === 'STORAGE_UNSUPPORTED')
+    // s3:// has its own backend (test/lib/aws/s3-storage.test.ts).
+    await assert.rejects(readText('azure://bucket/x'), (e: unknown) => e instanceof UserError && e.code === 'STORAGE_UNSUPPORTED')
   })
 })
 

@@ -29,10 +29,10 @@ interface Queued {
 }
 
 export const describeSource = (source: SourceConfig) =>
-  source.type === 'folder' ? `${source.type}:${source.path}` : source.type === 'gcs' ? `gcs:${source.uri}` : `${source.type}:${source.topics.join(',')}`
+  source.type === 'folder' ? `${source.type}:${source.path}` : source.type === 'gcs' || source.type === 's3' ? `${source.type}:${source.uri}` : source.type === 'kinesis' ? `kinesis:${source.stream}` : `${source.type}:${source.topics.join(',')}`
 
 /** Stream sources never end by themselves and commit as they go; folder and gcs sources are finite listings. */
-const isStream = (source: SourceConfig) => source.type === 'kafka'
+const isStream = (source: SourceConfig) => source.type === 'kafka' || source.type === 'kinesis'
 
 function resolveSource(source: SourceConfig, baseDir: string): SourceConfig {
   return source.type === 'folder' ? {...source, path: resolvePath({baseDir}, source.path)} : source
@@ -107,7 +107,7 @@ export class IngestRun {
     this.streaming = this.sources.some(isStream)
     this.rollIntervalMs =
       options.rollIntervalMs ??
-      this.sources.reduce<number | undefined>((min, s) => (s.type === 'kafka' && s.rollIntervalMs !== undefined ? Math.min(min ?? Infinity, s.rollIntervalMs) : min), undefined) ??
+      this.sources.reduce<number | undefined>((min, s) => ((s.type === 'kafka' || s.type === 'kinesis') && s.rollIntervalMs !== undefined ? Math.min(min ?? Infinity, s.rollIntervalMs) : min), undefined) ??
       DEFAULT_ROLL_INTERVAL_MS
     this.tally = new Tally(started, options.onProgress)
     this.versionBefore = store.version

@@ -1,6 +1,6 @@
 // The gcs source: images in Cloud Storage under a gs:// prefix, one sub-prefix per class (or one fixed
 // label). Class prefixes are listed in parallel, objects fetched only when ingest reads them.
-import type {GcsSourceConfig} from '../../config/schema.js'
+import type {GcsSourceConfig, S3SourceConfig} from '../../config/schema.js'
 import {joinPath, listEntries, readBytes, walkFiles} from '../../storage/index.js'
 import {UserError} from '../../errors.js'
 import type {SourceContext, SourceItem} from './types.js'
@@ -36,10 +36,11 @@ async function collect(dir: string, root: string, classFolder: string | undefine
  * keeping up to LIST_AHEAD class listings in flight so that a bucket with many classes is not
  * listed one round trip at a time.
  */
-async function* list(source: GcsSourceConfig, ctx: SourceContext): AsyncGenerator<Found> {
+async function* list(source: GcsSourceConfig | S3SourceConfig, ctx: SourceContext): AsyncGenerator<Found> {
   const root = source.uri.replace(/\/+$/, '')
-  if (!/^gs:\/\/[^/]+/.test(root)) {
-    throw new UserError(`${configKey(ctx)}: ${source.uri} is not a gs://bucket/prefix URI`, {code: 'SOURCE_UNSUPPORTED', exit: 'usage'})
+  // The s3 source (s3.ts) lists the same way, through the same storage layer.
+  if (!/^(gs|s3):\/\/[^/]+/.test(root)) {
+    throw new UserError(`${configKey(ctx)}: ${source.uri} is not a gs:// or s3://bucket/prefix URI`, {code: 'SOURCE_UNSUPPORTED', exit: 'usage'})
   }
   if (source.label !== undefined) {
     yield* await collect(root, root, undefined, ctx.signal)
@@ -51,7 +52,7 @@ async function* list(source: GcsSourceConfig, ctx: SourceContext): AsyncGenerato
       code: 'SOURCE_NOT_FOUND',
       exit: 'data',
       details: {key: configKey(ctx), uri: root},
-      suggestions: ['A gcs source needs one sub-prefix per class (gs://bucket/prefix/<class>/<image>), or `label` set.'],
+      suggestions: [`A ${source.type} source needs one sub-prefix per class (${root.slice(0, 2)}://bucket/prefix/<class>/<image>), or \`label\` set.`],
     })
   }
   for (const entry of entries) {
@@ -79,7 +80,7 @@ async function* list(source: GcsSourceConfig, ctx: SourceContext): AsyncGenerato
  * Streams the images of a gcs source. Objects are downloaded by read(), which ingest calls with its
  * own concurrency limit (data.concurrency), so downloads run in parallel but bounded.
  */
-export async function* openGcsSource(source: GcsSourceConfig, ctx: SourceContext): AsyncGenerator<SourceItem> {
+export async function* openGcsSource(source: GcsSourceConfig | S3SourceConfig, ctx: SourceContext): AsyncGenerator<SourceItem> {
   for await (const found of list(source, ctx)) {
     if (ctx.signal?.aborted) return
     const item: SourceItem = {
@@ -94,7 +95,7 @@ export async function* openGcsSource(source: GcsSourceConfig, ctx: SourceContext
 }
 
 /** Number of items openGcsSource would yield (a listing, no downloads). */
-export async function countGcsSource(source: GcsSourceConfig, ctx: SourceContext): Promise<number | undefined> {
+export async function countGcsSource(source: GcsSourceConfig | S3SourceConfig, ctx: SourceContext): Promise<number | undefined> {
   let count = 0
   for await (const _ of list(source, ctx)) count++
   return ctx.signal?.aborted ? undefined : count

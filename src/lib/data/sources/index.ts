@@ -5,6 +5,8 @@ import type {SourceCheckpoints} from '../types.js'
 import {countFolderSource, openFolderSource} from './folder.js'
 import {countGcsSource, openGcsSource} from './gcs.js'
 import {openKafkaSource} from './kafka.js'
+import {openKinesisSource} from './kinesis.js'
+import {countS3Source, openS3Source} from './s3.js'
 import type {SourceContext, SourceItem} from './types.js'
 
 export {TooLargeError, isSourceStream} from './types.js'
@@ -21,7 +23,10 @@ export function mergeCheckpoints(a: SourceCheckpoints | undefined, b: SourceChec
       }
     }
   }
-  return Object.keys(kafka).length > 0 ? {...a, ...b, kafka} : {...a, ...b}
+  const merged: SourceCheckpoints = Object.keys(kafka).length > 0 ? {...a, ...b, kafka} : {...a, ...b}
+  // Kinesis positions are per stream; each stream's own checkpoint already holds all its shards.
+  if (a?.kinesis || b.kinesis) merged.kinesis = {...a?.kinesis, ...b.kinesis}
+  return merged
 }
 
 /** Streams a source's items in a deterministic order. Errors about the source itself are UserErrors. */
@@ -33,6 +38,10 @@ export function openSource(source: SourceConfig, ctx: SourceContext): AsyncItera
       return openKafkaSource(source, ctx)
     case 'gcs':
       return openGcsSource(source, ctx)
+    case 's3':
+      return openS3Source(source, ctx)
+    case 'kinesis':
+      return openKinesisSource(source, ctx)
     default:
       return unknownSource(source)
   }
@@ -48,6 +57,10 @@ export async function countSource(source: SourceConfig, ctx: SourceContext): Pro
       return undefined
     case 'gcs':
       return countGcsSource(source, ctx)
+    case 's3':
+      return countS3Source(source, ctx)
+    case 'kinesis':
+      return undefined
     default:
       return unknownSource(source)
   }

@@ -1,0 +1,135 @@
+// Fixtures for the AWS tests: the emulator (moto) per test file, buckets and streams made with the real
+// SDK clients, MNIST digits uploaded as PNGs, a config on s3://, and the environment that points the
+// ml CLI at the emulator (and nowhere else).
+import http from 'node:http'
+import path from 'node:path'
+import {CreateBucketCommand, PutObjectCommand, S3Client} from '@aws-sdk/client-s3'
+import {stringify} from 'yaml'
+import {mnistPng, readMnist} from '../../src/lib/data/mnist.js'
+import {LOOPBACK_ONLY} from './loopback-only.js'
+import {AWS_TEST_ENV, type MotoServer} from './moto-server.js'
+
+/** Puts the fake credentials and region into this process's environment (the SDK's default chain reads them). */
+export function useTestCredentials(): void {
+  Object.assign(process.env, AWS_TEST_ENV)
+}
+
+export function s3Client(url: string): S3Client {
+  return new S3Client({endpoint: url, forcePathStyle: true, region: 'us-east-1', credentials: {accessKeyId: 'testing', secretAccessKey: 'testing'}})
+}
+
+export async function createBuckets(url: string, ...buckets: string[]): Promise<void> {
+  const client = s3Client(url)
+  for (const Bucket of buckets) await client.send(new CreateBucketCommand({Bucket}))
+  client.destroy()
+}
+
+/** Uploads `count` MNIST digits of `split` as PNGs under s3://<bucket>/<prefix>/<digit>/<n>.png. */
+export async function uploadMnistS3(url: string, bucket: string, prefix: string, split: 'train' | 'test', count: number): Promise<void> {
+  const client = s3Client(url)
+  const sample = await readMnist(split, 0, count)
+  for (let i = 0; i < count; i++) {
+    const Key = `${prefix}/${sample.labels[i]}/${split}-${String(i).padStart(5, '0')}.png`
+    await client.send(new PutObjectCommand({Bucket: bucket, Key, Body: await mnistPng(sample, i), ContentType: 'image/png'}))
+  }
+  client.destroy()
+}
+
+export async function putObject(url: string, bucket: string, key: string, body: string | Uint8Array): Promise<void> {
+  const client = s3Client(url)
+  await client.send(new PutObjectCommand({Bucket: bucket, Key: key, Body: body}))
+  client.destroy()
+}
+
+/** Environment for `ml` child processes: every AWS client on the emulator, fake credentials, short backoff. */
+export function awsEnv(moto: MotoServer, dir: string): NodeJS.ProcessEnv {
+  return {
+    ...AWS_TEST_ENV,
+    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${LOOPBACK_ONLY}`.trim(),
+    ML_TEST_NETLOG: path.join(dir, 'non-loopback.log'),
+    ML_AWS_ENDPOINT: moto.url,
+    ML_AWS_RETRIES: '2',
+    ML_AWS_MAX_RETRY_DELAY_MS: '200',
+    ML_SAGEMAKER_POLL_MS: '40',
+    ML_KINESIS_POLL_MS: '40',
+    // Child processes must not inherit a parent's SageMaker job environment.
+    SM_MODEL_DIR: '',
+    SM_CHANNEL_TRAINING: '',
+    SM_OUTPUT_DATA_DIR: '',
+    SM_TRAINING_ENV: '',
+  }
+}
+
+/** An MNIST config whose data, runs and exports are all on s3://<bucket>/<root>. */
+export function s3Config(bucket: string, root: string, overrides: {train?: object; data?: object; sagemaker?: object} = {}): string {
+  const base = `s3://${bucket}/${root}`
+  return stringify({
+    name: 'digits',
+    data: {
+      sources: [{type: 's3', uri: `${base}/images/train`}, {type: 's3', uri: `${base}/images/test`, split: 'test'}],
+      image: {width: 28, height: 28, channels: 1},
+      split: {validation: 0.1, test: 0, seed: 0},
+      store: `${base}/dataset`,
+      shardSize: 128,
+      ...overrides.data,
+    },
+    model: {preset: 'mlp'},
+    train: {
+      epochs: 1,
+      batchSize: 32,
+      backend: 'wasm',
+      seed: 7,
+      runs: `${base}/runs`,
+      ...(overrides.sagemaker ? {sagemaker: overrides.sagemaker} : {}),
+      ...overrides.train,
+    },
+    export: {dir: `${base}/models`},
+  })
+}
+
+/**
+ * A proxy in front of the emulator that answers the first `failures` requests matching `when` with
+ * `status` (503 SlowDown, as S3 does under load) and forwards everything else: the SDK's retries are
+ * then exercised against the real emulator behind it.
+ */
+export async function faultProxy(target: string): Promise<{url: string; fail(count: number, status?: number, when?: (req: http.IncomingMessage) => boolean): void; failed: number; close(): Promise<void>}> {
+  let remaining = 0
+  let status = 503
+  let when: (req: http.IncomingMessage) => boolean = () => true
+  const state = {failed: 0}
+  const upstream = new URL(target)
+  const server = http.createServer((req, res) => {
+    if (remaining > 0 && when(req)) {
+      remaining--
+      state.failed++
+      req.resume()
+      res.writeHead(status, {'Content-Type': 'application/xml'})
+      res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`)
+      return
+    }
+    const forward = http.request({host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers}, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers)
+      answer.pipe(res)
+    })
+    forward.on('error', () => res.destroy())
+    req.pipe(forward)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const {port} = server.address() as {port: number}
+  return {
+    url: `http://127.0.0.1:${port}`,
+    fail(count, s = 503, w = () => true) {
+      remaining = count
+      status = s
+      when = w
+    },
+    get failed() {
+      return state.failed
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
+}
