@@ -11,6 +11,7 @@ import {resolveClassWeights} from './class-weights.js'
 import {hasCheckpoint, type TrainingPosition} from './checkpoint.js'
 import {LocalExecutor, type Executor} from './executor.js'
 import {stepsPerEpoch} from './pipeline.js'
+import {interruptedError, yieldToEventLoop} from './stop.js'
 import {permutation, rngFor} from './rng.js'
 import {createRunDir, markLatest, newRunId, readRunInfo, resolveRunDir, RUN_FILES, writeEpochMetrics, writeRunInfo, type EpochMetrics, type RunInfo} from '../model/run-dir.js'
 
@@ -198,14 +199,11 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
       const partial = position.partial ?? {lossSum: 0, correct: 0, seen: 0, seconds: 0}
       const started = performance.now() - partial.seconds * 1000
       for (let step = position.stepInEpoch; step < steps; step++) {
+        await yieldToEventLoop()
         if (signal?.aborted) {
           position = {...position, stepInEpoch: step, partial: {...partial, seconds: (performance.now() - started) / 1000}}
           await executor.checkpoint(checkpoints, position)
-          throw new UserError(`training interrupted at epoch ${epoch + 1}, step ${step + 1}; checkpoint saved`, {
-            code: 'INTERRUPTED',
-            exit: 'interrupted',
-            suggestions: [`Continue with \`ml train --resume ${runId}\`.`],
-          })
+          throw interruptedError(runId, epoch, step)
         }
         const size = Math.min(batchSize, trainCount - step * batchSize)
         const result = await executor.step(epoch, step, order, step * batchSize, size)
@@ -262,6 +260,8 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
       onEvent?.({type: 'epoch', metrics, epochs})
       if (stoppedEarly) onEvent?.({type: 'early-stop', epoch: epoch + 1, patience: stopping!.patience})
     }
+    // A stop asked for after the last step: the epoch's checkpoint is written; the run is not completed.
+    if (signal?.aborted) throw interruptedError(runId, position.epoch - 1, steps - 1)
     await executor.saveModel(joinPath(runDir, RUN_FILES.model))
     info.kept = await bestWeights.finish(position.epoch, position.best)
   } catch (error) {
