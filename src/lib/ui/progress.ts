@@ -103,9 +103,12 @@ export function createProgress(options: ProgressOptions): Progress {
  * a status of `statusWidth` characters leave, so that the line fits (cli-progress would cut it).
  */
 export function barLayout(label: string, unit: string, columns: number, statusWidth: number): {format: string; barsize: number; fixedWidth: number} {
-  const format = `${label} {bar} {percentage}% {value}/{total} {rate} ${unit}/s eta {etaText} {status}`
-  // Widest values: "100", "99999/99999", "99999", "99h59m".
-  const fixedWidth = label.length + 1 + 1 + '100% '.length + '99999/99999 '.length + `99999 ${unit}/s `.length + 'eta 99h59m '.length + statusWidth
+  // Widest values: "100% ", "99999/99999 ", "99999 <unit>/s ", "eta 99h59m "; the rate goes first when short of room.
+  const base = label.length + 2 + '100% '.length + '99999/99999 '.length + 'eta 99h59m '.length + statusWidth
+  const rateWidth = `99999 ${unit}/s `.length
+  const withRate = columns - 1 - base - rateWidth >= 10
+  const format = `${label} {bar} {percentage}% {value}/{total} ${withRate ? `{rate} ${unit}/s ` : ''}eta {etaText} {status}`
+  const fixedWidth = base + (withRate ? rateWidth : 0)
   const barsize = Math.max(4, Math.min(30, columns - 1 - fixedWidth))
   return {format, barsize, fixedWidth}
 }

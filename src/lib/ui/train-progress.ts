@@ -36,7 +36,8 @@ export function backendNotice(backend: string, notes: string[]): string[] {
 }
 
 export function epochLine(m: EpochMetrics, epochs: number): string {
-  return `epoch ${m.epoch}/${epochs} loss ${fmt(m.loss)} acc ${fmt(m.accuracy)} val_loss ${fmt(m.valLoss)} val_acc ${fmt(m.valAccuracy)} ${m.imagesPerSec.toFixed(0)} img/s ${m.seconds.toFixed(0)}s`
+  // Within 80 columns up to "epoch 100/100" and 99,999 img/s; the epoch's seconds are in metrics.jsonl.
+  return `epoch ${m.epoch}/${epochs} loss ${fmt(m.loss)} acc ${fmt(m.accuracy)} val_loss ${fmt(m.valLoss)} val_acc ${fmt(m.valAccuracy)} ${m.imagesPerSec.toFixed(0)} img/s`
 }
 
 /** Renders training events; stop() clears the bar (call it in a finally). */
