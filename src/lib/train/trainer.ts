@@ -4,6 +4,7 @@ import {resolvePath, type LoadedConfig} from '../config/load.js'
 import type {MlConfig} from '../config/schema.js'
 import {describePreprocessing} from '../data/image.js'
 import {readManifest} from '../data/store.js'
+import {checkCompatible} from '../data/store/manifest.js'
 import {joinPath, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
 import {BestWeights} from './best.js'
@@ -82,6 +83,8 @@ async function prepare(loaded: LoadedConfig): Promise<Prepared> {
   const store = resolvePath(loaded, config.data.store)
   const runsDir = resolvePath(loaded, config.train.runs)
   const manifest = await readManifest(store)
+  // The same check as ingest's: images of another size, or split by another rule, than the config says.
+  checkCompatible(manifest, store, config.data.image, config.data.split)
   if (manifest.classes.length < 2) {
     throw new UserError(`the dataset in ${store} has ${manifest.classes.length} class(es); a classifier needs at least 2`, {
       code: 'DATASET_TOO_SMALL',

@@ -1,8 +1,9 @@
-// Ctrl-C the way a terminal sends it: SIGINT to the whole process group (the CLI and its training
-// workers), and SIGTERM the way a CI runner stops a job.
+// `ml train` as a newcomer meets it: Ctrl-C the way a terminal sends it (SIGINT to the whole process
+// group: the CLI and its training workers) and SIGTERM the way a CI runner stops a job; progress on
+// stderr under --json; a config that no longer matches the dataset; a mistyped flag.
 import assert from 'node:assert/strict'
 import {spawn} from 'node:child_process'
-import {readFile} from 'node:fs/promises'
+import {readFile, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
 import {BIN} from '../support/cli.js'
@@ -42,7 +43,7 @@ function trainAndSignal(args: string[], signal: NodeJS.Signals): Promise<Stopped
   })
 }
 
-describe('ml train stops on Ctrl-C and SIGTERM', () => {
+describe('ml train', () => {
   let dir: string
   let cleanup: () => Promise<void>
   let config: string
@@ -73,6 +74,30 @@ describe('ml train stops on Ctrl-C and SIGTERM', () => {
       const resumed = await runJson<{epochs: number}>(['train', '--config', config, '--devices', String(devices), '--resume', runId])
       assert.equal(resumed.code, 0, resumed.stderr)
       assert.equal(resumed.json.epochs, 1)
+      // --json keeps the progress lines on stderr.
+      assert.match(resumed.stderr, /^epoch 1\/1 loss [\d.]+ acc [\d.]+ val_loss/m)
     })
   }
+
+  it('--quiet keeps stderr free of progress', async () => {
+    const result = await runJson(['train', '--config', config, '--epochs', '1', '--quiet', '--run-id', 'quiet'])
+    assert.equal(result.code, 0, result.stderr)
+    assert.doesNotMatch(result.stderr, /epoch 1\/1/)
+  })
+
+  it('fails, as ingest does, when data.image no longer matches the dataset store', async () => {
+    const changed = path.join(dir, 'wider.yaml')
+    await writeFile(changed, (await readFile(config, 'utf8')).replace('width: 28', 'width: 32'))
+    const result = await runJson<{error: {code: string; message: string}}>(['train', '--config', changed])
+    assert.equal(result.code, 2)
+    assert.equal(result.json.error.code, 'DATASET_SPEC_MISMATCH')
+    assert.match(result.json.error.message, /holds 28x28x1 .* data\.image asks for 32x28x1/)
+  })
+
+  it('a bad --backend is a flag error, not an invalid ml.yaml', async () => {
+    const result = await runJson<{error: {code: string; message: string}}>(['train', '--config', config, '--backend', 'gpu'])
+    assert.equal(result.code, 2)
+    assert.match(result.json.error.message, /--backend/)
+    assert.doesNotMatch(result.json.error.message, /ml\.yaml|config/i)
+  })
 })
