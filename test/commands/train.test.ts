@@ -37,7 +37,9 @@ function trainAndSignal(args: string[], signal: NodeJS.Signals): Promise<Stopped
       // Never leave a worker behind, whatever happened.
       try {
         process.kill(-child.pid!, 'SIGKILL')
-      } catch {}
+      } catch {
+        // The group is already gone.
+      }
       resolve({code, stdout, stderr})
     })
   })

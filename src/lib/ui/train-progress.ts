@@ -17,8 +17,6 @@ export interface TrainProgressOptions {
   stream?: NodeJS.WriteStream
 }
 
-const NATIVE = '@tensorflow/tfjs-node'
-
 /**
  * The backend's notes as one line: "not installed" notes for the native packages and the "for native
  * speed" hint become one hint that says how to add tfjs-node for every kind of install; anything
@@ -29,6 +27,11 @@ export function backendNotice(backend: string, notes: string[]): string[] {
   const other = notes.filter((n) => !routine(n))
   if (backend !== 'wasm' && backend !== 'cpu') return other
   const where = backend === 'wasm' ? 'wasm backend, one thread' : 'pure-JS cpu backend, slow'
+  // The engine names the native package it looked for (the CPU one, not the CUDA one).
+  const looked = notes.map((n) => / is not installed\.$/.test(n) ? n.split(' ')[0]! : undefined).filter((n): n is string => n !== undefined)
+  const native = looked.find((n) => !n.endsWith('-gpu'))
+  if (!native) return notes
+  const NATIVE = native
   return [
     `${where}; faster: npm i ${NATIVE} next to ml (-g if global; npx: npx -p ${PACKAGE_NAME} -p ${NATIVE} ml train)`,
     ...other,
