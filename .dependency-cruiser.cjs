@@ -92,10 +92,10 @@ const rules = [
   },
   {
     name: 'base-layers-alone',
-    comment: 'storage and errors are the base: they import no domain module (errors imports nothing of ours)',
+    comment: 'storage, errors and optional (optional packages, loaded on first use) are the base: they import no domain module (errors imports nothing of ours)',
     severity: 'error',
-    from: {path: ['^src/lib/storage/', '^src/lib/errors\\.ts$']},
-    to: {path: '^src/', pathNot: ['^src/lib/storage/', '^src/lib/errors\\.ts$']},
+    from: {path: ['^src/lib/storage/', '^src/lib/errors\\.ts$', '^src/lib/optional\\.ts$']},
+    to: {path: '^src/', pathNot: ['^src/lib/storage/', '^src/lib/errors\\.ts$', '^src/lib/optional\\.ts$']},
   },
   {
     name: 'backend-in-engine',

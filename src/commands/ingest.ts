@@ -50,6 +50,9 @@ ${MlCommand.exitCodesHelp}`
     const metrics =
       flags['metrics-port'] === undefined ? undefined : await (await import('../lib/data/kafka-metrics.js')).serveIngestMetrics(flags['metrics-port'], flags['metrics-host'])
     if (metrics) this.note(`metrics on http://${flags['metrics-host']}:${metrics.port}/metrics`)
+    const {singleClassWarning} = await import('../lib/config/classes.js')
+    const oneClass = await singleClassWarning(loaded)
+    if (oneClass) this.stderrLine(`warning: ${oneClass}`)
     const progress = createProgress({label: 'ingest', unit: 'img', enabled: !this.jsonEnabled()})
     const interrupt = this.abortOnSignals()
     try {

@@ -1,10 +1,7 @@
 import {Flags} from '@oclif/core'
-import {access, writeFile} from 'node:fs/promises'
-import path from 'node:path'
-import {validateConfig, parseConfigText} from '../lib/config/load.js'
+import type {InitResult} from '../lib/config/init.js'
 import {TEMPLATES, type TemplateName} from '../lib/config/templates.js'
 import {MlCommand} from '../lib/ui/command.js'
-import {UserError} from '../lib/errors.js'
 
 export default class Init extends MlCommand {
   static override summary = 'Write a commented starter ml.yaml.'
@@ -26,32 +23,15 @@ ${MlCommand.exitCodesHelp}`
     'test-count': Flags.integer({summary: 'With --with-data: test digits to write.', default: 2000}),
   }
 
-  async run(): Promise<{config: string; template: string; dataWritten?: {train: number; test: number; dir: string}}> {
+  async run(): Promise<InitResult> {
     const {flags} = await this.parse(Init)
-    const file = path.resolve(flags.config)
-    const template = flags.template as TemplateName
-    const exists = await access(file).then(
-      () => true,
-      () => false,
-    )
-    if (exists && !flags.force) {
-      throw new UserError(`${flags.config} already exists`, {code: 'CONFIG_EXISTS', exit: 'usage', suggestions: ['Pass --force to overwrite it.']})
-    }
-    const text = TEMPLATES[template]
-    validateConfig(parseConfigText(text, template), `template ${template}`)
-    await writeFile(file, text)
-    this.say(`wrote ${flags.config} (template ${template})`)
-    let dataWritten
-    if (flags['with-data']) {
-      if (template !== 'mnist') throw new UserError('--with-data works with --template mnist', {code: 'USAGE', exit: 'usage'})
-      const {materialiseMnist} = await import('../lib/data/mnist.js')
-      const dir = path.join(path.dirname(file), 'data', 'mnist')
-      const train = await materialiseMnist(path.join(dir, 'train'), 'train', 0, flags['train-count'])
-      const test = await materialiseMnist(path.join(dir, 'test'), 'test', 0, flags['test-count'])
-      dataWritten = {train, test, dir}
-      this.say(`wrote ${train} training and ${test} test digits under ${path.relative(process.cwd(), dir) || dir}`)
-    }
-    this.say('next: `ml config validate`, then `ml ingest`')
-    return {config: file, template, ...(dataWritten ? {dataWritten} : {})}
+    const {writeStarter} = await import('../lib/config/init.js')
+    return writeStarter({
+      file: flags.config,
+      template: flags.template as TemplateName,
+      force: flags.force,
+      ...(flags['with-data'] ? {withData: {train: flags['train-count'], test: flags['test-count']}} : {}),
+      say: (line) => this.say(line),
+    })
   }
 }

@@ -7,7 +7,7 @@ export default class Monitor extends MlCommand {
   static override summary = 'Watch ml serve targets, a training run and a Kafka ingest; check SLOs.'
   static override description = `A live terminal dashboard of one or more \`ml serve\` targets (--url, repeatable, or monitor.targets): per model version requests/s, 5xx error rate, p50/p95/p99 latency (from the histogram buckets, as PromQL histogram_quantile), average batch size, queue depth, with CPU and memory per target and sparklines over monitor.history. --run follows a training run (loss and accuracy curves, images/s, epoch progress); --ingest follows a Kafka ingest's metrics endpoint (rate, lag, rejects). q or Ctrl-C quits.
 
---once prints one snapshot (two scrapes --interval apart; --json for scripts). --check scrapes twice --window apart and judges monitor.slo (p99Ms, errorRate, drift): exit 6 with a report when an objective is violated. --run <run> --png <file> writes the training curves as a PNG.
+--once prints one snapshot (two scrapes --interval-ms apart; --json for scripts). --check scrapes twice --window apart and judges monitor.slo (p99Ms, errorRate, drift): exit 6 with a report when an objective is violated. --run <run> --png <file> writes the training curves as a PNG.
 
 ${MlCommand.exitCodesHelp}`
 
@@ -26,7 +26,12 @@ ${MlCommand.exitCodesHelp}`
     once: Flags.boolean({summary: 'Print one snapshot and exit.', exclusive: ['check']}),
     check: Flags.boolean({summary: 'Judge the SLOs in monitor.slo over --window; exit 6 when one is violated.'}),
     window: Flags.string({summary: 'SLO window for --check, e.g. 60s (overrides monitor.slo.window).'}),
-    interval: Flags.string({summary: 'Refresh interval, and the gap between the two scrapes of --once (overrides monitor.refreshMs); 0 with --once: one scrape.'}),
+    'interval-ms': Flags.integer({
+      summary: 'Refresh interval in milliseconds, and the gap between the two scrapes of --once (overrides monitor.refreshMs); 0 with --once: one scrape.',
+      min: 0,
+      exclusive: ['interval'],
+    }),
+    interval: Flags.string({summary: 'The refresh interval as a duration (500ms, 2s); a bare number is milliseconds, as in --interval-ms.', hidden: true}),
     'p99-ms': Flags.string({summary: 'p99 latency objective in ms (overrides monitor.slo.p99Ms).'}),
     'error-rate': Flags.string({summary: 'Error-rate objective, e.g. 0.01 (overrides monitor.slo.errorRate).'}),
     drift: Flags.string({summary: 'Drift objective: highest PSI of predicted classes (overrides monitor.slo.drift).'}),

@@ -2,7 +2,8 @@ import {Flags} from '@oclif/core'
 import type {LoadedConfig} from '../lib/config/load.js'
 import {MlCommand} from '../lib/ui/command.js'
 import {UserError} from '../lib/errors.js'
-import {createProgress, fmt} from '../lib/ui/progress.js'
+import {fmt} from '../lib/ui/progress.js'
+import {stopOnSignals} from '../lib/train/stop.js'
 
 export default class Train extends MlCommand {
   static override summary = 'Train the configured model on the dataset.'
@@ -29,14 +30,15 @@ ${MlCommand.exitCodesHelp}`
     epochs: Flags.integer({summary: 'Epochs (overrides train.epochs).', env: 'ML_EPOCHS', min: 1}),
     'batch-size': Flags.integer({summary: 'Batch size (overrides train.batchSize).', env: 'ML_BATCH_SIZE', min: 1}),
     'learning-rate': Flags.string({summary: 'Learning rate (overrides train.learningRate).', env: 'ML_LEARNING_RATE'}),
-    backend: Flags.string({summary: 'auto | tensorflow | wasm | cpu (overrides train.backend).', env: 'ML_BACKEND'}),
+    backend: Flags.string({summary: 'Backend (overrides train.backend).', options: ['auto', 'tensorflow', 'wasm', 'cpu'], env: 'ML_BACKEND'}),
     seed: Flags.integer({summary: 'Seed (overrides train.seed).', env: 'ML_SEED', min: 0}),
     devices: Flags.string({
       summary: 'Data-parallel workers: a number, or auto (one per GPU, else one per core). Overrides train.devices.',
       env: 'ML_DEVICES',
     }),
     resume: Flags.string({
-      summary: 'Continue a run from its last checkpoint: the latest run, or the given run id.',
+      summary: 'Continue a run from its last checkpoint: bare --resume takes the latest run; --resume <run id> a given one.',
+      helpValue: '[<run id>]',
       env: 'ML_RESUME',
       // Allows bare `--resume` (latest run) as well as `--resume <run id>`.
       parse: async (input) => input,
@@ -45,6 +47,7 @@ ${MlCommand.exitCodesHelp}`
     target: Flags.string({summary: 'Where to train (overrides train.target).', options: ['local', 'vertex', 'sagemaker'], env: 'ML_TRAIN_TARGET'}),
     detach: Flags.boolean({summary: 'With --target vertex or sagemaker: print the job name and return instead of following the job.'}),
     summary: Flags.boolean({summary: 'Print the model (layers, output shapes, parameters, Keras style) and exit without training.'}),
+    quiet: Flags.boolean({char: 'q', summary: 'No progress on stderr (by default the epoch lines are printed there, with --json too).'}),
   }
 
   async run() {
@@ -83,47 +86,16 @@ ${MlCommand.exitCodesHelp}`
     if (flags.detach) throw new UserError('--detach only applies to --target vertex or sagemaker', {code: 'USAGE', exit: 'usage'})
     const reportMetric = hypertuneReporter(process.env, loaded.config.tune?.metric)
     const {runTraining} = await import('../lib/train/trainer.js')
-    const interrupt = this.abortOnSignals()
-    let progress = createProgress({label: 'epoch', unit: 'step', enabled: false})
-    let epochs = 0
+    const interrupt = stopOnSignals({notice: (m) => this.stderrLine(m)})
+    const {trainProgress} = await import('../lib/ui/train-progress.js')
+    const progress = trainProgress({line: (m) => this.stderrLine(m), bar: !this.jsonEnabled(), quiet: flags.quiet, onEpoch: reportMetric})
     try {
       return await runTraining({
         loaded,
         resume: flags.resume === undefined ? undefined : flags.resume === 'latest' || flags.resume === '' ? true : flags.resume,
         runId: flags['run-id'],
         signal: interrupt.signal,
-        onEvent: (event) => {
-          switch (event.type) {
-            case 'start': {
-              epochs = event.epochs
-              this.note(`run ${event.runId} (${event.resumed ? `resumed at epoch ${event.startEpoch + 1}` : 'new'}) on backend ${event.backend}${event.workers > 1 ? ` with ${event.workers} workers` : ''}`)
-              for (const n of event.notes) this.note(`  ${n}`)
-              this.note(`  ${event.params.toLocaleString('en-US')} parameters, ${event.trainCount} train / ${event.validationCount} validation images, ${event.steps} steps per epoch`)
-              break
-            }
-            case 'step': {
-              if (event.step === 0 || !progress) {
-                progress.stop()
-                progress = createProgress({label: `epoch ${event.epoch + 1}/${epochs}`, unit: 'step', total: event.steps, enabled: !this.jsonEnabled()})
-              }
-              progress.update(event.step + 1, `loss ${fmt(event.loss)} acc ${fmt(event.accuracy)} ${event.imagesPerSec.toFixed(0)} img/s`)
-              break
-            }
-            case 'epoch': {
-              progress.stop()
-              const m = event.metrics
-              reportMetric?.(m)
-              this.note(
-                `epoch ${m.epoch}/${event.epochs}  loss ${fmt(m.loss)}  acc ${fmt(m.accuracy)}  val_loss ${fmt(m.valLoss)}  val_acc ${fmt(m.valAccuracy)}  ${m.imagesPerSec.toFixed(0)} img/s  ${m.seconds.toFixed(1)}s`,
-              )
-              break
-            }
-            case 'early-stop': {
-              this.note(`early stop after epoch ${event.epoch}: no improvement for ${event.patience} epochs`)
-              break
-            }
-          }
-        },
+        onEvent: progress.onEvent,
       }).then(async (summary) => {
         this.say(`run ${summary.runId}: ${summary.epochs} epochs, val_acc ${fmt(summary.valAccuracy)}, model in ${summary.runDir}`)
         // Inside a Vertex AI job: the model also goes where Vertex expects artifacts (AIP_MODEL_DIR).

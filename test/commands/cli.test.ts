@@ -31,7 +31,7 @@ describe('ml CLI end to end (real MNIST digits)', () => {
     assert.equal(json.error.code, 'CONFIG_INVALID')
     assert.deepEqual(json.error.details.issues, [
       {path: 'train.batchSize', message: 'expected a positive integer, got "abc"'},
-      {path: 'train.epoch', message: 'unknown key (check the spelling; `ml config schema` lists every key)'},
+      {path: 'train.epoch', message: 'unknown key (did you mean `train.epochs`?)'},
     ])
     const human = await runCli(['config', 'validate', '--config', bad])
     assert.equal(human.code, 2)

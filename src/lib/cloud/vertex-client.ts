@@ -2,6 +2,7 @@
 // regional endpoint, Application Default Credentials, stand-in endpoints for tests, and error meanings.
 import type {v1} from '@google-cloud/aiplatform'
 import {UserError} from '../errors.js'
+import {importOptional} from '../optional.js'
 
 export type JobServiceClient = InstanceType<typeof v1.JobServiceClient>
 export type ModelServiceClient = InstanceType<typeof v1.ModelServiceClient>
@@ -76,14 +77,14 @@ async function checkCredentials(client: WithAuth): Promise<void> {
 }
 
 export async function jobServiceClient(region: string): Promise<JobServiceClient> {
-  const {v1} = (await import('@google-cloud/aiplatform')).default
+  const {v1} = (await importOptional('@google-cloud/aiplatform', () => import('@google-cloud/aiplatform'))).default
   const client = new v1.JobServiceClient(clientOptions(region))
   await checkCredentials(client as unknown as WithAuth)
   return client
 }
 
 export async function modelServiceClient(region: string): Promise<ModelServiceClient> {
-  const {v1} = (await import('@google-cloud/aiplatform')).default
+  const {v1} = (await importOptional('@google-cloud/aiplatform', () => import('@google-cloud/aiplatform'))).default
   const client = new v1.ModelServiceClient(clientOptions(region))
   await checkCredentials(client as unknown as WithAuth)
   return client

@@ -5,6 +5,7 @@ import {parseDocument} from 'yaml'
 import {z} from 'zod'
 import {isRemote, parentOf, readText, resolveLocation} from '../storage/index.js'
 import {UserError} from '../errors.js'
+import {closest} from '../ui/did-you-mean.js'
 import {ConfigSchema, type MlConfig} from './schema.js'
 
 export const DEFAULT_CONFIG_PATH = 'ml.yaml'
@@ -39,16 +40,39 @@ function describeValue(value: unknown): string {
   return json.length > 60 ? json.slice(0, 57) + '...' : json
 }
 
+type JsonSchemaNode = {properties?: Record<string, JsonSchemaNode>; items?: JsonSchemaNode; anyOf?: JsonSchemaNode[]; oneOf?: JsonSchemaNode[]; allOf?: JsonSchemaNode[]; $ref?: string}
+
+let schemaCache: JsonSchemaNode | undefined
+
+/** The keys the schema allows at a path of the config (all variants of a union), for "did you mean". */
+export function knownKeys(keys: readonly PropertyKey[]): string[] {
+  const root = (schemaCache ??= configJsonSchema() as JsonSchemaNode)
+  const defs = ((root as Record<string, unknown>).$defs ?? (root as Record<string, unknown>).definitions ?? {}) as Record<string, JsonSchemaNode>
+  const variants = (node: JsonSchemaNode | undefined, depth = 0): JsonSchemaNode[] => {
+    if (!node || depth > 8) return []
+    if (node.$ref) return variants(defs[node.$ref.split('/').at(-1)!], depth + 1)
+    return [node, ...[...(node.anyOf ?? []), ...(node.oneOf ?? []), ...(node.allOf ?? [])].flatMap((n) => variants(n, depth + 1))]
+  }
+  let nodes = variants(root)
+  for (const key of keys) {
+    nodes = nodes.flatMap((n) => variants(typeof key === 'number' ? n.items : n.properties?.[String(key)]))
+  }
+  return [...new Set(nodes.flatMap((n) => Object.keys(n.properties ?? {})))]
+}
+
 /** Turns zod issues into `path: expected ..., got ...` lines. */
 export function describeIssues(error: z.ZodError, input: unknown): ConfigIssue[] {
   const issues: ConfigIssue[] = []
   for (const issue of error.issues) {
     const keyPath = issue.path.map(String).join('.')
     if (issue.code === 'unrecognized_keys') {
+      const known = knownKeys(issue.path)
       for (const key of issue.keys) {
+        const guess = closest(key, known)
+        const full = (k: string) => (keyPath ? `${keyPath}.${k}` : k)
         issues.push({
-          path: keyPath ? `${keyPath}.${key}` : key,
-          message: 'unknown key (check the spelling; `ml config schema` lists every key)',
+          path: full(key),
+          message: guess ? `unknown key (did you mean \`${full(guess)}\`?)` : 'unknown key (check the spelling; `ml config schema` lists every key)',
         })
       }
       continue
@@ -90,11 +114,21 @@ export function validateConfig(input: unknown, source = 'config'): MlConfig {
 export function parseConfigText(text: string, source: string): unknown {
   const document = parseDocument(text, {prettyErrors: true})
   if (document.errors.length > 0) {
-    const issues = document.errors.map((error) => ({
-      path: '',
-      message: error.message.split('\n')[0] ?? error.message,
-    }))
-    throw new UserError(`${source} is not valid YAML:\n${formatIssues(issues)}`, {
+    const lines = text.split(/\r?\n/)
+    const issues = document.errors.map((error) => {
+      // yaml's first line ends "at line L, column C:" before its own excerpt: said once, here, with ours.
+      const what = (error.message.split('\n')[0] ?? error.message).replace(/\s+at line \d+, column \d+:?\s*$/, '').replace(/:\s*$/, '')
+      const at = error.linePos?.[0]
+      if (!at) return {path: '', message: what}
+      // An error at the end of the file (an unclosed bracket) points at the last line that has text.
+      let n = at.line
+      let col = at.col
+      while (n > 1 && !(lines[n - 1] ?? '').trim()) col = (lines[--n - 1] ?? '').length + 1
+      const source = lines[n - 1] ?? ''
+      return {path: '', message: `line ${at.line}, column ${at.col}: ${what}`, line: at.line, column: at.col, excerpt: `${source}\n${' '.repeat(Math.max(0, col - 1))}^`}
+    })
+    const shown = issues.map((i) => `  ${i.message}${'excerpt' in i ? `\n${i.excerpt!.split('\n').map((l) => `    ${l}`).join('\n')}` : ''}`).join('\n')
+    throw new UserError(`${source} is not valid YAML:\n${shown}`, {
       code: 'CONFIG_YAML',
       exit: 'usage',
       details: {file: source, issues},

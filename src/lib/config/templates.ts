@@ -11,9 +11,11 @@ data:
     # One sub-folder per class: images/cat/*.jpg, images/dog/*.jpg, ...
     - type: folder
       path: ./images
+  # Small images and the cnn-small preset train in minutes on a laptop's CPU; raise the size (and
+  # switch to the cnn preset) once the data is right and a faster backend is installed.
   image:
-    width: 64          # every image is resized to width x height
-    height: 64
+    width: 32          # every image is resized to width x height
+    height: 32
     channels: 3        # 1 = greyscale, 3 = RGB
     fit: contain       # fill (stretch) | contain (letterbox) | cover (centre crop)
   split:               # decided by content hash: stable when images are added
@@ -23,7 +25,7 @@ data:
   store: .ml/dataset   # versioned TFRecord shards + manifest.json
 
 model:
-  preset: cnn          # mlp | cnn-tiny | cnn-small | cnn, or an explicit list:
+  preset: cnn-small    # mlp | cnn-tiny | cnn-small | cnn, or an explicit list:
   # layers:
   #   - {type: conv2d, filters: 32, kernelSize: 3, activation: relu}
   #   - {type: maxPooling2d, poolSize: 2}
@@ -31,7 +33,7 @@ model:
   #   - {type: dense, units: 64, activation: relu}
 
 train:
-  epochs: 20
+  epochs: 10
   batchSize: 64
   optimizer: adam      # adam | sgd | momentum | rmsprop | adagrad
   learningRate: 0.001
@@ -41,7 +43,7 @@ train:
     shift: 4           # random translation in pixels
     flipHorizontal: true
   earlyStopping:
-    patience: 4
+    patience: 3
   runs: .ml/runs
 
 export:
@@ -67,7 +69,7 @@ data:
     height: 28
     channels: 1
   split:
-    validation: 0.1
+    validation: 0.05
     test: 0
     seed: 0
   store: .ml/dataset
@@ -75,11 +77,12 @@ data:
 model:
   preset: cnn-small                # the Keras "simple MNIST convnet"
 
+# The quickstart's settings: test accuracy 0.97 or better on the 12,000 digits of --with-data.
 train:
-  epochs: 4
+  epochs: 6
   batchSize: 64
   optimizer: adam
-  learningRate: 0.001
+  learningRate: 0.002
   backend: auto
   seed: 42
   runs: .ml/runs

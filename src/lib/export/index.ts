@@ -14,6 +14,7 @@ import {UserError} from '../errors.js'
 import {buildCard, cardFile, cardMarkdown, toolkitVersion, type CardEvaluation, type CardFormat} from './card.js'
 import {convertToOnnx, ONNX_INPUT, ONNX_OPSET, ONNX_OUTPUT} from './onnx.js'
 import {createOnnxSession, maxAbsDiff, predictSplitOnnx} from './onnx-runtime.js'
+import {hasOptional} from '../optional.js'
 import {QUANTIZE_MODES, type QuantizeMode} from './quantize.js'
 import {listVersions, MODEL_FILES} from '../model/repository.js'
 import {quantizeTfjs, tfjsArtifacts} from './tfjs.js'
@@ -231,7 +232,8 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
           measured.tfjs = {accuracy: p.accuracy, maxAbsDiff: maxAbsDiff(p.probabilities, base.probabilities)}
         }
       }
-      if (onnxBytes) {
+      if (onnxBytes && !hasOptional('onnxruntime-node')) notes.push('ONNX accuracy not measured: onnxruntime-node is not installed (npm install onnxruntime-node).')
+      else if (onnxBytes) {
         const session = await createOnnxSession(onnxBytes)
         try {
           const p = await predictSplitOnnx(session, split, labels.length, preprocessing)

@@ -1,6 +1,7 @@
 // Runs an exported ONNX classifier with onnxruntime-node (CPU): used by the export to measure the
 // accuracy of what it wrote, and by tests to check the ONNX graph against the tfjs model.
-import * as ort from 'onnxruntime-node'
+import type * as Ort from 'onnxruntime-node'
+import {importOptional} from '../optional.js'
 import type {DecodedSplit} from '../data/types.js'
 import {ONNX_INPUT, ONNX_OUTPUT} from './onnx.js'
 
@@ -15,13 +16,18 @@ export interface SplitScores {
   accuracy: number
 }
 
-export async function createOnnxSession(bytes: Uint8Array): Promise<ort.InferenceSession> {
+/** onnxruntime-node, an optional package: loaded on first use, a named error when absent. */
+const loadOrt = () => importOptional('onnxruntime-node', () => import('onnxruntime-node'))
+
+export async function createOnnxSession(bytes: Uint8Array): Promise<Ort.InferenceSession> {
+  const ort = await loadOrt()
   // Single-threaded inter-op and sequential execution keep results identical from run to run.
   return ort.InferenceSession.create(bytes, {executionMode: 'sequential', interOpNumThreads: 1})
 }
 
 /** Probabilities for n NHWC float images. */
-export async function runOnnx(session: ort.InferenceSession, inputs: Float32Array, shape: [number, number, number, number]): Promise<Float32Array> {
+export async function runOnnx(session: Ort.InferenceSession, inputs: Float32Array, shape: [number, number, number, number]): Promise<Float32Array> {
+  const ort = await loadOrt()
   const feeds = {[ONNX_INPUT]: new ort.Tensor('float32', inputs, shape)}
   const out = await session.run(feeds)
   const probs = out[ONNX_OUTPUT]!
@@ -53,7 +59,7 @@ export function argmaxRows(probabilities: Float32Array, numClasses: number): Int
 }
 
 /** Scores an ONNX classifier on a decoded split, in batches. */
-export async function predictSplitOnnx(session: ort.InferenceSession, split: DecodedSplit, numClasses: number, scaling: PixelScaling, batchSize = 256): Promise<SplitScores> {
+export async function predictSplitOnnx(session: Ort.InferenceSession, split: DecodedSplit, numClasses: number, scaling: PixelScaling, batchSize = 256): Promise<SplitScores> {
   const frame = split.height * split.width * split.channels
   const probabilities = new Float32Array(split.count * numClasses)
   for (let start = 0; start < split.count; start += batchSize) {

@@ -33,9 +33,11 @@ export function niceTicks(min: number, max: number, target = 5): number[] {
   const raw = (max - min) / target
   const power = 10 ** Math.floor(Math.log10(raw))
   const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw) ?? 10 * power
-  const start = Math.floor(min / step + 1e-9) * step
+  const first = Math.floor(min / step + 1e-9)
+  // The last tick is the first at or above max, so that the axis never cuts the data off.
+  const last = Math.max(first + 1, Math.ceil(max / step - 1e-9))
   const ticks: number[] = []
-  for (let v = start; v <= max + step * 0.5 + 1e-9; v += step) ticks.push(Number(v.toPrecision(12)))
+  for (let i = first; i <= last; i++) ticks.push(Number((i * step).toPrecision(12)))
   return ticks
 }
 

@@ -23,6 +23,7 @@ export interface MonitorFlags {
   check?: boolean
   window?: string
   interval?: string
+  'interval-ms'?: number
   'p99-ms'?: string
   'error-rate'?: string
   drift?: string
@@ -89,11 +90,35 @@ async function loadPriors(config: MlConfig | undefined, loaded: LoadedConfig | u
   }
 }
 
+/**
+ * The refresh interval in milliseconds, the unit of monitor.refreshMs: --interval-ms, or the older
+ * --interval, whose bare numbers are milliseconds too (it also takes 500ms, 2s, 1m).
+ */
+function intervalFlag(flags: MonitorFlags): number | undefined {
+  if (flags['interval-ms'] !== undefined) return flags['interval-ms']
+  if (flags.interval === undefined) return undefined
+  const value = flags.interval.trim()
+  if (/^\d+$/.test(value)) return Number(value)
+  return durationFlag('interval', value, flags.once === true) * 1000
+}
+
+/**
+ * With no targets anywhere but a config: the local `ml serve` of that config (serve.host, serve.port),
+ * unless the command is about a run or an ingest only.
+ */
+function localServer(config: MlConfig | undefined, flags: MonitorFlags): string[] {
+  if (!config || flags.run !== undefined || flags.ingest !== undefined || flags.png !== undefined || config.monitor.ingest !== undefined) return []
+  const host = config.serve.host === '0.0.0.0' || config.serve.host === '::' ? '127.0.0.1' : config.serve.host
+  if (config.serve.port === 0) return []
+  const scheme = config.serve.tls ? 'https' : 'http'
+  return [`${scheme}://${host.includes(':') ? `[${host}]` : host}:${config.serve.port}`]
+}
+
 export async function resolveMonitor(flags: MonitorFlags, load: ConfigLoader): Promise<MonitorSettings> {
   const loaded = await loadOptional(flags, load)
   const config = loaded?.config
   const monitor: MonitorConfig = config?.monitor ?? MonitorSchema.parse({})
-  const targets = flags.url?.length ? flags.url : monitor.targets
+  const targets = flags.url?.length ? flags.url : monitor.targets.length ? monitor.targets : localServer(config, flags)
   for (const t of targets) {
     try {
       metricsUrl(t)
@@ -102,7 +127,7 @@ export async function resolveMonitor(flags: MonitorFlags, load: ConfigLoader): P
     }
   }
   const ingest = flags.ingest ?? monitor.ingest
-  const intervalMs = flags.interval === undefined ? monitor.refreshMs : durationFlag('interval', flags.interval, flags.once === true) * 1000
+  const intervalMs = intervalFlag(flags) ?? monitor.refreshMs
   if (!flags.once && intervalMs < 100) throw usage('--interval: the dashboard refreshes at most every 100ms')
   const windowSeconds = flags.window === undefined ? monitor.slo.window : durationFlag('window', flags.window)
   const slo: SloSettings = {

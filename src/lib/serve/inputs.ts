@@ -16,8 +16,23 @@ export function parseJson(body: Buffer): unknown {
   try {
     return JSON.parse(body.toString('utf8'))
   } catch (error) {
+    const image = imageKind(body)
+    if (image) {
+      throw badRequest(
+        `the body is a ${image} image, not JSON: send it to :classify with Content-Type: image/${image.toLowerCase()} (curl -H 'Content-Type: image/${image.toLowerCase()}' --data-binary @file), or base64-encode it in a JSON request`,
+      )
+    }
     throw badRequest(`malformed JSON: ${(error as Error).message}`)
   }
+}
+
+/** The image format a body starts with (a raw image posted without its Content-Type), if any. */
+function imageKind(body: Buffer): string | undefined {
+  if (body.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'PNG'
+  if (body[0] === 0xff && body[1] === 0xd8 && body[2] === 0xff) return 'JPEG'
+  if (body.subarray(0, 4).toString('latin1') === 'GIF8') return 'GIF'
+  if (body.subarray(0, 4).toString('latin1') === 'RIFF' && body.subarray(8, 12).toString('latin1') === 'WEBP') return 'WebP'
+  return undefined
 }
 
 export function inputSize(version: ModelVersion): number {

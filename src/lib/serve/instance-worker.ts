@@ -3,6 +3,7 @@
 import path from 'node:path'
 import {parentPort, workerData} from 'node:worker_threads'
 import {initEngine} from '../engine/backend.js'
+import {importOptional} from '../optional.js'
 import {Predictor} from './predictor.js'
 import type {FromWorker, LoadSpec, ToWorker, WorkerInit} from './worker-protocol.js'
 
@@ -24,7 +25,7 @@ async function loadTfjs(spec: LoadSpec): Promise<LoadedModel> {
 }
 
 async function loadOnnx(spec: LoadSpec): Promise<LoadedModel> {
-  const ort = await import('onnxruntime-node')
+  const ort = await importOptional('onnxruntime-node', () => import('onnxruntime-node'))
   // One thread per session: parallelism comes from instances, and threads beyond the cores only contend.
   const session = await ort.InferenceSession.create(path.join(spec.dir, 'model.onnx'), {
     intraOpNumThreads: 1,

@@ -6,6 +6,7 @@ import {stat} from 'node:fs/promises'
 import type {Readable} from 'node:stream'
 import type {File, Storage} from '@google-cloud/storage'
 import {UserError} from '../errors.js'
+import {importOptional} from '../optional.js'
 
 /** Files above this size are uploaded with a resumable session (each chunk retried on its own). */
 export const RESUMABLE_THRESHOLD = 8 * 1024 * 1024
@@ -55,7 +56,7 @@ function settings(): GcsSettings {
 async function storage(): Promise<Storage> {
   client ??= (async () => {
     // Loaded on first use: local-only runs never pay for the client library.
-    const {Storage, IdempotencyStrategy} = await import('@google-cloud/storage')
+    const {Storage, IdempotencyStrategy} = await importOptional('@google-cloud/storage', () => import('@google-cloud/storage'))
     const s = settings()
     return new Storage({
       ...(s.endpoint ? {apiEndpoint: s.endpoint, useAuthWithCustomEndpoint: s.auth === 'adc'} : {}),

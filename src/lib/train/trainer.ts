@@ -4,6 +4,7 @@ import {resolvePath, type LoadedConfig} from '../config/load.js'
 import type {MlConfig} from '../config/schema.js'
 import {describePreprocessing} from '../data/image.js'
 import {readManifest} from '../data/store.js'
+import {checkCompatible} from '../data/store/manifest.js'
 import {joinPath, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
 import {BestWeights} from './best.js'
@@ -11,6 +12,7 @@ import {resolveClassWeights} from './class-weights.js'
 import {hasCheckpoint, type TrainingPosition} from './checkpoint.js'
 import {LocalExecutor, type Executor} from './executor.js'
 import {stepsPerEpoch} from './pipeline.js'
+import {interruptedError, yieldToEventLoop} from './stop.js'
 import {permutation, rngFor} from './rng.js'
 import {createRunDir, markLatest, newRunId, readRunInfo, resolveRunDir, RUN_FILES, writeEpochMetrics, writeRunInfo, type EpochMetrics, type RunInfo} from '../model/run-dir.js'
 
@@ -81,6 +83,8 @@ async function prepare(loaded: LoadedConfig): Promise<Prepared> {
   const store = resolvePath(loaded, config.data.store)
   const runsDir = resolvePath(loaded, config.train.runs)
   const manifest = await readManifest(store)
+  // The same check as ingest's: images of another size, or split by another rule, than the config says.
+  checkCompatible(manifest, store, config.data.image, config.data.split)
   if (manifest.classes.length < 2) {
     throw new UserError(`the dataset in ${store} has ${manifest.classes.length} class(es); a classifier needs at least 2`, {
       code: 'DATASET_TOO_SMALL',
@@ -198,14 +202,11 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
       const partial = position.partial ?? {lossSum: 0, correct: 0, seen: 0, seconds: 0}
       const started = performance.now() - partial.seconds * 1000
       for (let step = position.stepInEpoch; step < steps; step++) {
+        await yieldToEventLoop()
         if (signal?.aborted) {
           position = {...position, stepInEpoch: step, partial: {...partial, seconds: (performance.now() - started) / 1000}}
           await executor.checkpoint(checkpoints, position)
-          throw new UserError(`training interrupted at epoch ${epoch + 1}, step ${step + 1}; checkpoint saved`, {
-            code: 'INTERRUPTED',
-            exit: 'interrupted',
-            suggestions: [`Continue with \`ml train --resume ${runId}\`.`],
-          })
+          throw interruptedError(runId, epoch, step)
         }
         const size = Math.min(batchSize, trainCount - step * batchSize)
         const result = await executor.step(epoch, step, order, step * batchSize, size)
@@ -262,6 +263,8 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
       onEvent?.({type: 'epoch', metrics, epochs})
       if (stoppedEarly) onEvent?.({type: 'early-stop', epoch: epoch + 1, patience: stopping!.patience})
     }
+    // A stop asked for after the last step: the epoch's checkpoint is written; the run is not completed.
+    if (signal?.aborted) throw interruptedError(runId, position.epoch - 1, steps - 1)
     await executor.saveModel(joinPath(runDir, RUN_FILES.model))
     info.kept = await bestWeights.finish(position.epoch, position.best)
   } catch (error) {

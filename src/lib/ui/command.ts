@@ -50,6 +50,14 @@ export abstract class MlCommand extends Command {
     }
   }
 
+  /**
+   * A line on stderr, with --json too (oclif's logToStderr is silent under --json): progress of long
+   * work and notices that must not be missed, such as "stopping after this step".
+   */
+  protected stderrLine(message: string): void {
+    process.stderr.write(message + '\n')
+  }
+
   /** Progress and diagnostics: stderr, never stdout. */
   protected note(message: string): void {
     if (!this.jsonEnabled()) this.logToStderr(message)

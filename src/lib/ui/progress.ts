@@ -17,6 +17,8 @@ export interface ProgressOptions {
   /** false under --json. */
   enabled: boolean
   stream?: NodeJS.WriteStream
+  /** Widest status text passed to update(), so that the bar leaves room for it. */
+  statusWidth?: number
   /** Plain-line interval for non-terminals, in ms. */
   lineIntervalMs?: number
 }
@@ -31,9 +33,9 @@ export function createProgress(options: ProgressOptions): Progress {
   const stream = options.stream ?? process.stderr
   if (!options.enabled) return {update() {}, log() {}, stop() {}}
   const unit = options.unit ?? 'it'
-  const started = performance.now()
+  const startedAt = performance.now()
   let total = options.total
-  const rate = (done: number) => done / Math.max((performance.now() - started) / 1000, 1e-3)
+  const rate = (done: number) => done / Math.max((performance.now() - startedAt) / 1000, 1e-3)
 
   if (!stream.isTTY) {
     const interval = options.lineIntervalMs ?? 10_000
@@ -56,36 +58,59 @@ export function createProgress(options: ProgressOptions): Progress {
     }
   }
 
+  const layout = barLayout(options.label, unit, stream.columns || 80, options.statusWidth ?? 0)
   const bar = new cliProgress.SingleBar(
     {
       stream,
-      format: `${options.label} {bar} {percentage}% | {value}/{total} ${unit} | {rate} ${unit}/s | eta {etaText} {status}`,
-      barsize: 24,
+      format: layout.format,
+      barsize: layout.barsize,
       hideCursor: true,
       clearOnComplete: true,
       fps: 10,
     },
     cliProgress.Presets.shades_classic,
   )
-  bar.start(total ?? 0, 0, {rate: '0', etaText: '--', status: ''})
+  // The bar is drawn from the first update on: before it, total and done are unknown ("100% 0/0").
+  let drawn = false
+  const start = () => {
+    if (!drawn) bar.start(total ?? 0, 0, {rate: '0', etaText: '--', status: ''})
+    drawn = true
+  }
   return {
     update(done, status, newTotal) {
       if (newTotal !== undefined && newTotal !== total) {
         total = newTotal
-        bar.setTotal(newTotal)
+        if (drawn) bar.setTotal(newTotal)
       }
+      if (!drawn && !total && done === 0) return
+      start()
       const r = rate(done)
       bar.update(done, {rate: r.toFixed(0), etaText: total ? formatEta((total - done) / r) : '--', status: status ?? ''})
     },
     log(line) {
-      bar.stop()
+      if (drawn) bar.stop()
       stream.write(line + '\n')
-      bar.start(total ?? 0, 0, {rate: '0', etaText: '--', status: ''})
+      if (drawn) bar.start(total ?? 0, 0, {rate: '0', etaText: '--', status: ''})
     },
     stop() {
-      bar.stop()
+      if (drawn) bar.stop()
     },
   }
+}
+
+/**
+ * The bar's format for a terminal `columns` wide: the bar takes what the label, counts, rate, ETA and
+ * a status of `statusWidth` characters leave, so that the line fits (cli-progress would cut it).
+ */
+export function barLayout(label: string, unit: string, columns: number, statusWidth: number): {format: string; barsize: number; fixedWidth: number} {
+  // Widest values: "100% ", "99999/99999 ", "99999 <unit>/s ", "eta 99h59m "; the rate goes first when short of room.
+  const base = label.length + 2 + '100% '.length + '99999/99999 '.length + 'eta 99h59m '.length + statusWidth
+  const rateWidth = `99999 ${unit}/s `.length
+  const withRate = columns - 1 - base - rateWidth >= 10
+  const format = `${label} {bar} {percentage}% {value}/{total} ${withRate ? `{rate} ${unit}/s ` : ''}eta {etaText} {status}`
+  const fixedWidth = base + (withRate ? rateWidth : 0)
+  const barsize = Math.max(4, Math.min(30, columns - 1 - fixedWidth))
+  return {format, barsize, fixedWidth}
 }
 
 /** Human-friendly fixed-width number. */

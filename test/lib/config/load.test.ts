@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
-import {validateConfig} from '../../../src/lib/config/load.js'
+import {parseConfigText, validateConfig} from '../../../src/lib/config/load.js'
 import {UserError} from '../../../src/lib/errors.js'
 
 const minimal = {data: {sources: [{type: 'folder', path: './images'}]}}
@@ -52,5 +52,46 @@ describe('config validation', () => {
     const issues = issuesOf({...minimal, model: {preset: 'mlp', layers: [{type: 'dense', units: 10}]}})
     assert.equal(issues.length, 1)
     assert.match(issues[0]!.message, /either preset or layers/)
+  })
+})
+
+describe('config errors that guess', () => {
+  const issuesOf = (input: unknown) => {
+    try {
+      validateConfig(input)
+    } catch (error) {
+      return ((error as UserError).details as {issues: Array<{path: string; message: string}>}).issues
+    }
+    return []
+  }
+
+  it('an unknown key says which key was meant, at any depth', () => {
+    const issues = issuesOf({data: {sources: [{type: 'folder', path: 'x', lable: 'a'}], image: {widht: 32}}, train: {epoch: 3}, modle: {}})
+    const byPath = Object.fromEntries(issues.map((i) => [i.path, i.message]))
+    assert.match(byPath['data.image.widht']!, /did you mean `data\.image\.width`\?/)
+    assert.match(byPath['train.epoch']!, /did you mean `train\.epochs`\?/)
+    assert.match(byPath['modle']!, /did you mean `model`\?/)
+    assert.match(byPath['data.sources.0.lable']!, /did you mean `data\.sources\.0\.label`\?/)
+  })
+
+  it('a key like none of the known ones gets no guess', () => {
+    const [issue] = issuesOf({data: {sources: [{type: 'folder', path: 'x'}]}, train: {frobnicate: 1}})
+    assert.equal(issue!.path, 'train.frobnicate')
+    assert.doesNotMatch(issue!.message, /did you mean/)
+  })
+
+  it('a YAML syntax error shows the line, a caret under the column, and no dangling colon', () => {
+    const error = (() => {
+      try {
+        parseConfigText('data:\n  sources: []\n  image: width: 32\n', 'ml.yaml')
+      } catch (e) {
+        return e as UserError
+      }
+    })()
+    assert.ok(error instanceof UserError)
+    assert.equal(error.code, 'CONFIG_YAML')
+    assert.match(error.message, /line 3, column 10: Nested mappings are not allowed in compact mappings\n/)
+    assert.doesNotMatch(error.message, /compact mappings:/)
+    assert.match(error.message, /\n {4} {2}image: width: 32\n {4} {9}\^/)
   })
 })

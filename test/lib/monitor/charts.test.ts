@@ -27,6 +27,22 @@ describe('charts', () => {
     assert.deepEqual(niceTicks(5, 5), [4.4, 4.6, 4.8, 5, 5.2, 5.4, 5.6], 'a flat series gets a range around it')
   })
 
+  it('ticks always cover the data: the last tick is at or above the maximum', () => {
+    // Validation accuracy 0.9746 on an axis that started at 0.75 used to end at 0.95.
+    const ticks = niceTicks(0.75, 0.9746)
+    assert.ok(ticks.at(-1)! >= 0.9746, ticks.join(', '))
+    let seed = 7
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+    for (let i = 0; i < 2000; i++) {
+      const a = random() * 10 - 5
+      const b = a + random() * 10 ** (random() * 6 - 3)
+      for (const target of [3, 5, 8]) {
+        const t = niceTicks(a, b, target)
+        assert.ok(t[0]! <= a + 1e-12 && t.at(-1)! >= b - 1e-12, `[${a}, ${b}] target ${target}: ${t.join(', ')}`)
+      }
+    }
+  })
+
   it('training curves: a 1000x420 PNG with the train curve drawn in its colour', async () => {
     const metrics = [1, 2, 3, 4, 5].map((epoch) => ({epoch, loss: 2 / epoch, accuracy: 1 - 0.4 / epoch, valLoss: 2.2 / epoch, valAccuracy: 1 - 0.45 / epoch}))
     const file = path.join(dir, 'curves.png')
@@ -34,8 +50,9 @@ describe('charts', () => {
     assert.deepEqual([written.width, written.height], [1000, 420])
     const meta = await sharp(file).metadata()
     assert.deepEqual([meta.format, meta.width, meta.height], ['png', 1000, 420])
-    // The loss chart's first train point sits at the top-left of its plot area (x = 68, y = 34 + 36).
-    const [r, g, b] = await pixel(file, 68, 70)
+    // The loss axis runs from 0 to 2.5, above the largest value (validation loss 2.2): the first train
+    // point (2.0) sits a fifth of the 300-pixel plot height below its top (x = 68, y = 34 + 36 + 60).
+    const [r, g, b] = await pixel(file, 68, 130)
     assert.ok(b > 150 && r < 100, `expected the train blue at the first point, got ${r},${g},${b}`)
     const stats = await sharp(file).stats()
     assert.ok(stats.channels[0]!.min < 50, 'there is dark text and axes')

@@ -5,6 +5,7 @@ import {initEngine} from '../../engine/backend.js'
 import {UserError} from '../../errors.js'
 import {Replica} from '../replica.js'
 import {permutation, rngFor} from '../rng.js'
+import {leaveStopSignalsToCoordinator} from '../stop.js'
 import type {ReadyInfo, Reply, Request} from './protocol.js'
 
 let replica: Replica | undefined
@@ -81,5 +82,6 @@ process.on('message', (request: Request) => {
     }
   })
 })
+leaveStopSignalsToCoordinator()
 // The coordinator is gone: nothing left to do.
 process.on('disconnect', () => process.exit(0))
