@@ -91,7 +91,7 @@ export async function modelServiceClient(region: string): Promise<ModelServiceCl
 }
 
 export async function endpointServiceClient(region: string): Promise<EndpointServiceClient> {
-  const {v1} = (await import('@google-cloud/aiplatform')).default
+  const {v1} = (await importOptional('@google-cloud/aiplatform', () => import('@google-cloud/aiplatform'))).default
   const client = new v1.EndpointServiceClient(clientOptions(region))
   await checkCredentials(client as unknown as WithAuth)
   return client
