@@ -15,6 +15,11 @@ export interface ServeContext {
   server: {name: string; version: string}
   /** Drift metrics (predicted classes, input statistics); absent in handler tests. */
   metrics?: ServeMetrics
+  /** True from a shutdown signal on: readiness answers no. */
+  draining(): boolean
+  /** What GET /metrics answers, and its content type. */
+  metricsText(): Promise<string>
+  metricsContentType: string
 }
 
 export interface RequestState {

@@ -4,6 +4,7 @@ import cluster, {type Worker} from 'node:cluster'
 import {fileURLToPath} from 'node:url'
 import {AggregatorRegistry, Counter, Registry} from 'prom-client'
 import {ExitCode, UserError, type ExitCodeName} from '../errors.js'
+import {SERVE} from '../metric-names.js'
 import {JsonLog} from './log.js'
 import type {ServeOptions} from './options.js'
 import {startServer, type ServeHandle} from './server.js'
@@ -110,7 +111,7 @@ async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<Ser
   const log = new JsonLog(process.stderr, {pid: process.pid, role: 'primary'})
   const aggregator = new AggregatorRegistry()
   const own = new Registry()
-  const restartsCounter = new Counter({name: 'ml_serve_process_restarts_total', help: 'Server processes replaced after they died.', registers: [own]})
+  const restartsCounter = new Counter({name: SERVE.processRestarts, help: 'Server processes replaced after they died.', registers: [own]})
   cluster.setupPrimary({exec: fileURLToPath(new URL('./process-worker.js', import.meta.url)), args: []})
   const env = {[OPTIONS_ENV]: JSON.stringify(options)}
   let stopping = false

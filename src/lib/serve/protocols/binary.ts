@@ -1,9 +1,9 @@
 // Triton's binary tensor data extension of KServe V2 HTTP: a body is the JSON inference request or
 // response followed by raw tensor bytes (little-endian, row-major; a BYTES element is a 4-byte
 // length and its bytes), and the Inference-Header-Content-Length header says where the JSON ends.
-import type {Reply} from './context.js'
-import {badRequest, type HttpError} from './http-error.js'
-import {isObject, parseJson} from './inputs.js'
+import type {Reply} from '../context.js'
+import {badRequest, type HttpError} from '../http-error.js'
+import {isObject, parseJson} from '../inputs.js'
 
 export const INFERENCE_HEADER = 'Inference-Header-Content-Length'
 
