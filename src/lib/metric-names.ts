@@ -14,6 +14,7 @@ export const SERVE = {
   modelReady: 'ml_serve_model_ready',
   instanceRestarts: 'ml_serve_instance_restarts_total',
   processRestarts: 'ml_serve_process_restarts_total',
+  clientAborts: 'ml_serve_client_aborts_total',
   // Drift: the top-1 class of every image answered, and statistics of the images sent.
   predictions: 'ml_serve_predictions_total',
   inputBrightness: 'ml_serve_input_brightness',

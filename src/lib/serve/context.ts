@@ -1,5 +1,6 @@
 // What protocol handlers share: the server's parts, the per-request state the access log and metrics
 // read (protocol, model, version), and the one way to run a model version on queued input.
+import type {Ticket} from './admission.js'
 import type {ServeMetrics} from './metrics.js'
 import type {ServeOptions} from './options.js'
 import type {Lease, ModelRepository, ModelVersion, VersionSelector} from './repository.js'
@@ -33,6 +34,8 @@ export interface RequestState {
   /** True for requests that run a model (counted by the nv_inference_* metrics). */
   inference: boolean
   leases: Lease[]
+  /** The request's hold on admission (inference requests), released once its work is queued. */
+  admission?: Ticket
   /** Response body bytes, for the access log. */
   bytes?: number
 }
@@ -59,6 +62,7 @@ export function useVersion(ctx: ServeContext, state: RequestState, model: string
 /** Queues `n` images for the version; resolves with n * numClasses probabilities. */
 export async function runModel(ctx: ServeContext, state: RequestState, version: ModelVersion, input: Float32Array, n: number): Promise<Float32Array> {
   state.inference = true
+  state.admission?.release()
   const outcome = await ctx.scheduler.submit(version.key, input, n, state.deadline, state.cancel)
   ctx.metrics?.predicted(version.model, String(version.version), version.labels, outcome.output, n)
   return outcome.output

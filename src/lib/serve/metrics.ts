@@ -73,6 +73,12 @@ export class ServeMetrics {
     labelNames: ['model', 'version'] as const,
     registers: [this.registry],
   })
+  readonly clientAborts = new Counter({
+    name: SERVE.clientAborts,
+    help: 'Requests whose client closed the connection before the answer, by protocol.',
+    labelNames: ['protocol'] as const,
+    registers: [this.registry],
+  })
   readonly instanceRestarts = new Counter({
     name: SERVE.instanceRestarts,
     help: 'Model instances (worker threads) replaced after they died.',

@@ -6,6 +6,7 @@ import https from 'node:https'
 import {createRequire} from 'node:module'
 import type {AddressInfo} from 'node:net'
 import {isUserError, UserError} from '../errors.js'
+import {Admission} from './admission.js'
 import {RequestAccounting} from './accounting.js'
 import {bearerAuth, loadTls} from './auth.js'
 import type {Reply, RequestState, ServeContext} from './context.js'
@@ -18,7 +19,7 @@ import {InstancePool} from './pool.js'
 import {readBody} from './protocols/http.js'
 import {kserveRoutes} from './protocols/kserve.js'
 import {operationsRoutes} from './protocols/operations.js'
-import {route, type Route} from './protocols/routes.js'
+import {route, type BodyTarget, type Route} from './protocols/routes.js'
 import {tfservingRoutes} from './protocols/tfserving.js'
 import {ModelRepository} from './repository.js'
 import {Scheduler} from './scheduler.js'
@@ -142,7 +143,8 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
   const accessLog = openAccess(options, io, log)
   const metrics = new ServeMetrics()
   const parts = await startParts(options, metrics, log, accessLog)
-  const accounting = new RequestAccounting(metrics, accessLog.log)
+  const accounting = new RequestAccounting(metrics, accessLog.log, parts.repository, log)
+  const admission = new Admission(parts.repository, parts.scheduler, options)
   let lifecycle: Lifecycle | undefined
   const ctx: ServeContext = {
     options,
@@ -165,9 +167,14 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
       // The client went away before its answer: its queued work is dropped.
       if (!res.writableFinished) state.cancel.cancel?.()
       for (const lease of state.leases) lease.release()
+      state.admission?.release()
     })
     accounting.begin(req, res, path, state, started)
-    const input = {req, path, queryText: q < 0 ? '' : url.slice(q + 1), body: () => readBody(req, options.maxBodyBytes), denied: () => auth?.check(req)}
+    const body = (target?: BodyTarget) => {
+      if (target !== undefined) admission.admit(req, state, target.model, target.selector)
+      return readBody(req, options.maxBodyBytes)
+    }
+    const input = {req, path, queryText: q < 0 ? '' : url.slice(q + 1), body, denied: () => auth?.check(req)}
     // Past the shutdown delay, requests that reach the port are refused before they run, so that a load
     // balancer may safely send them to another server (see Lifecycle).
     const routed = lifecycle?.refusing && !HEALTH_PATHS.has(path) ? Promise.reject(unavailable('the server is shutting down: send the request to another server')) : route(ROUTES, ctx, state, input)

@@ -55,8 +55,17 @@ export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
       }
       chunks.push(chunk)
     }
+    let ended = false
     req.on('data', onData)
-    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)))
-    req.once('error', reject)
+    req.once('end', () => {
+      ended = true
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size))
+    })
+    // A client that goes away mid-body ('aborted', ECONNRESET) is no server error: 499, nobody to answer.
+    const aborted = () => {
+      if (!ended) reject(new HttpError(499, 'the client closed the connection before sending the whole body'))
+    }
+    req.once('error', aborted)
+    req.once('close', aborted)
   })
 }

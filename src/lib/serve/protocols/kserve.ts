@@ -104,7 +104,7 @@ async function parseInput(ctx: ServeContext, version: ModelVersion, input: unkno
       if (binary.length !== values * 4) {
         throw badRequest(`input "${INPUT_NAME}": shape ${shapeText(shape as number[])} needs ${values} FP32 values (${values * 4} bytes), but its binary_data_size is ${binary.length}`)
       }
-      return {data: readFloats(binary), n: n!}
+      return {data: readFloats(binary, `input "${INPUT_NAME}" binary data`), n: n!}
     }
     const data = new Float32Array(values)
     const count = fillNumbers(input.data, data, 0, `input "${INPUT_NAME}" data`)
@@ -130,7 +130,7 @@ async function parseInput(ctx: ServeContext, version: ModelVersion, input: unkno
  * tensor data after the JSON.
  */
 export async function infer(ctx: ServeContext, state: RequestState, model: string, versionText: string | undefined, body: Buffer, inferenceHeader?: string): Promise<Reply> {
-  const {request, binary} = parseRequest(body, inferenceHeader)
+  const {request, binary} = parseRequest(body, inferenceHeader, ctx.options.maxJsonDepth)
   if (!isObject(request)) throw badRequest('the request body must be a JSON object {inputs: [...]}')
   if (request.id !== undefined && typeof request.id !== 'string') throw badRequest('"id" must be a string')
   if (!Array.isArray(request.inputs) || request.inputs.length === 0) throw badRequest('"inputs" must be a non-empty array')
@@ -197,7 +197,16 @@ export const kserveRoutes: readonly Route[] = [
     pattern: new RegExp(`${MODEL}\\/ready$`),
     methods: ['GET'],
     open: true,
-    handle: (ctx, state, {params}) => (ctx.draining() ? {status: 400} : modelReady(ctx, state, params[0]!, params[1])),
+    handle: (ctx, state, {params, authorised}) => {
+      if (ctx.draining()) return {status: 400}
+      try {
+        return modelReady(ctx, state, params[0]!, params[1])
+      } catch (error) {
+        // Without the token (auth on) the status code alone answers: error messages name served models.
+        if (error instanceof HttpError && !authorised()) return {status: error.status}
+        throw error
+      }
+    },
   },
   {protocol: 'kserve', pattern: /^\/v2\/?$/, methods: ['GET'], handle: (ctx) => serverMetadata(ctx)},
   {protocol: 'kserve', pattern: /^\/v2\/repository\/index$/, methods: ['POST'], handle: (ctx) => repositoryIndex(ctx)},
@@ -211,7 +220,7 @@ export const kserveRoutes: readonly Route[] = [
       const inferenceHeader = req.headers['inference-header-content-length']
       if (inferenceHeader === undefined) requireJson(req)
       else requireJsonOrBinary(req)
-      return infer(ctx, state, params[0]!, params[1], await body(), Array.isArray(inferenceHeader) ? inferenceHeader.join(', ') : inferenceHeader)
+      return infer(ctx, state, params[0]!, params[1], await body({model: params[0]!, selector: {version: params[1]}}), Array.isArray(inferenceHeader) ? inferenceHeader.join(', ') : inferenceHeader)
     },
   },
   {protocol: 'kserve', pattern: new RegExp(`${MODEL}$`), methods: ['GET'], handle: (ctx, state, {params}) => modelMetadata(ctx, state, params[0]!, params[1])},

@@ -2,6 +2,7 @@
 // without a token; the router picks the first match and applies auth and the method check.
 import type {IncomingMessage} from 'node:http'
 import type {Protocol, Reply, RequestState, ServeContext} from '../context.js'
+import type {VersionSelector} from '../repository.js'
 import {HttpError, notFound} from '../http-error.js'
 import {allow, decodeSegment} from './http.js'
 
@@ -11,8 +12,18 @@ export interface RouteCall {
   /** The pattern's groups, URL-decoded (400 on a malformed one). */
   params: Array<string | undefined>
   query(): URLSearchParams
-  /** The request body, within serve.maxBodyBytes. */
-  body(): Promise<Buffer>
+  /** True when auth is off or the request carries the token (open routes are reached either way). */
+  authorised(): boolean
+  /**
+   * The request body, within serve.maxBodyBytes. Inference routes name the model version it is for:
+   * admission then decides, before a byte is read, whether it is taken (503 when not).
+   */
+  body(target?: BodyTarget): Promise<Buffer>
+}
+
+export interface BodyTarget {
+  model: string
+  selector: VersionSelector
 }
 
 export interface Route {
@@ -30,7 +41,7 @@ export interface RouteInput {
   req: IncomingMessage
   path: string
   queryText: string
-  body(): Promise<Buffer>
+  body(target?: BodyTarget): Promise<Buffer>
   /** The auth verdict for this request: an HttpError (401) when it lacks the right token. */
   denied(): HttpError | undefined
 }
@@ -58,5 +69,5 @@ export async function route(routes: readonly Route[], ctx: ServeContext, state: 
   state.protocol = found.protocol
   if (found.methods) allow(req, path, found.methods)
   const params = (match as RegExpExecArray).slice(1).map(decodeSegment)
-  return found.handle(ctx, state, {req, path, params, query: () => new URLSearchParams(input.queryText), body: input.body})
+  return found.handle(ctx, state, {req, path, params, query: () => new URLSearchParams(input.queryText), authorised: () => input.denied() === undefined, body: input.body})
 }

@@ -110,7 +110,7 @@ function rows(probabilities: Float32Array, n: number, numClasses: number): numbe
 }
 
 export async function predict(ctx: ServeContext, state: RequestState, model: string, selector: VersionSelector, body: Buffer): Promise<Reply> {
-  const request = parseJson(body)
+  const request = parseJson(body, ctx.options.maxJsonDepth)
   if (!isObject(request)) throw badRequest('the request body must be a JSON object with "instances" or "inputs"')
   checkSignature(request)
   const hasInstances = request.instances !== undefined
@@ -146,7 +146,7 @@ function parseTopK(query: URLSearchParams): number {
 /** TF Serving's :classify with JSON examples: {"examples": [{"image": {"b64": ...}}, ...]}. */
 export async function classify(ctx: ServeContext, state: RequestState, model: string, selector: VersionSelector, body: Buffer, query: URLSearchParams): Promise<Reply> {
   const top = parseTopK(query)
-  const request = parseJson(body)
+  const request = parseJson(body, ctx.options.maxJsonDepth)
   if (!isObject(request)) throw badRequest('the request body must be a JSON object {"examples": [...]}')
   checkSignature(request)
   if (!Array.isArray(request.examples)) throw badRequest('"examples" must be a list of examples, e.g. [{"image": {"b64": "<base64 image>"}}]')
@@ -187,13 +187,13 @@ async function predictOrClassify(ctx: ServeContext, state: RequestState, {req, p
   const type = mediaType(req)
   if (verb === 'classify' && IMAGE_TYPES.test(type)) {
     state.protocol = 'raw'
-    return classifyRaw(ctx, state, model, selectorOf(params), await body(), query())
+    return classifyRaw(ctx, state, model, selectorOf(params), await body({model, selector: selectorOf(params)}), query())
   }
   if (verb === 'classify' && type !== '' && !JSON_TYPES.test(type)) {
     throw new HttpError(415, `Content-Type ${type} is not accepted by :classify; send application/json examples, or the image itself as image/*`)
   }
   requireJson(req)
-  const bytes = await body()
+  const bytes = await body({model, selector: selectorOf(params)})
   return verb === 'predict' ? predict(ctx, state, model, selectorOf(params), bytes) : classify(ctx, state, model, selectorOf(params), bytes, query())
 }
 
