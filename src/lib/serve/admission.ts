@@ -14,11 +14,6 @@ export interface AdmissionLimits {
   maxBodyBytes: number
 }
 
-/** A request's hold on admission, released once its work is queued or it has ended. */
-export interface Ticket {
-  release(): void
-}
-
 export class Admission {
   /** Requests admitted and not yet queued, per model version key. */
   private readonly pending = new Map<string, number>()

@@ -1,6 +1,5 @@
 // What protocol handlers share: the server's parts, the per-request state the access log and metrics
 // read (protocol, model, version), and the one way to run a model version on queued input.
-import type {Ticket} from './admission.js'
 import type {ServeMetrics} from './metrics.js'
 import type {ServeOptions} from './options.js'
 import type {Lease, ModelRepository, ModelVersion, VersionSelector} from './repository.js'
@@ -21,6 +20,11 @@ export interface ServeContext {
   /** What GET /metrics answers, and its content type. */
   metricsText(): Promise<string>
   metricsContentType: string
+}
+
+/** A request's hold on admission (serve/admission.ts), released once its work is queued or it has ended. */
+export interface Ticket {
+  release(): void
 }
 
 export interface RequestState {
