@@ -69,7 +69,7 @@ ${MlCommand.exitCodesHelp}`
         this.note(`serving ${models} at ${info.url} with ${info.processes} process(es) x ${info.instances} instance(s); Ctrl-C to stop`)
       },
     })
-    this.note(`stopped on ${summary.signal}${summary.requests === undefined ? '' : ` after ${summary.requests} request(s)`}`)
+    this.note(`stopped on ${summary.signal} after ${summary.requests} request(s)`)
     return summary
   }
 }

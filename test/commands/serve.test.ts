@@ -4,10 +4,22 @@ import http from 'node:http'
 import {createServer} from 'node:net'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
+import {execFile} from 'node:child_process'
+import {promisify} from 'node:util'
 import {runJson} from '../support/cli.js'
 import {tempDir} from '../support/fixtures.js'
 import {request, startServe, testDigits, trainServeModel, type ServeChild, type ServeModel} from '../support/serve-fixtures.js'
 import {sample} from '../support/serve-metrics.js'
+
+/** The fields of `ml serve --json`, as the README lists them, whatever the number of processes. */
+const SUMMARY_FIELDS = ['url', 'port', 'processes', 'instances', 'requests', 'restarts', 'signal', 'uptimeSeconds']
+
+/** Settles with the response, 'closed' when the connection was cut, or 'hung' after `ms`. */
+function bounded<T>(response: Promise<T>, ms: number): Promise<T | 'closed' | 'hung'> {
+  let timer: NodeJS.Timeout | undefined
+  const hung = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), ms)))
+  return Promise.race([response.catch(() => 'closed' as const), hung]).finally(() => clearTimeout(timer))
+}
 
 describe('ml serve (the CLI, as a child process)', () => {
   let dir: string
@@ -67,6 +79,8 @@ describe('ml serve (the CLI, as a child process)', () => {
     const result = await server.done
     assert.equal(result.code, 0, result.stderr)
     const summary = JSON.parse(result.stdout)
+    assert.deepEqual(Object.keys(summary), SUMMARY_FIELDS)
+    assert.equal(summary.restarts, 0)
     assert.equal(summary.signal, 'SIGTERM')
     assert.equal(summary.port, server.port)
     assert.ok(summary.requests >= 7)
@@ -75,7 +89,7 @@ describe('ml serve (the CLI, as a child process)', () => {
   })
 
   it('serve.processes: a killed server process is replaced and the port keeps answering', async () => {
-    const server = await serve(['--config', model.config, '--port', '0', '--processes', '2'])
+    const server = await serve(['--config', model.config, '--port', '0', '--processes', '2', '--json'])
     const started = [await server.waitForEvent((e) => e.event === 'process-started' && e.worker === 1), await server.waitForEvent((e) => e.event === 'process-started' && e.worker === 2)]
     const pids = started.map((e) => e.workerPid as number)
     const infer = () => request(`${server.url}/v2/models/digits/infer`, {body, headers: {'Content-Type': 'application/json'}, agent: false})
@@ -94,6 +108,56 @@ describe('ml serve (the CLI, as a child process)', () => {
     server.child.kill('SIGTERM')
     const result = await server.done
     assert.equal(result.code, 0, result.stderr)
+    // The same summary as one process: requests received by the processes that drained, and the restarts.
+    const summary = JSON.parse(result.stdout)
+    assert.deepEqual(Object.keys(summary), SUMMARY_FIELDS)
+    assert.equal(summary.processes, 2)
+    assert.equal(summary.restarts, 1)
+    assert.ok(summary.requests >= 7, `requests ${summary.requests}`)
+  })
+
+  it('serve.processes: connections a process held when it was SIGKILLed are answered or closed, never left hanging', async () => {
+    const server = await serve(['--config', model.config, '--port', '0', '--processes', '2'])
+    const pids = await Promise.all([1, 2].map(async (worker) => (await server.waitForEvent((e) => e.event === 'process-started' && e.worker === worker)).workerPid as number))
+    const infer = () => request(`${server.url}/v2/models/digits/infer`, {body, headers: {'Content-Type': 'application/json'}, agent: false})
+    // A stopped process takes nothing from here on, as one dying under load: every new connection must
+    // still be answered by the other, or closed, and none may wait past serve.requestTimeoutMs (10 s).
+    process.kill(pids[0]!, 'SIGSTOP')
+    const during = Array.from({length: 8}, () => bounded(infer(), 15_000))
+    const answered = await Promise.all(during)
+    process.kill(pids[0]!, 'SIGKILL')
+    await server.waitForEvent((e) => e.event === 'process-died' && e.workerPid === pids[0])
+    const outcomes = answered.map((r) => (typeof r === 'string' ? r : r.status))
+    assert.ok(!outcomes.includes('hung'), `outcomes: ${outcomes.join(', ')}`)
+    assert.ok(outcomes.every((o) => o === 200 || o === 503 || o === 'closed'), `outcomes: ${outcomes.join(', ')}`)
+    const after = await Promise.all(Array.from({length: 4}, () => bounded(infer(), 15_000)))
+    assert.deepEqual(after.map((r) => (typeof r === 'string' ? r : r.status)), [200, 200, 200, 200])
+    server.child.kill('SIGTERM')
+    assert.equal((await server.done).code, 0)
+  })
+
+  it('serve.processes: exits at once after the drain, even with a replacement process pending (backed off)', async () => {
+    const server = await serve(['--config', model.config, '--port', '0', '--processes', '2'])
+    await Promise.all([1, 2].map((worker) => server.waitForEvent((e) => e.event === 'process-started' && e.worker === worker)))
+    // Server processes that keep dying are replaced more and more slowly: kill each as it appears
+    // until the next replacement is seconds away.
+    const killed = new Set<number>()
+    let died: Record<string, unknown> | undefined
+    while (died === undefined) {
+      const {stdout} = await promisify(execFile)('pgrep', ['-P', String(server.child.pid)]).catch(() => ({stdout: ''}))
+      for (const pid of stdout.split('\n').filter(Boolean).map(Number)) {
+        if (killed.has(pid)) continue
+        killed.add(pid)
+        process.kill(pid, 'SIGKILL')
+      }
+      died = server.stderr().split('\n').filter((l) => l.includes('"process-died"')).map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => (e.restartInMs as number) >= 4000)
+    }
+    const diedAt = Date.parse(died.time as string)
+    server.child.kill('SIGTERM')
+    const result = await server.done
+    const exitedAt = Date.now()
+    assert.equal(result.code, 0, result.stderr)
+    assert.ok(exitedAt < diedAt + (died.restartInMs as number), `exited ${exitedAt - diedAt} ms after the last death; the pending replacement was due after ${died.restartInMs as number} ms`)
   })
 
   it('serves a bare repository without a config file (--repository, --model)', async () => {

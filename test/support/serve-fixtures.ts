@@ -4,6 +4,7 @@ import {readdir, readFile, writeFile} from 'node:fs/promises'
 import http from 'node:http'
 import https from 'node:https'
 import path from 'node:path'
+import {Writable} from 'node:stream'
 import {parse, stringify} from 'yaml'
 import {initEngine} from '../../src/lib/engine/backend.js'
 import {JsonLog} from '../../src/lib/serve/log.js'
@@ -253,4 +254,35 @@ export async function startDigitsServer(prefix: string, overrides: Partial<Serve
     await close()
     throw error
   }
+}
+
+export interface CapturedLog {
+  log: JsonLog
+  events: Array<Record<string, unknown>>
+  /** Resolves with the first event matching `test` (already logged, or to come). */
+  waitFor(test: (event: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>
+}
+
+/** A server log kept in memory, one parsed event per line, for tests that check what was logged. */
+export function captureLog(): CapturedLog {
+  const events: Array<Record<string, unknown>> = []
+  const waiters = new Set<() => void>()
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '') events.push(JSON.parse(line) as Record<string, unknown>)
+      for (const waiter of [...waiters]) waiter()
+      callback()
+    },
+  })
+  const waitFor = (test: (event: Record<string, unknown>) => boolean) => new Promise<Record<string, unknown>>((resolve) => {
+    const check = () => {
+      const found = events.find(test)
+      if (found === undefined) return
+      waiters.delete(check)
+      resolve(found)
+    }
+    waiters.add(check)
+    check()
+  })
+  return {log: new JsonLog(stream), events, waitFor}
 }

@@ -281,6 +281,10 @@ export const ServeSchema = z.strictObject({
   maxQueueSize: positiveInt.default(512).describe('Queued images per model version beyond which requests get 503 with Retry-After.'),
   requestTimeoutMs: positiveInt.default(10_000).describe('A request not answered in this time gets 504; its queued work is dropped.'),
   maxBodyBytes: positiveInt.default(8 * 1024 * 1024).describe('Larger request bodies get 413.'),
+  maxJsonDepth: positiveInt.max(1000).default(32).describe('Deepest nesting of arrays and objects in a JSON request body; deeper gets 400.'),
+  maxInFlightBytes: positiveInt
+    .default(64 * 1024 * 1024)
+    .describe('Request bodies read or decoded at once, in bytes; a request that would go over gets 503 with Retry-After before its body is read.'),
   clientTimeoutMs: positiveInt
     .default(30_000)
     .describe('A client that has not sent its whole request in this time is disconnected (408); headers get at most 10 s.'),

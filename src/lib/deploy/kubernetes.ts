@@ -7,7 +7,7 @@ import {fileURLToPath} from 'node:url'
 import {parse as parseYaml, stringify} from 'yaml'
 import {resolvePath, type LoadedConfig} from '../config/load.js'
 import type {KubernetesConfig} from '../config/deploy-schema.js'
-import {SERVE} from '../monitor/names.js'
+import {SERVE} from '../metric-names.js'
 import {UserError} from '../errors.js'
 
 /** Where the container finds what the manifests mount. */

@@ -1,7 +1,7 @@
 // What a dashboard row shows for an `ml serve` target: rates, error ratio, latency quantiles and batch
 // sizes over the window between two scrapes (and since start), plus queue, process and drift figures.
 import {counterIncrease, EMPTY_HISTOGRAM as EMPTY, histogramIncrease, histogramMean, histogramQuantile, histogramsBy, type HistogramData} from './histogram.js'
-import {CLIENT_ERROR, MODEL_PROTOCOLS, PROCESS, SERVE, SERVER_ERROR} from './names.js'
+import {CLIENT_ERROR, MODEL_PROTOCOLS, PROCESS, SERVE, SERVER_ERROR} from '../metric-names.js'
 import {groupKey, has, labelsMatch, sumOf, type Exposition} from './prom-text.js'
 import type {ScrapeResult} from './scrape.js'
 

@@ -2,7 +2,7 @@
 // error ratio per model (summed over versions and targets, as the alert rules do), targets up, drift.
 import {predictionDrift, type DriftResult} from './drift.js'
 import {counterIncrease, histogramIncrease, histogramOf, histogramQuantile, mergeHistograms} from './histogram.js'
-import {MODEL_PROTOCOLS, SERVE, SERVER_ERROR} from './names.js'
+import {MODEL_PROTOCOLS, SERVE, SERVER_ERROR} from '../metric-names.js'
 import {sumOf, type Exposition} from './prom-text.js'
 import type {ScrapeResult} from './scrape.js'
 

@@ -15,6 +15,16 @@ export interface ServeContext {
   server: {name: string; version: string}
   /** Drift metrics (predicted classes, input statistics); absent in handler tests. */
   metrics?: ServeMetrics
+  /** True from a shutdown signal on: readiness answers no. */
+  draining(): boolean
+  /** What GET /metrics answers, and its content type. */
+  metricsText(): Promise<string>
+  metricsContentType: string
+}
+
+/** A request's hold on admission (serve/admission.ts), released once its work is queued or it has ended. */
+export interface Ticket {
+  release(): void
 }
 
 export interface RequestState {
@@ -28,6 +38,8 @@ export interface RequestState {
   /** True for requests that run a model (counted by the nv_inference_* metrics). */
   inference: boolean
   leases: Lease[]
+  /** The request's hold on admission (inference requests), released once its work is queued. */
+  admission?: Ticket
   /** Response body bytes, for the access log. */
   bytes?: number
 }
@@ -54,6 +66,7 @@ export function useVersion(ctx: ServeContext, state: RequestState, model: string
 /** Queues `n` images for the version; resolves with n * numClasses probabilities. */
 export async function runModel(ctx: ServeContext, state: RequestState, version: ModelVersion, input: Float32Array, n: number): Promise<Float32Array> {
   state.inference = true
+  state.admission?.release()
   const outcome = await ctx.scheduler.submit(version.key, input, n, state.deadline, state.cancel)
   ctx.metrics?.predicted(version.model, String(version.version), version.labels, outcome.output, n)
   return outcome.output

@@ -11,8 +11,30 @@ export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-export function parseJson(body: Buffer): unknown {
+/**
+ * The deepest nesting of arrays and objects in a JSON text, counted on its bytes before parsing and
+ * given up on past `max`: handlers walk parsed values recursively, so depth is bounded before they run.
+ */
+export function jsonDepthOver(body: Uint8Array, max: number): boolean {
+  let depth = 0
+  let inString = false
+  for (let i = 0; i < body.length; i++) {
+    const c = body[i]!
+    if (inString) {
+      if (c === 0x5c) i++ // backslash: skip the escaped character
+      else if (c === 0x22) inString = false
+    } else if (c === 0x22) inString = true
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true
+    } else if (c === 0x5d || c === 0x7d) depth--
+  }
+  return false
+}
+
+/** A JSON request body, nested at most `maxDepth` deep (serve.maxJsonDepth). */
+export function parseJson(body: Buffer, maxDepth: number): unknown {
   if (body.length === 0) throw badRequest('the request body is empty; expected a JSON object')
+  if (jsonDepthOver(body, maxDepth)) throw badRequest(`the JSON is nested deeper than serve.maxJsonDepth (${maxDepth} levels of arrays and objects)`)
   try {
     return JSON.parse(body.toString('utf8'))
   } catch (error) {
@@ -54,6 +76,8 @@ export function fillNumbers(data: unknown, out: Float32Array, offset: number, wh
   for (let i = 0; i < data.length; i++) {
     const value: unknown = data[i]
     if (typeof value === 'number') {
+      // 1e999 parses as Infinity, and 1e39 is finite only until it is stored as FP32.
+      if (!Number.isFinite(Math.fround(value))) throw badRequest(`${where}: value ${value} at position ${offset + n} is not a finite 32-bit float; NaN and Infinity are not accepted`)
       if (offset + n < out.length) out[offset + n] = value
       n++
     } else if (Array.isArray(value)) {

@@ -1,7 +1,8 @@
 // Prometheus metrics of one server process (prom-client): ml_serve_* histograms for latency and batch
 // sizes, Triton's nv_inference_* names for existing dashboards, and Node's default process metrics.
 import {collectDefaultMetrics, Counter, Gauge, Histogram, Registry} from 'prom-client'
-import {imageSize, meanBrightness, topClasses} from '../monitor/input-stats.js'
+import {SERVE, TRITON} from '../metric-names.js'
+import {imageSize, meanBrightness, topClasses} from './input-stats.js'
 
 type VersionLabels = 'model' | 'version'
 
@@ -16,90 +17,96 @@ export class ServeMetrics {
   readonly registry = new Registry()
 
   readonly requests = new Counter({
-    name: 'ml_serve_requests_total',
+    name: SERVE.requests,
     help: 'HTTP requests by model, version, protocol (kserve, tfserving, raw, health, metrics, other) and status code.',
     labelNames: ['model', 'version', 'protocol', 'status'] as const,
     registers: [this.registry],
   })
   readonly requestDuration = new Histogram({
-    name: 'ml_serve_request_duration_seconds',
+    name: SERVE.requestDuration,
     help: 'Time from the request line to the last byte of the response.',
     labelNames: ['model', 'version', 'protocol'] as const,
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   })
   readonly queueDuration = new Histogram({
-    name: 'ml_serve_queue_duration_seconds',
+    name: SERVE.queueDuration,
     help: 'Time a request waited in the batching queue before its batch started.',
     labelNames: ['model', 'version'] as const,
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   })
   readonly inferenceDuration = new Histogram({
-    name: 'ml_serve_inference_duration_seconds',
+    name: SERVE.inferenceDuration,
     help: 'Compute time of one batch in a model instance (worker thread).',
     labelNames: ['model', 'version'] as const,
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   })
   readonly batchSize = new Histogram({
-    name: 'ml_serve_batch_size',
+    name: SERVE.batchSize,
     help: 'Images per executed batch.',
     labelNames: ['model', 'version'] as const,
     buckets: BATCH_BUCKETS,
     registers: [this.registry],
   })
   readonly inFlight = new Gauge({
-    name: 'ml_serve_in_flight_requests',
+    name: SERVE.inFlight,
     help: 'Requests received and not yet answered.',
     registers: [this.registry],
   })
   readonly queueDepth = new Gauge({
-    name: 'ml_serve_queue_depth',
+    name: SERVE.queueDepth,
     help: 'Images waiting in the batching queue.',
     labelNames: ['model', 'version'] as const,
     registers: [this.registry],
   })
   readonly modelLoads = new Counter({
-    name: 'ml_serve_model_loads_total',
+    name: SERVE.modelLoads,
     help: 'Model version loads by result (success, failure) and unloads (unloaded).',
     labelNames: ['model', 'version', 'result'] as const,
     registers: [this.registry],
   })
   readonly modelReady = new Gauge({
-    name: 'ml_serve_model_ready',
+    name: SERVE.modelReady,
     help: '1 while a model version is loaded and serving.',
     labelNames: ['model', 'version'] as const,
     registers: [this.registry],
   })
+  readonly clientAborts = new Counter({
+    name: SERVE.clientAborts,
+    help: 'Requests whose client closed the connection before the answer, by protocol.',
+    labelNames: ['protocol'] as const,
+    registers: [this.registry],
+  })
   readonly instanceRestarts = new Counter({
-    name: 'ml_serve_instance_restarts_total',
+    name: SERVE.instanceRestarts,
     help: 'Model instances (worker threads) replaced after they died.',
     registers: [this.registry],
   })
   // Drift (`ml monitor --check` compares the class shares with the training priors).
   readonly predictions = new Counter({
-    name: 'ml_serve_predictions_total',
+    name: SERVE.predictions,
     help: 'Images answered, by top-1 class.',
     labelNames: ['model', 'version', 'class'] as const,
     registers: [this.registry],
   })
   readonly inputBrightness = new Histogram({
-    name: 'ml_serve_input_brightness',
+    name: SERVE.inputBrightness,
     help: 'Mean pixel value (0-1) of each image after decoding and resizing as in training.',
     labelNames: ['model', 'version'] as const,
     buckets: BRIGHTNESS_BUCKETS,
     registers: [this.registry],
   })
   readonly inputWidth = new Histogram({
-    name: 'ml_serve_input_width_pixels',
+    name: SERVE.inputWidth,
     help: 'Width of each image as sent, before resizing.',
     labelNames: ['model', 'version'] as const,
     buckets: SIZE_BUCKETS,
     registers: [this.registry],
   })
   readonly inputHeight = new Histogram({
-    name: 'ml_serve_input_height_pixels',
+    name: SERVE.inputHeight,
     help: 'Height of each image as sent, before resizing.',
     labelNames: ['model', 'version'] as const,
     buckets: SIZE_BUCKETS,
@@ -107,13 +114,13 @@ export class ServeMetrics {
   })
 
   // Triton's names and types: counters, durations as cumulative microseconds.
-  readonly nvSuccess = this.nvCounter('nv_inference_request_success', 'Number of successful inference requests, all batch sizes')
-  readonly nvFailure = this.nvCounter('nv_inference_request_failure', 'Number of failed inference requests, all batch sizes')
-  readonly nvCount = this.nvCounter('nv_inference_count', 'Number of inferences performed (images)')
-  readonly nvExecCount = this.nvCounter('nv_inference_exec_count', 'Number of model executions performed (batches)')
-  readonly nvRequestUs = this.nvCounter('nv_inference_request_duration_us', 'Cumulative inference request duration in microseconds')
-  readonly nvQueueUs = this.nvCounter('nv_inference_queue_duration_us', 'Cumulative inference queuing duration in microseconds')
-  readonly nvComputeUs = this.nvCounter('nv_inference_compute_infer_duration_us', 'Cumulative compute inference duration in microseconds')
+  readonly nvSuccess = this.nvCounter(TRITON.success, 'Number of successful inference requests, all batch sizes')
+  readonly nvFailure = this.nvCounter(TRITON.failure, 'Number of failed inference requests, all batch sizes')
+  readonly nvCount = this.nvCounter(TRITON.count, 'Number of inferences performed (images)')
+  readonly nvExecCount = this.nvCounter(TRITON.execCount, 'Number of model executions performed (batches)')
+  readonly nvRequestUs = this.nvCounter(TRITON.requestUs, 'Cumulative inference request duration in microseconds')
+  readonly nvQueueUs = this.nvCounter(TRITON.queueUs, 'Cumulative inference queuing duration in microseconds')
+  readonly nvComputeUs = this.nvCounter(TRITON.computeUs, 'Cumulative compute inference duration in microseconds')
 
   constructor(options: {defaultMetrics?: boolean} = {}) {
     // Process CPU, memory, GC, handles and event-loop lag (the lag shows whether anything blocks it).

@@ -38,6 +38,10 @@ export interface ServeOptions {
   maxQueueSize: number
   requestTimeoutMs: number
   maxBodyBytes: number
+  /** Deepest JSON nesting accepted in a request body. */
+  maxJsonDepth: number
+  /** Bytes of request bodies admitted and not yet queued (read, parsed or decoded) at once. */
+  maxInFlightBytes: number
   clientTimeoutMs: number
   pollIntervalMs: number
   /** How long the port keeps serving after a shutdown signal, with readiness already false. */
@@ -127,6 +131,8 @@ export function resolveServeOptions(loaded: LoadedConfig | undefined, overrides:
     maxQueueSize: serve.maxQueueSize,
     requestTimeoutMs: serve.requestTimeoutMs,
     maxBodyBytes: serve.maxBodyBytes,
+    maxJsonDepth: serve.maxJsonDepth,
+    maxInFlightBytes: serve.maxInFlightBytes,
     clientTimeoutMs: serve.clientTimeoutMs,
     pollIntervalMs: serve.pollIntervalMs,
     shutdownDelayMs: overrides.shutdownDelayMs ?? serve.shutdownDelayMs,

@@ -36,6 +36,7 @@ function shutdown(skipDelay: boolean): void {
   const drained = handle?.shutdown({skipDelay})
   stopping ??= (async () => {
     await drained
+    if (handle) await send({type: 'ml:stopped', requests: handle.handled()})
     // Exit now rather than when the last handle closes: the primary counts exits as drained.
     process.exit(0)
   })()

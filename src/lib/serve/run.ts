@@ -1,9 +1,11 @@
 // `ml serve` end to end: one server process, or a node:cluster primary (no inference of its own) that
 // runs serve.processes servers on one port, replaces dead ones, aggregates metrics and drains on SIGTERM.
 import cluster, {type Worker} from 'node:cluster'
+import {once} from 'node:events'
 import {fileURLToPath} from 'node:url'
 import {AggregatorRegistry, Counter, Registry} from 'prom-client'
 import {ExitCode, UserError, type ExitCodeName} from '../errors.js'
+import {SERVE} from '../metric-names.js'
 import {JsonLog} from './log.js'
 import type {ServeOptions} from './options.js'
 import {startServer, type ServeHandle} from './server.js'
@@ -21,10 +23,10 @@ export interface ServeSummary {
   port: number
   processes: number
   instances: number
-  /** Requests answered (single process; under a cluster each process logs its own). */
-  requests?: number
-  /** Server processes replaced after they died (cluster). */
-  restarts?: number
+  /** Requests received, by every process (one killed by a signal cannot report its own). */
+  requests: number
+  /** Server processes replaced after they died (always 0 for one process). */
+  restarts: number
   signal: string
   uptimeSeconds: number
 }
@@ -41,6 +43,8 @@ export type ClusterMessage =
   | {type: 'ml:metrics'; id: number; text: string}
   /** skipDelay: drain now, ending a shutdown delay under way. */
   | {type: 'ml:shutdown'; skipDelay: boolean}
+  /** A server process drained: what it received, for the primary's summary. */
+  | {type: 'ml:stopped'; requests: number}
 
 export const OPTIONS_ENV = 'ML_SERVE_OPTIONS'
 
@@ -98,7 +102,7 @@ async function runSingle(options: ServeOptions, hooks: ServeHooks): Promise<Serv
   const signal = await signalled
   log.event('info', 'signal', {signal})
   await handle.shutdown()
-  return {url: handle.url, port: handle.port, processes: 1, instances: options.instances, requests: handle.handled(), signal, uptimeSeconds: Math.round((Date.now() - started) / 1000)}
+  return {url: handle.url, port: handle.port, processes: 1, instances: options.instances, requests: handle.handled(), restarts: 0, signal, uptimeSeconds: Math.round((Date.now() - started) / 1000)}
 }
 
 function exitName(code: number): ExitCodeName {
@@ -110,13 +114,20 @@ async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<Ser
   const log = new JsonLog(process.stderr, {pid: process.pid, role: 'primary'})
   const aggregator = new AggregatorRegistry()
   const own = new Registry()
-  const restartsCounter = new Counter({name: 'ml_serve_process_restarts_total', help: 'Server processes replaced after they died.', registers: [own]})
+  const restartsCounter = new Counter({name: SERVE.processRestarts, help: 'Server processes replaced after they died.', registers: [own]})
+  // Every process accepts from the one shared listening socket, rather than the primary accepting and
+  // handing each connection over IPC (round robin): a process killed with SIGKILL mid-handover left that
+  // connection open in the primary, unanswered for ever. Connections it never accepted wait in the
+  // socket's queue for the others; the ones it had accepted are closed by the kernel.
+  cluster.schedulingPolicy = cluster.SCHED_NONE
   cluster.setupPrimary({exec: fileURLToPath(new URL('./process-worker.js', import.meta.url)), args: []})
   const env = {[OPTIONS_ENV]: JSON.stringify(options)}
   let stopping = false
   let restarts = 0
+  let requests = 0
   let listening: {port: number; url: string; models: ListeningInfo['models']} | undefined
   const recentDeaths: number[] = []
+  const restartTimers = new Set<NodeJS.Timeout>()
 
   const fork = () => cluster.fork(env)
 
@@ -124,11 +135,16 @@ async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<Ser
     let up = 0
     cluster.on('message', (worker: Worker, message: ClusterMessage) => {
       if (message.type === 'ml:listening') {
+        // A replacement that was still loading when the shutdown came may not have heard it (a message
+        // sent before its listener exists is lost): it is told again now that it listens.
+        if (stopping) worker.send({type: 'ml:shutdown', skipDelay: true} satisfies ClusterMessage)
         listening ??= message
         log.event('info', 'process-started', {worker: worker.id, workerPid: worker.process.pid, port: message.port})
         if (++up === options.processes) resolve()
       } else if (message.type === 'ml:fatal' && listening === undefined) {
         reject(new UserError(message.error.message, {code: message.error.code, exit: exitName(message.error.exitCode), suggestions: message.error.suggestions}))
+      } else if (message.type === 'ml:stopped') {
+        requests += message.requests
       } else if (message.type === 'ml:metrics-request') {
         // Every process's registry summed (histograms and counters) or averaged per prom-client's rules.
         Promise.all([aggregator.clusterMetrics(), own.metrics()])
@@ -152,9 +168,11 @@ async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<Ser
       // A process that keeps dying right after start is replaced more and more slowly.
       const delay = recentDeaths.length > 3 ? Math.min(30_000, 250 * 2 ** (recentDeaths.length - 3)) : 0
       log.event('error', 'process-died', {workerPid: worker.process.pid, code, signal, restartInMs: delay})
-      setTimeout(() => {
+      const timer = setTimeout(() => {
+        restartTimers.delete(timer)
         if (!stopping) fork()
       }, delay)
+      restartTimers.add(timer)
     })
   })
 
@@ -162,12 +180,17 @@ async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<Ser
   // Each process applies the shutdown delay and drains on its own; they are waited for, never killed.
   const stopAll = async (skipDelay: boolean) => {
     stopping = true
+    // A pending replacement (backed off up to 30 s) would hold the primary alive after the drain.
+    for (const timer of restartTimers) clearTimeout(timer)
+    restartTimers.clear()
     await Promise.all(workers().map((worker) => new Promise<void>((resolve) => {
       if (worker.isDead()) {
         resolve()
         return
       }
-      worker.once('exit', () => resolve())
+      // Its channel closes after its last message (its request count) has been read; its exit may come first.
+      const channelClosed = worker.isConnected() ? once(worker, 'disconnect') : Promise.resolve()
+      worker.once('exit', () => void channelClosed.then(() => resolve()))
       if (worker.isConnected()) worker.send({type: 'ml:shutdown', skipDelay} satisfies ClusterMessage)
       else worker.process.kill('SIGTERM')
     })))
@@ -194,5 +217,5 @@ async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<Ser
   cluster.removeAllListeners('message')
   cluster.removeAllListeners('exit')
   log.event('info', 'stopped', {restarts})
-  return {url: info.url, port: info.port, processes: options.processes, instances: options.instances, restarts, signal, uptimeSeconds: Math.round((Date.now() - started) / 1000)}
+  return {url: info.url, port: info.port, processes: options.processes, instances: options.instances, requests, restarts, signal, uptimeSeconds: Math.round((Date.now() - started) / 1000)}
 }

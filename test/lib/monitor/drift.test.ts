@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
 import {chiSquareTest, classPriors, gammaQ, logGamma, populationStabilityIndex, predictionDrift} from '../../../src/lib/monitor/drift.js'
-import {imageSize, meanBrightness, topClasses} from '../../../src/lib/monitor/input-stats.js'
+import {imageSize, meanBrightness, topClasses} from '../../../src/lib/serve/input-stats.js'
 
 function near(actual: number, expected: number, tolerance = 1e-9): void {
   assert.ok(Math.abs(actual - expected) <= tolerance, `${actual} is not within ${tolerance} of ${expected}`)

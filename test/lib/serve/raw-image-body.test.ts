@@ -10,13 +10,13 @@ describe('a raw image posted as JSON (no Content-Type)', () => {
   for (const [name, body, type] of [['PNG', png, 'image/png'], ['JPEG', jpeg, 'image/jpeg']] as const) {
     it(`${name}: a 400 that says to send it with Content-Type ${type}`, () => {
       assert.throws(
-        () => parseJson(body),
+        () => parseJson(body, 32),
         (error: unknown) => error instanceof HttpError && error.status === 400 && error.message.includes(`a ${name} image, not JSON`) && error.message.includes(`Content-Type: ${type}`) && !/Unexpected token/.test(error.message),
       )
     })
   }
 
   it('other bad JSON is still "malformed JSON"', () => {
-    assert.throws(() => parseJson(Buffer.from('{"instances": [')), /malformed JSON/)
+    assert.throws(() => parseJson(Buffer.from('{"instances": ['), 32), /malformed JSON/)
   })
 })

@@ -1,9 +1,9 @@
 // Triton's binary tensor data extension of KServe V2 HTTP: a body is the JSON inference request or
 // response followed by raw tensor bytes (little-endian, row-major; a BYTES element is a 4-byte
 // length and its bytes), and the Inference-Header-Content-Length header says where the JSON ends.
-import type {Reply} from './context.js'
-import {badRequest, type HttpError} from './http-error.js'
-import {isObject, parseJson} from './inputs.js'
+import type {Reply} from '../context.js'
+import {badRequest, type HttpError} from '../http-error.js'
+import {isObject, parseJson} from '../inputs.js'
 
 export const INFERENCE_HEADER = 'Inference-Header-Content-Length'
 
@@ -11,15 +11,15 @@ export const INFERENCE_HEADER = 'Inference-Header-Content-Length'
  * The JSON request, and the binary data after it when the client sent the header (possibly empty:
  * a client may announce the split and then send only JSON).
  */
-export function parseRequest(body: Buffer, header: string | undefined): {request: unknown; binary?: Buffer} {
-  if (header === undefined) return {request: parseJson(body)}
+export function parseRequest(body: Buffer, header: string | undefined, maxDepth: number): {request: unknown; binary?: Buffer} {
+  if (header === undefined) return {request: parseJson(body, maxDepth)}
   // Digits only: Number() would also take "0x10", "1e3" or " ", which no client means.
   if (!/^\d+$/.test(header)) throw badRequest(`${INFERENCE_HEADER} must be a non-negative integer (the JSON's length in bytes), got ${JSON.stringify(header)}`)
   const length = Number(header)
   if (length > body.length) throw badRequest(`${INFERENCE_HEADER} ${header} is larger than the ${body.length}-byte request body`)
   if (length === 0) throw badRequest(`${INFERENCE_HEADER} is 0, but the body must start with the JSON inference request`)
   try {
-    return {request: parseJson(body.subarray(0, length)), binary: body.subarray(length)}
+    return {request: parseJson(body.subarray(0, length), maxDepth), binary: body.subarray(length)}
   } catch (error) {
     throw badRequest(`the first ${length} bytes of the body (${INFERENCE_HEADER}): ${(error as HttpError).message}`)
   }
@@ -57,10 +57,15 @@ export function binaryInputs(inputs: unknown[], binary: Buffer | undefined): Arr
   return chunks
 }
 
-export function readFloats(bytes: Buffer): Float32Array {
+/** Little-endian FP32 values; NaN and Infinity are the client's mistake (400 naming `where`). */
+export function readFloats(bytes: Buffer, where: string): Float32Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const out = new Float32Array(bytes.length / 4)
-  for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true)
+  for (let i = 0; i < out.length; i++) {
+    const value = view.getFloat32(i * 4, true)
+    if (!Number.isFinite(value)) throw badRequest(`${where}: element ${i} is ${value}; NaN and Infinity are not accepted`)
+    out[i] = value
+  }
   return out
 }
 

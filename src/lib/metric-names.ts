@@ -1,5 +1,6 @@
-// The metric names the monitor reads, in one place: what `ml serve` exports (src/lib/serve/metrics.ts),
-// Node's default process metrics, and the Kafka ingest's endpoint. The Grafana/Prometheus files use them too.
+// The metric names, spelled once: what `ml serve` exports (serve/metrics.ts registers them, the monitor
+// reads them), Node's default process metrics, and the thresholds the monitor applies to status codes.
+// A module of the base layer, so that serve and monitor share names without importing each other.
 
 export const SERVE = {
   requests: 'ml_serve_requests_total',
@@ -9,13 +10,27 @@ export const SERVE = {
   batchSize: 'ml_serve_batch_size',
   inFlight: 'ml_serve_in_flight_requests',
   queueDepth: 'ml_serve_queue_depth',
+  modelLoads: 'ml_serve_model_loads_total',
   modelReady: 'ml_serve_model_ready',
   instanceRestarts: 'ml_serve_instance_restarts_total',
+  processRestarts: 'ml_serve_process_restarts_total',
+  clientAborts: 'ml_serve_client_aborts_total',
   // Drift: the top-1 class of every image answered, and statistics of the images sent.
   predictions: 'ml_serve_predictions_total',
   inputBrightness: 'ml_serve_input_brightness',
   inputWidth: 'ml_serve_input_width_pixels',
   inputHeight: 'ml_serve_input_height_pixels',
+} as const
+
+/** Triton's names (labels model, version), so that existing Triton dashboards work unchanged. */
+export const TRITON = {
+  success: 'nv_inference_request_success',
+  failure: 'nv_inference_request_failure',
+  count: 'nv_inference_count',
+  execCount: 'nv_inference_exec_count',
+  requestUs: 'nv_inference_request_duration_us',
+  queueUs: 'nv_inference_queue_duration_us',
+  computeUs: 'nv_inference_compute_infer_duration_us',
 } as const
 
 /** prom-client's collectDefaultMetrics names. */

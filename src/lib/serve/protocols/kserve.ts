@@ -1,11 +1,13 @@
 // KServe V2 / Triton HTTP protocol: server and model metadata, model readiness, and inference with
 // FP32 tensors or BYTES elements holding encoded images, as JSON or as binary tensor data, plus the
 // classification extension.
+import {json, runModel, useVersion, type Reply, type RequestState, type ServeContext} from '../context.js'
+import {badRequest, HttpError} from '../http-error.js'
+import {checkBatch, decodeBase64, fillNumbers, flatten, imagesToInput, inputSize, isObject, shapeText, topScores} from '../inputs.js'
+import type {ModelVersion} from '../repository.js'
 import {binaryInputs, binaryReply, elementBytes, floatBytes, parseRequest, readElements, readFloats} from './binary.js'
-import {badRequest, HttpError} from './http-error.js'
-import {checkBatch, decodeBase64, fillNumbers, flatten, imagesToInput, inputSize, isObject, shapeText, topScores} from './inputs.js'
-import {json, runModel, useVersion, type Reply, type RequestState, type ServeContext} from './context.js'
-import type {ModelVersion} from './repository.js'
+import {requireJson, requireJsonOrBinary} from './http.js'
+import type {Route} from './routes.js'
 
 export const INPUT_NAME = 'image'
 export const OUTPUT_NAME = 'probabilities'
@@ -102,7 +104,7 @@ async function parseInput(ctx: ServeContext, version: ModelVersion, input: unkno
       if (binary.length !== values * 4) {
         throw badRequest(`input "${INPUT_NAME}": shape ${shapeText(shape as number[])} needs ${values} FP32 values (${values * 4} bytes), but its binary_data_size is ${binary.length}`)
       }
-      return {data: readFloats(binary), n: n!}
+      return {data: readFloats(binary, `input "${INPUT_NAME}" binary data`), n: n!}
     }
     const data = new Float32Array(values)
     const count = fillNumbers(input.data, data, 0, `input "${INPUT_NAME}" data`)
@@ -128,7 +130,7 @@ async function parseInput(ctx: ServeContext, version: ModelVersion, input: unkno
  * tensor data after the JSON.
  */
 export async function infer(ctx: ServeContext, state: RequestState, model: string, versionText: string | undefined, body: Buffer, inferenceHeader?: string): Promise<Reply> {
-  const {request, binary} = parseRequest(body, inferenceHeader)
+  const {request, binary} = parseRequest(body, inferenceHeader, ctx.options.maxJsonDepth)
   if (!isObject(request)) throw badRequest('the request body must be a JSON object {inputs: [...]}')
   if (request.id !== undefined && typeof request.id !== 'string') throw badRequest('"id" must be a string')
   if (!Array.isArray(request.inputs) || request.inputs.length === 0) throw badRequest('"inputs" must be a non-empty array')
@@ -178,3 +180,48 @@ export function repositoryIndex(ctx: ServeContext): Reply {
   }
   return json(index)
 }
+
+const MODEL = String.raw`^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?`
+
+export const kserveRoutes: readonly Route[] = [
+  {
+    // KServe: the status code is the answer and the body is empty.
+    protocol: 'health',
+    pattern: /^\/v2\/health\/(live|ready)$/,
+    methods: ['GET'],
+    open: true,
+    handle: (ctx, _state, {params}) => ({status: params[0] === 'live' || (!ctx.draining() && ctx.repository.ready()) ? 200 : 400}),
+  },
+  {
+    protocol: 'health',
+    pattern: new RegExp(`${MODEL}\\/ready$`),
+    methods: ['GET'],
+    open: true,
+    handle: (ctx, state, {params, authorised}) => {
+      if (ctx.draining()) return {status: 400}
+      try {
+        return modelReady(ctx, state, params[0]!, params[1])
+      } catch (error) {
+        // Without the token (auth on) the status code alone answers: error messages name served models.
+        if (error instanceof HttpError && !authorised()) return {status: error.status}
+        throw error
+      }
+    },
+  },
+  {protocol: 'kserve', pattern: /^\/v2\/?$/, methods: ['GET'], handle: (ctx) => serverMetadata(ctx)},
+  {protocol: 'kserve', pattern: /^\/v2\/repository\/index$/, methods: ['POST'], handle: (ctx) => repositoryIndex(ctx)},
+  {
+    protocol: 'kserve',
+    pattern: new RegExp(`${MODEL}\\/infer$`),
+    methods: ['POST'],
+    handle: async (ctx, state, {req, params, body}) => {
+      state.inference = true
+      state.model = params[0]!
+      const inferenceHeader = req.headers['inference-header-content-length']
+      if (inferenceHeader === undefined) requireJson(req)
+      else requireJsonOrBinary(req)
+      return infer(ctx, state, params[0]!, params[1], await body({model: params[0]!, selector: {version: params[1]}}), Array.isArray(inferenceHeader) ? inferenceHeader.join(', ') : inferenceHeader)
+    },
+  },
+  {protocol: 'kserve', pattern: new RegExp(`${MODEL}$`), methods: ['GET'], handle: (ctx, state, {params}) => modelMetadata(ctx, state, params[0]!, params[1])},
+]

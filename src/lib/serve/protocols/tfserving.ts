@@ -1,10 +1,12 @@
 // TensorFlow Serving REST protocol: model status and metadata, :predict (row "instances" or columnar
 // "inputs", with {"b64": ...} images) and :classify (JSON examples, or a raw image body for curl).
-import {badRequest, notFound} from './http-error.js'
-import {checkBatch, decodeBase64, fillNumbers, imagesToInput, inputSize, isObject, parseJson, shapeText, topScores} from './inputs.js'
-import {json, runModel, useVersion, type Reply, type RequestState, type ServeContext} from './context.js'
+import {json, runModel, useVersion, type Reply, type RequestState, type ServeContext} from '../context.js'
+import {badRequest, HttpError, notFound} from '../http-error.js'
+import {checkBatch, decodeBase64, fillNumbers, imagesToInput, inputSize, isObject, parseJson, shapeText, topScores} from '../inputs.js'
+import type {ModelVersion, VersionSelector} from '../repository.js'
+import {IMAGE_TYPES, JSON_TYPES, mediaType, requireJson} from './http.js'
 import {INPUT_NAME, OUTPUT_NAME} from './kserve.js'
-import type {ModelVersion, VersionSelector} from './repository.js'
+import type {Route, RouteCall} from './routes.js'
 
 const SIGNATURE = 'serving_default'
 
@@ -108,7 +110,7 @@ function rows(probabilities: Float32Array, n: number, numClasses: number): numbe
 }
 
 export async function predict(ctx: ServeContext, state: RequestState, model: string, selector: VersionSelector, body: Buffer): Promise<Reply> {
-  const request = parseJson(body)
+  const request = parseJson(body, ctx.options.maxJsonDepth)
   if (!isObject(request)) throw badRequest('the request body must be a JSON object with "instances" or "inputs"')
   checkSignature(request)
   const hasInstances = request.instances !== undefined
@@ -144,7 +146,7 @@ function parseTopK(query: URLSearchParams): number {
 /** TF Serving's :classify with JSON examples: {"examples": [{"image": {"b64": ...}}, ...]}. */
 export async function classify(ctx: ServeContext, state: RequestState, model: string, selector: VersionSelector, body: Buffer, query: URLSearchParams): Promise<Reply> {
   const top = parseTopK(query)
-  const request = parseJson(body)
+  const request = parseJson(body, ctx.options.maxJsonDepth)
   if (!isObject(request)) throw badRequest('the request body must be a JSON object {"examples": [...]}')
   checkSignature(request)
   if (!Array.isArray(request.examples)) throw badRequest('"examples" must be a list of examples, e.g. [{"image": {"b64": "<base64 image>"}}]')
@@ -172,3 +174,39 @@ export async function classifyRaw(ctx: ServeContext, state: RequestState, model:
   const probabilities = await runModel(ctx, state, version, input, 1)
   return json({results: classResults(probabilities, 1, version, top)})
 }
+
+const MODEL = String.raw`^\/v1\/models\/([^/:]+)(?:\/versions\/([^/:]+)|\/labels\/([^/:]+))?`
+
+const selectorOf = (params: RouteCall['params']): VersionSelector => ({version: params[1], label: params[2]})
+
+async function predictOrClassify(ctx: ServeContext, state: RequestState, {req, params, body, query}: RouteCall): Promise<Reply> {
+  const model = params[0]!
+  const verb = params[3]
+  state.inference = true
+  state.model = model
+  const type = mediaType(req)
+  if (verb === 'classify' && IMAGE_TYPES.test(type)) {
+    state.protocol = 'raw'
+    return classifyRaw(ctx, state, model, selectorOf(params), await body({model, selector: selectorOf(params)}), query())
+  }
+  if (verb === 'classify' && type !== '' && !JSON_TYPES.test(type)) {
+    throw new HttpError(415, `Content-Type ${type} is not accepted by :classify; send application/json examples, or the image itself as image/*`)
+  }
+  requireJson(req)
+  const bytes = await body({model, selector: selectorOf(params)})
+  return verb === 'predict' ? predict(ctx, state, model, selectorOf(params), bytes) : classify(ctx, state, model, selectorOf(params), bytes, query())
+}
+
+export const tfservingRoutes: readonly Route[] = [
+  {protocol: 'tfserving', pattern: new RegExp(`${MODEL}\\/metadata$`), methods: ['GET'], handle: (ctx, state, {params}) => metadata(ctx, state, params[0]!, selectorOf(params))},
+  {protocol: 'tfserving', pattern: new RegExp(`${MODEL}$`), methods: ['GET'], handle: (ctx, state, {params}) => status(ctx, state, params[0]!, selectorOf(params))},
+  {protocol: 'tfserving', pattern: new RegExp(`${MODEL}:(predict|classify)$`), methods: ['POST'], handle: predictOrClassify},
+  {
+    protocol: 'tfserving',
+    pattern: new RegExp(`${MODEL}:([a-zA-Z]+)$`),
+    handle: (_ctx, _state, {params}) => {
+      if (params[3] === 'regress') throw badRequest(`model "${params[0]}" is a classifier: it has no regression signature; use :classify or :predict`)
+      throw notFound(`unknown method :${params[3]}; use :predict or :classify`)
+    },
+  },
+]
