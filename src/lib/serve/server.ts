@@ -60,7 +60,7 @@ export interface ServeHandle {
 }
 
 /** Answered even while a draining server refuses requests (see Lifecycle). */
-const HEALTH_PATHS = new Set(['/healthz', '/livez', '/readyz', '/v2/health/live', '/v2/health/ready'])
+const HEALTH_PATHS = new Set(['/healthz', '/livez', '/readyz', '/v2/health/live', '/v2/health/ready', '/ping'])
 
 /** Every protocol's routes, health checks first (they are open, and the most frequent). */
 const ROUTES: readonly Route[] = [...operationsRoutes, ...kserveRoutes, ...tfservingRoutes, ...sagemakerRoutes]
