@@ -51,7 +51,7 @@ describe('exported ONNX and Triton models, checked by the onnx, onnxruntime and 
       const jobs: Array<{onnx: string; config: string; input: string; n: number}> = []
       const expected: Float32Array[] = []
       for (const [i, quantize] of QUANTIZE.entries()) {
-        await ml(['export', '--config', config, '--format', 'onnx,triton', '--quantize', quantize, '--version', String(i + 1)])
+        await ml(['export', '--config', config, '--format', 'tfjs,onnx,triton', '--quantize', quantize, '--version', String(i + 1)])
         const versionDir = path.join(dir, 'models', preset, String(i + 1))
         // What ml predicts for this version, in this process, and the preprocessed batch it used.
         const reference = await referencePredictions(versionDir, digits)
