@@ -3,7 +3,8 @@
   serve_clients.py triton URL MODEL INPUT N     tritonclient.http: live, ready, server and model
       metadata, infer with JSON tensors and with the binary tensor extension, the classification
       extension (class_count=3).
-  serve_clients.py kserve URL MODEL INPUT N     the KServe Python SDK's REST client, V2 and V1.
+  serve_clients.py kserve URL MODEL INPUT N     the KServe Python SDK's REST client: infer, V2 and V1.
+  serve_clients.py kserve-health URL MODEL      the same client's V2 server live/ready, model ready.
   serve_clients.py tfserving URL MODEL PNG...   a TF Serving REST :predict request as the TensorFlow
       Serving REST API docs show it: {"instances": [{"b64": "..."}]}.
 INPUT: the preprocessed images, raw little-endian float32, N x 28 x 28 x 1. URL: http://host:port.
@@ -49,9 +50,6 @@ async def kserve_clients(url, model, x):
 
     out = {}
     v2 = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60))
-    out["v2Live"] = await v2.is_server_live(url)
-    out["v2Ready"] = await v2.is_server_ready(url)
-    out["v2ModelReady"] = await v2.is_model_ready(url, model)
     tensor = InferInput(name="image", shape=list(x.shape), datatype="FP32")
     tensor.set_data_from_numpy(x, binary_data=False)
     response = await v2.infer(url, InferRequest(model_name=model, infer_inputs=[tensor]), model_name=model)
@@ -61,6 +59,15 @@ async def kserve_clients(url, model, x):
     response = await v1.infer(url, {"instances": x.tolist()}, model_name=model)
     out["v1"] = np.asarray(response["predictions"], dtype="<f4").ravel().tolist()
     await v1.close()
+    return out
+
+
+async def kserve_health(url, model):
+    from kserve import InferenceRESTClient, RESTConfig
+
+    v2 = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60))
+    out = {"live": await v2.is_server_live(url), "ready": await v2.is_server_ready(url), "modelReady": await v2.is_model_ready(url, model)}
+    await v2.close()
     return out
 
 
@@ -80,6 +87,8 @@ def main():
     mode, url, model = sys.argv[1:4]
     if mode == "triton":
         result = triton(url, model, images(sys.argv[4], int(sys.argv[5])))
+    elif mode == "kserve-health":
+        result = asyncio.run(kserve_health(url, model))
     elif mode == "kserve":
         result = asyncio.run(kserve_clients(url, model, images(sys.argv[4], int(sys.argv[5]))))
     else:
