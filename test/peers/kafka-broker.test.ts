@@ -12,6 +12,7 @@ import {after, before, describe, it} from 'node:test'
 import {testKafka} from '../support/kafka-client.js'
 import {createTopics, produce} from '../support/kafka-fixtures.js'
 import {kafkaSkip, RealKafka} from './support/kafka.js'
+import {withAdmin} from './support/kafka-admin.js'
 
 const skip = kafkaSkip()
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -47,19 +48,13 @@ describe('a real Apache Kafka broker (KRaft, one node)', {skip}, () => {
     const client = testKafka(kafka.address())
     await createTopics(client, [['hello', 2]])
     await produce(client, 'hello', Array.from({length: 10}, (_, i) => ({value: Buffer.from(`m${i}`), partition: i % 2})))
-    const admin = client.admin()
-    await admin.connect()
-    await admin.setOffsets({groupId: 'g', topic: 'hello', partitions: [{partition: 0, offset: '3'}]})
-    await admin.disconnect()
+    await withAdmin(client, (admin) => admin.setOffsets({groupId: 'g', topic: 'hello', partitions: [{partition: 0, offset: '3'}]}))
     const jvm = kafka.pid!
     await kafka.halt()
     assert.equal(state(jvm), undefined, 'the JVM exited and was reaped')
     await kafka.launch()
-    const again = client.admin()
-    await again.connect()
-    const ends = await again.fetchTopicOffsets('hello')
-    const [committed] = await again.fetchOffsets({groupId: 'g', topics: ['hello']})
-    await again.disconnect()
+    const ends = await withAdmin(client, (admin) => admin.fetchTopicOffsets('hello'))
+    const [committed] = await withAdmin(client, (admin) => admin.fetchOffsets({groupId: 'g', topics: ['hello']}))
     assert.deepEqual(ends.map((e) => [e.partition, e.high]).sort(), [[0, '5'], [1, '5']])
     assert.equal(committed!.partitions.find((p) => p.partition === 0)!.offset, '3')
   })

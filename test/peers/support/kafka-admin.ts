@@ -3,11 +3,22 @@
 import type {Kafka, KafkaMessage} from 'kafkajs'
 import {FAST_CONSUMER} from '../../support/kafka-client.js'
 
+/**
+ * Runs `run` with a connected admin client. A retriable answer (a group coordinator still loading the
+ * offsets topic of a new or restarted broker) is retried a few times: kafkajs's admin passes it on.
+ */
 export async function withAdmin<T>(kafka: Kafka, run: (admin: ReturnType<Kafka['admin']>) => Promise<T>): Promise<T> {
   const admin = kafka.admin()
   await admin.connect()
   try {
-    return await run(admin)
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await run(admin)
+      } catch (error) {
+        if (attempt >= 12 || (error as {retriable?: boolean}).retriable !== true) throw error
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)))
+      }
+    }
   } finally {
     await admin.disconnect()
   }
