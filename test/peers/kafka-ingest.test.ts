@@ -67,7 +67,11 @@ function progressGate() {
   return {
     onProgress(p: IngestProgress) {
       latest = p
-      for (const w of [...waiters]) if (w.check(p)) waiters.splice(waiters.indexOf(w), 1) && w.resolve()
+      for (const w of [...waiters]) {
+        if (!w.check(p)) continue
+        waiters.splice(waiters.indexOf(w), 1)
+        w.resolve()
+      }
     },
     until(check: (p: IngestProgress) => boolean): Promise<void> {
       if (latest && check(latest)) return Promise.resolve()
