@@ -31,7 +31,9 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): GcsSettin
   const auth = env.ML_GCS_AUTH === 'adc' || env.ML_GCS_AUTH === 'none' ? env.ML_GCS_AUTH : endpoint ? 'none' : 'adc'
   const number = (value: string | undefined, fallback: number) => (value !== undefined && value !== '' && Number.isFinite(Number(value)) ? Number(value) : fallback)
   return {
-    ...(endpoint ? {endpoint: /^https?:\/\//.test(endpoint) ? endpoint : `http://${endpoint}`} : {}),
+    // host:port, as emulators and the other languages' clients take it; a Node-style value ending in
+    // /storage/v1 names the same server.
+    ...(endpoint ? {endpoint: (/^https?:\/\//.test(endpoint) ? endpoint : `http://${endpoint}`).replace(/\/storage\/v1\/?$/, '').replace(/\/$/, '')} : {}),
     auth,
     maxRetries: number(env.ML_GCS_RETRIES, 6),
     maxRetryDelayMs: number(env.ML_GCS_MAX_RETRY_DELAY_MS, 32_000),
@@ -58,7 +60,7 @@ async function storage(): Promise<Storage> {
     // Loaded on first use: local-only runs never pay for the client library.
     const {Storage, IdempotencyStrategy} = await importOptional('@google-cloud/storage', () => import('@google-cloud/storage'))
     const s = settings()
-    return new Storage({
+    const storage = new Storage({
       ...(s.endpoint ? {apiEndpoint: s.endpoint, useAuthWithCustomEndpoint: s.auth === 'adc'} : {}),
       retryOptions: {
         autoRetry: true,
@@ -74,6 +76,11 @@ async function storage(): Promise<Storage> {
         idempotencyStrategy: IdempotencyStrategy.RetryAlways,
       },
     })
+    // The Node client takes STORAGE_EMULATOR_HOST, when set, verbatim as its JSON API base URL
+    // (without the /storage/v1 that host:port needs), while uploads use apiEndpoint: with the usual
+    // host:port value every read went to /b/... and failed. The base follows the endpoint chosen here.
+    if (s.endpoint) storage.baseUrl = `${s.endpoint}/storage/v1`
+    return storage
   })()
   const s = await client
   await checkCredentials(s)

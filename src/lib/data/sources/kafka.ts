@@ -78,6 +78,22 @@ function headerValue(headers: IHeaders | undefined, name: string): string | unde
  * every assigned partition has reached the high watermark seen at start (default mode), or when
  * ctx.signal aborts (follow mode, where it otherwise waits for new messages forever).
  */
+/**
+ * The group's committed offsets. On a new cluster the first group makes the broker create its offsets
+ * topic, and until that is loaded OffsetFetch answers a retriable NOT_COORDINATOR or
+ * COORDINATOR_LOAD_IN_PROGRESS, which kafkajs's admin passes on instead of retrying: retry it here, briefly.
+ */
+async function fetchCommitted(admin: Admin, groupId: string, topics: string[]): ReturnType<Admin['fetchOffsets']> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await admin.fetchOffsets({groupId, topics})
+    } catch (error) {
+      if (attempt >= 12 || (error as {retriable?: boolean}).retriable !== true) throw error
+      await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)))
+    }
+  }
+}
+
 export class KafkaSourceStream implements SourceStream {
   private client: KafkaClient | undefined
   private admin: Admin | undefined
@@ -175,7 +191,7 @@ export class KafkaSourceStream implements SourceStream {
         })
       }
       const committed = new Map<string, bigint>()
-      for (const {topic, partitions} of await this.admin.fetchOffsets({groupId: source.groupId, topics: source.topics})) {
+      for (const {topic, partitions} of await fetchCommitted(this.admin, source.groupId, source.topics)) {
         for (const {partition, offset} of partitions) if (BigInt(offset) >= 0n) committed.set(key(topic, partition), BigInt(offset))
       }
       for (const topic of source.topics) {

@@ -1,0 +1,357 @@
+// The Kafka ingest scenarios against a real Apache Kafka broker (KRaft): end to end with the dead-letter
+// topic, exactly-once across a crash between the manifest and the offset commit, two consumers
+// rebalancing, a broker restart mid-ingest, `ml ingest publish`, and the TLS, mutual-TLS, SASL PLAIN
+// and SCRAM listeners configured on the broker itself.
+import assert from 'node:assert/strict'
+import {readFile, writeFile} from 'node:fs/promises'
+import path from 'node:path'
+import {after, afterEach, before, describe, it} from 'node:test'
+import type {Consumer, Kafka} from 'kafkajs'
+import {stringify} from 'yaml'
+import {validateConfig} from '../../src/lib/config/load.js'
+import {runIngest, type IngestProgress} from '../../src/lib/data/ingest.js'
+import {readManifest} from '../../src/lib/data/store.js'
+import {DEAD_LETTER_HEADERS} from '../../src/lib/data/sources/kafka.js'
+import {UserError} from '../../src/lib/errors.js'
+import {runJson} from '../support/cli.js'
+import {mnistFolders, tempDir} from '../support/fixtures.js'
+import {FAST_CONSUMER, kafkaLog, testKafka} from '../support/kafka-client.js'
+import {createTopics, digitMessage, kafkaConfig, mnistDigits, produce, sha256, storedKeys, type Digit} from '../support/kafka-fixtures.js'
+import {makeCertificates, type Certs} from './support/certs.js'
+import {kafkaSkip, RealKafka} from './support/kafka.js'
+import {committedOffsets, endOffsets, readRecords, withAdmin} from './support/kafka-admin.js'
+
+const skip = kafkaSkip()
+const USER = 'ingest'
+const PASSWORD = 'correct-horse-battery'
+const WRONG = 'wrong-staple'
+const PASSWORD_ENV = 'ML_PEER_KAFKA_PASSWORD'
+const PROMPT_MS = 5000
+
+let broker: RealKafka
+let kafka: Kafka
+let dir: string
+let cleanup: () => Promise<void>
+let digits: Digit[]
+let certs: Certs
+const consumers: Consumer[] = []
+
+before(async () => {
+  if (skip) return
+  ;({dir, cleanup} = await tempDir('ml-peer-kafka-'))
+  certs = await makeCertificates(path.join(dir, 'certs'))
+  broker = await RealKafka.start({ca: certs.ca, server: certs.server, user: USER, password: PASSWORD})
+  kafka = testKafka(broker.address())
+  digits = await mnistDigits(240)
+})
+afterEach(async () => {
+  await Promise.all(consumers.splice(0).map((c) => c.disconnect().catch(() => {})))
+})
+after(async () => {
+  await broker?.stop()
+  await cleanup?.()
+  delete process.env[PASSWORD_ENV]
+  if (process.exitCode) console.error([...kafkaLog.slice(-40), ...(broker?.log.slice(-40) ?? [])].join('\n'))
+})
+
+let n = 0
+function names() {
+  const id = n++
+  return {ws: path.join(dir, `ws${id}`), topic: `digits-${id}`, dead: `dead-${id}`, group: `g-${id}`}
+}
+
+/** Resolves once `check(progress)` holds, fed from runIngest's onProgress. */
+function progressGate() {
+  let latest: IngestProgress | undefined
+  const waiters: Array<{check: (p: IngestProgress) => boolean; resolve: () => void}> = []
+  return {
+    onProgress(p: IngestProgress) {
+      latest = p
+      for (const w of [...waiters]) {
+        if (!w.check(p)) continue
+        waiters.splice(waiters.indexOf(w), 1)
+        w.resolve()
+      }
+    },
+    until(check: (p: IngestProgress) => boolean): Promise<void> {
+      if (latest && check(latest)) return Promise.resolve()
+      return new Promise((resolve) => waiters.push({check, resolve}))
+    },
+  }
+}
+
+describe('ingest from a real Kafka broker', {skip}, () => {
+  it('ingests a topic end to end: corrupt and unlabelled messages go to the quarantine and the dead-letter topic', async () => {
+    const {ws, topic, dead, group} = names()
+    await createTopics(kafka, [[topic, 3], [dead, 1]])
+    const good = digits.slice(0, 60)
+    const corrupt = {value: good[0]!.png.subarray(0, 60), headers: {label: '7', trace: 'abc'}}
+    const unlabelled = {value: good[1]!.png, headers: {other: 'x'}}
+    const oversized = {value: Buffer.concat([good[3]!.png, Buffer.alloc(4000)]), headers: {label: '1'}}
+    await produce(kafka, topic, [...good.map((d) => digitMessage(d)), corrupt, unlabelled, oversized, digitMessage(good[2]!)])
+
+    const config = kafkaConfig({brokers: [broker.address()], topics: [topic], groupId: group, deadLetterTopic: dead}, {maxFileBytes: 2000})
+    // The first group on this new cluster: the broker creates its offsets topic now, and answers
+    // NOT_COORDINATOR until it is loaded (the in-repo broker never did).
+    const summary = await runIngest({config, baseDir: ws})
+    assert.deepEqual([summary.accepted, summary.rejected, summary.duplicates], [60, 3, 1])
+    assert.deepEqual(summary.rejectedByReason, {corrupt: 1, 'no-label': 1, 'too-large': 1})
+
+    const storeDir = path.join(ws, 'store')
+    assert.deepEqual(await storedKeys(storeDir), new Map(good.map((d) => [d.key, d.label])))
+    const manifest = await readManifest(storeDir)
+    const ends = await endOffsets(kafka, topic)
+    assert.deepEqual(manifest.sources?.kafka?.[group]?.[topic], Object.fromEntries(ends.map((o, p) => [String(p), String(o)])))
+    assert.deepEqual(await committedOffsets(kafka, group, topic), ends)
+
+    const quarantine = (await readFile(path.join(storeDir, 'quarantine.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l))
+    const letters = await readRecords(kafka, dead, 3)
+    assert.equal(letters.length, 3)
+    const header = (r: (typeof letters)[number], name: string) => r.headers?.[name]?.toString()
+    const byReason = new Map(letters.map((r) => [header(r, DEAD_LETTER_HEADERS.reason), r]))
+    assert.deepEqual([...byReason.keys()].sort(), ['corrupt', 'no-label', 'too-large'])
+    assert.deepEqual(byReason.get('corrupt')!.value, corrupt.value)
+    assert.equal(header(byReason.get('corrupt')!, 'trace'), 'abc')
+    assert.deepEqual(byReason.get('no-label')!.value, unlabelled.value)
+    const origin = quarantine.find((q) => q.reason === 'corrupt').origin as string
+    const c = byReason.get('corrupt')!
+    assert.equal(`kafka:${header(c, DEAD_LETTER_HEADERS.topic)}/${header(c, DEAD_LETTER_HEADERS.partition)}/${header(c, DEAD_LETTER_HEADERS.offset)}`, origin)
+
+    const again = await runIngest({config, baseDir: ws})
+    assert.deepEqual([again.accepted, again.rejected, again.duplicates, again.datasetVersion], [0, 0, 0, manifest.version])
+    assert.deepEqual(await endOffsets(kafka, dead), [3], 'no dead letter written twice')
+  })
+
+  it('names the config key when a topic does not exist, and the source does not create it', async () => {
+    const {ws, group} = names()
+    await assert.rejects(runIngest({config: kafkaConfig({brokers: [broker.address()], topics: ['no-such-topic'], groupId: group}), baseDir: ws}), (error: unknown) => {
+      assert.ok(error instanceof UserError)
+      assert.equal(error.code, 'SOURCE_NOT_FOUND')
+      assert.match(error.message, /data\.sources\[0\]\.topics: topic no-such-topic does not exist/)
+      return true
+    })
+    assert.ok(!(await withAdmin(kafka, (admin) => admin.listTopics())).includes('no-such-topic'))
+  })
+
+  it('stores nothing twice after a crash between the manifest commit and the offset commit', async () => {
+    const {ws, topic, group} = names()
+    await createTopics(kafka, [[topic, 2]])
+    await produce(kafka, topic, digits.slice(0, 50).map((d) => digitMessage(d)))
+    const config = kafkaConfig({brokers: [broker.address()], topics: [topic], groupId: group})
+    assert.equal((await runIngest({config, baseDir: ws})).accepted, 50)
+
+    // The crash: the offset commit never reached Kafka (the group has no offsets at all).
+    await withAdmin(kafka, (admin) => admin.deleteGroups([group]))
+    assert.deepEqual(await committedOffsets(kafka, group, topic), [undefined, undefined])
+    await produce(kafka, topic, digits.slice(50, 60).map((d) => digitMessage(d)))
+    const v2 = await runIngest({config, baseDir: ws})
+    assert.deepEqual([v2.accepted, v2.duplicates, v2.total], [10, 0, 60])
+    assert.deepEqual(await committedOffsets(kafka, group, topic), await endOffsets(kafka, topic))
+
+    // Without the recorded offsets, the content hash still drops every repeat.
+    const file = path.join(ws, 'store', 'manifest.json')
+    const manifest = JSON.parse(await readFile(file, 'utf8'))
+    delete manifest.sources
+    await writeFile(file, JSON.stringify(manifest))
+    await withAdmin(kafka, (admin) => admin.setOffsets({groupId: group, topic, partitions: [{partition: 0, offset: '0'}, {partition: 1, offset: '0'}]}))
+    const v3 = await runIngest({config, baseDir: ws})
+    assert.deepEqual([v3.accepted, v3.duplicates, v3.total], [0, 60, 60])
+    assert.equal((await storedKeys(path.join(ws, 'store'))).size, 60)
+  })
+
+  it('drops the uncommitted work of partitions revoked by a rebalance, so that nothing is lost or stored twice', async () => {
+    const {ws, topic, group} = names()
+    await createTopics(kafka, [[topic, 4]])
+    const all = digits.slice(0, 240)
+    await produce(kafka, topic, all.map((d, i) => ({...digitMessage(d), partition: i % 4})))
+    const ends = await endOffsets(kafka, topic)
+
+    const other: string[] = []
+    let bAssigned: number[] = []
+    const b = kafka.consumer({groupId: group, ...FAST_CONSUMER})
+    consumers.push(b)
+    b.on(b.events.GROUP_JOIN, (e) => (bAssigned = e.payload.memberAssignment[topic] ?? []))
+    const bPositions = new Map<number, number>()
+    let bDone: () => void
+    const bFinished = new Promise<void>((resolve) => (bDone = resolve))
+    const checkB = () => {
+      if (bAssigned.length > 0 && bAssigned.every((p) => (bPositions.get(p) ?? 0) >= ends[p]!)) bDone()
+    }
+    const checkAll = () => {
+      if (bStarted && other.length > 0 && accepted + other.length === all.length) done()
+    }
+    const controller = new AbortController()
+    let bStarted = false
+    let done: () => void
+    const allHandled = new Promise<void>((resolve) => (done = resolve))
+    let accepted = 0
+    const ingest = runIngest({
+      config: kafkaConfig({brokers: [broker.address()], topics: [topic], groupId: group}, {shardSize: 10_000, concurrency: 2}),
+      baseDir: ws,
+      follow: true,
+      rollIntervalMs: 3_600_000,
+      signal: controller.signal,
+      onProgress: (p: IngestProgress) => {
+        accepted = p.accepted
+        if (!bStarted && p.accepted >= 40) {
+          bStarted = true
+          void (async () => {
+            await b.connect()
+            await b.subscribe({topic, fromBeginning: true})
+            await b.run({
+              eachMessage: async ({partition, message}) => {
+                other.push(sha256(message.value!))
+                bPositions.set(partition, Number(message.offset) + 1)
+                checkB()
+                checkAll()
+              },
+            })
+          })()
+        }
+        checkAll()
+      },
+    })
+    await bFinished
+    assert.ok(bAssigned.length > 0 && bAssigned.length < 4, `B got ${bAssigned}`)
+    await b.disconnect()
+    await allHandled
+    controller.abort()
+    const summary = await ingest
+    assert.equal(summary.accepted + other.length, all.length)
+    const stored = await storedKeys(path.join(ws, 'store'))
+    assert.deepEqual(other.filter((k) => stored.has(k)), [], 'stored by both consumers')
+    assert.equal(new Set(other).size, other.length, 'B got a message twice')
+    assert.deepEqual(new Set([...stored.keys(), ...other]), new Set(all.map((d) => d.key)))
+    assert.deepEqual(await committedOffsets(kafka, group, topic), ends)
+  })
+
+  it('keeps ingesting across a broker restart (SIGKILL, then the same log dir and ports), storing each image once', async () => {
+    const {ws, topic, group} = names()
+    await createTopics(kafka, [[topic, 2]])
+    const first = digits.slice(0, 100)
+    const second = digits.slice(100, 200)
+    await produce(kafka, topic, first.map((d) => digitMessage(d)))
+    const gate = progressGate()
+    const controller = new AbortController()
+    const ingest = runIngest({
+      config: kafkaConfig({brokers: [broker.address()], topics: [topic], groupId: group}, {shardSize: 25, concurrency: 2}),
+      baseDir: ws,
+      follow: true,
+      rollIntervalMs: 200,
+      signal: controller.signal,
+      onProgress: gate.onProgress,
+    })
+    await gate.until((p) => p.accepted >= 50)
+    await broker.halt('SIGKILL')
+    await broker.launch()
+    await produce(kafka, topic, second.map((d) => digitMessage(d)))
+    await gate.until((p) => p.accepted >= 200)
+    controller.abort()
+    const summary = await ingest
+    assert.equal(summary.accepted, 200)
+    assert.deepEqual(await storedKeys(path.join(ws, 'store')), new Map([...first, ...second].map((d) => [d.key, d.label])))
+    const manifest = await readManifest(path.join(ws, 'store'))
+    assert.deepEqual(manifest.sources?.kafka?.[group]?.[topic], Object.fromEntries((await endOffsets(kafka, topic)).map((o, p) => [String(p), String(o)])))
+  })
+
+  it('`ml ingest publish` puts a class-folder tree on a topic that ingests to the same dataset as the folder', async () => {
+    const {train} = await mnistFolders(dir, 100, 0)
+    const published = await runJson<{published: number; classes: number; topic: string}>(['ingest', 'publish', train, '--topic', 'pub', '--brokers', broker.address(), '--partitions', '3'])
+    assert.equal(published.code, 0, published.stderr)
+    assert.deepEqual([published.json.published, published.json.classes, published.json.topic], [100, 10, 'pub'])
+    assert.equal((await endOffsets(kafka, 'pub')).length, 3)
+    await writeFile(
+      path.join(dir, 'pub.yaml'),
+      stringify({data: {sources: [{type: 'kafka', brokers: [broker.address()], topics: ['pub'], groupId: 'pub-group', sessionTimeoutMs: 6000}], image: {width: 28, height: 28, channels: 1}, store: 'store-pub'}}),
+    )
+    const ingested = await runJson<{accepted: number}>(['ingest', '--config', path.join(dir, 'pub.yaml')])
+    assert.equal(ingested.code, 0, ingested.stderr)
+    assert.equal(ingested.json.accepted, 100)
+    await runIngest({config: validateConfig({data: {sources: [{type: 'folder', path: train}], image: {width: 28, height: 28, channels: 1}, store: 'store-folder'}}), baseDir: dir})
+    assert.equal((await readManifest(path.join(dir, 'store-pub'))).fingerprint, (await readManifest(path.join(dir, 'store-folder'))).fingerprint)
+    assert.deepEqual(await storedKeys(path.join(dir, 'store-pub')), await storedKeys(path.join(dir, 'store-folder')))
+  })
+})
+
+describe('TLS and SASL listeners of a real Kafka broker', {skip}, () => {
+  const topic = 'secure-digits'
+  before(async () => {
+    await createTopics(kafka, [[topic, 2]])
+    await produce(kafka, topic, digits.slice(0, 60).map((d) => digitMessage(d)))
+  })
+
+  /** Ingests `topic` over `listener` with the source settings `extra`; every digit is stored. */
+  async function ingestsAll(listener: Parameters<RealKafka['address']>[0], extra: Record<string, unknown>): Promise<void> {
+    const {ws, group} = names()
+    const summary = await runIngest({config: kafkaConfig({brokers: [broker.address(listener)], topics: [topic], groupId: group, ...extra}), baseDir: ws})
+    assert.equal(summary.accepted, 60)
+    assert.deepEqual(await storedKeys(path.join(ws, 'store')), new Map(digits.slice(0, 60).map((d) => [d.key, d.label])))
+  }
+
+  async function failsPromptly(listener: Parameters<RealKafka['address']>[0], extra: Record<string, unknown>, check: (error: UserError) => void): Promise<void> {
+    const {ws, group} = names()
+    const started = performance.now()
+    await assert.rejects(runIngest({config: kafkaConfig({brokers: [broker.address(listener)], topics: [topic], groupId: group, ...extra}), baseDir: ws}), (error: unknown) => {
+      assert.ok(error instanceof UserError, String(error))
+      check(error)
+      return true
+    })
+    const elapsed = performance.now() - started
+    assert.ok(elapsed < PROMPT_MS, `failed after ${elapsed.toFixed(0)} ms`)
+  }
+
+  it('TLS: trusts the broker through ssl.caFile; a certificate from another CA fails at once', async () => {
+    await ingestsAll('TLS', {ssl: {caFile: '../certs/ca.pem'}})
+    await failsPromptly('TLS', {ssl: {caFile: '../certs/other-ca.pem'}}, (error) => {
+      assert.equal(error.code, 'KAFKA_TLS_FAILED')
+      assert.match(error.message, /is not trusted: .*certificate/)
+    })
+  })
+
+  it('mutual TLS: gets in with ssl.certFile and ssl.keyFile, is refused at once without them', async () => {
+    await ingestsAll('MTLS', {ssl: {caFile: '../certs/ca.pem', certFile: '../certs/client.pem', keyFile: '../certs/client.key'}})
+    await failsPromptly('MTLS', {ssl: {caFile: '../certs/ca.pem'}}, (error) => {
+      assert.ok(['KAFKA_TLS_FAILED', 'KAFKA_UNREACHABLE'].includes(error.code), `${error.code}: ${error.message}`)
+      assert.equal(error.exitCode, 5)
+    })
+  })
+
+  it('SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 get in; a wrong password or a missing mechanism fails at once without showing the password', async () => {
+    const source = (mechanism: string) => ({sasl: {mechanism, username: USER, passwordEnv: PASSWORD_ENV}})
+    process.env[PASSWORD_ENV] = PASSWORD
+    for (const mechanism of ['plain', 'scram-sha-256', 'scram-sha-512']) await ingestsAll('SASL', source(mechanism))
+    process.env[PASSWORD_ENV] = WRONG
+    for (const mechanism of ['plain', 'scram-sha-256', 'scram-sha-512']) {
+      await failsPromptly('SASL', source(mechanism), (error) => {
+        assert.equal(error.code, 'KAFKA_AUTH_FAILED')
+        assert.equal(error.exitCode, 5)
+        assert.match(error.message, new RegExp(`^data\\.sources\\[0\\]\\.sasl: SASL authentication as user ${USER} \\(${mechanism}\\) failed on ${broker.address('SASL')}`))
+        assert.ok(!error.message.includes(WRONG) && !JSON.stringify(error.details).includes(WRONG), error.message)
+      })
+    }
+    process.env[PASSWORD_ENV] = PASSWORD
+    await failsPromptly('SASL256', source('scram-sha-512'), (error) => {
+      assert.equal(error.code, 'KAFKA_AUTH_FAILED')
+      assert.match(error.message, /\(scram-sha-512\) failed on /)
+    })
+  })
+
+  it('`ml ingest publish` and `ml ingest` over SASL_SSL take ssl and sasl from the config; a wrong password exits 5', async () => {
+    const {train} = await mnistFolders(path.join(dir, 'secure'), 40, 0)
+    const config = path.join(dir, 'secure.yaml')
+    const source = {type: 'kafka', brokers: [broker.address('SASLTLS')], topics: ['secure'], groupId: 'secure', ssl: {caFile: 'certs/ca.pem'}, sasl: {mechanism: 'scram-sha-512', username: USER, passwordEnv: PASSWORD_ENV}}
+    await writeFile(config, stringify({data: {sources: [source], image: {width: 28, height: 28, channels: 1}, store: 'store-secure'}}))
+    const options = (password: string) => ({cwd: dir, env: {[PASSWORD_ENV]: password}})
+    const published = await runJson<{published: number}>(['ingest', 'publish', train, '--topic', 'secure', '--partitions', '2', '--config', config], options(PASSWORD))
+    assert.equal(published.code, 0, published.stderr)
+    assert.equal(published.json.published, 40)
+    const ingested = await runJson<{accepted: number}>(['ingest', '--config', config], options(PASSWORD))
+    assert.equal(ingested.code, 0, ingested.stderr)
+    assert.equal(ingested.json.accepted, 40)
+    const refused = await runJson<{error: {code: string}}>(['ingest', '--config', config], options(WRONG))
+    assert.equal(refused.code, 5)
+    assert.equal(refused.json.error.code, 'KAFKA_AUTH_FAILED')
+    assert.ok(!JSON.stringify(refused.json).includes(WRONG) && !refused.stderr.includes(WRONG))
+  })
+})
+
