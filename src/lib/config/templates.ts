@@ -46,7 +46,7 @@ train:
 
 export:
   dir: .ml/models      # model repository: <dir>/<name>/<version>/
-  formats: [tfjs]
+  formats: [tfjs, onnx]
 
 serve:
   port: 8080
@@ -86,7 +86,7 @@ train:
 
 export:
   dir: .ml/models
-  formats: [tfjs]
+  formats: [tfjs, onnx]
 
 serve:
   port: 8080

@@ -1,7 +1,10 @@
-// Runs an exported ONNX classifier with onnxruntime-node (CPU): used by the export to measure the
-// accuracy of what it wrote, and by tests to check the ONNX graph against the tfjs model.
-import * as ort from 'onnxruntime-node'
+// Runs an exported ONNX classifier with onnxruntime-node (imported lazily through the engine module):
+// used by the export to measure the accuracy of what it wrote and to refuse a graph that differs from
+// the tfjs model, and by tests to check the ONNX graph against the tfjs model.
+import type * as Ort from 'onnxruntime-node'
 import type {DecodedSplit} from '../data/types.js'
+import {batchInferenceThreads, loadOnnxRuntime} from '../engine/inference.js'
+import {UserError} from '../errors.js'
 import {ONNX_INPUT, ONNX_OUTPUT} from './onnx.js'
 
 export interface PixelScaling {
@@ -15,14 +18,33 @@ export interface SplitScores {
   accuracy: number
 }
 
-export async function createOnnxSession(bytes: Uint8Array): Promise<ort.InferenceSession> {
+type Session = Ort.InferenceSession
+
+let ort: typeof Ort | undefined
+
+/** onnxruntime-node, or a UserError saying how to install it. */
+export async function requireOnnxRuntime(): Promise<typeof Ort> {
+  ort ??= await loadOnnxRuntime()
+  if (ort === undefined) {
+    throw new UserError('onnxruntime-node is not installed, so the ONNX graph cannot be checked', {
+      code: 'ONNXRUNTIME_MISSING',
+      exit: 'usage',
+      suggestions: ['npm install onnxruntime-node'],
+    })
+  }
+  return ort
+}
+
+export async function createOnnxSession(bytes: Uint8Array, threads = batchInferenceThreads()): Promise<Session> {
+  const runtime = await requireOnnxRuntime()
   // Single-threaded inter-op and sequential execution keep results identical from run to run.
-  return ort.InferenceSession.create(bytes, {executionMode: 'sequential', interOpNumThreads: 1})
+  return runtime.InferenceSession.create(bytes, {executionMode: 'sequential', interOpNumThreads: 1, intraOpNumThreads: threads})
 }
 
 /** Probabilities for n NHWC float images. */
-export async function runOnnx(session: ort.InferenceSession, inputs: Float32Array, shape: [number, number, number, number]): Promise<Float32Array> {
-  const feeds = {[ONNX_INPUT]: new ort.Tensor('float32', inputs, shape)}
+export async function runOnnx(session: Session, inputs: Float32Array, shape: [number, number, number, number]): Promise<Float32Array> {
+  const runtime = await requireOnnxRuntime()
+  const feeds = {[ONNX_INPUT]: new runtime.Tensor('float32', inputs, shape)}
   const out = await session.run(feeds)
   const probs = out[ONNX_OUTPUT]!
   const data = Float32Array.from(probs.data as Float32Array)
@@ -53,7 +75,7 @@ export function argmaxRows(probabilities: Float32Array, numClasses: number): Int
 }
 
 /** Scores an ONNX classifier on a decoded split, in batches. */
-export async function predictSplitOnnx(session: ort.InferenceSession, split: DecodedSplit, numClasses: number, scaling: PixelScaling, batchSize = 256): Promise<SplitScores> {
+export async function predictSplitOnnx(session: Session, split: DecodedSplit, numClasses: number, scaling: PixelScaling, batchSize = 256): Promise<SplitScores> {
   const frame = split.height * split.width * split.channels
   const probabilities = new Float32Array(split.count * numClasses)
   for (let start = 0; start < split.count; start += batchSize) {

@@ -1,11 +1,11 @@
 // A loaded classifier: model + labels + preprocessing spec, turning encoded images into top-k
 // labels exactly as training saw them (same decode, resize and 1/255 scaling from data/image.ts).
-import * as tf from '@tensorflow/tfjs'
 import type {ImageSpec} from '../config/schema.js'
 import {decodeToPixels, pixelsToFloat, type ImageLimits} from '../data/image.js'
 import {MODEL_FILES} from '../model/repository.js'
 import {exists, joinPath, readJson} from '../storage/index.js'
-import {loadModel} from '../model/artifact.js'
+import type {InferenceChoice} from '../engine/inference.js'
+import {openModel, type InferenceModel, type OpenOptions} from '../model/runtimes/index.js'
 import {UserError} from '../errors.js'
 
 export interface TopK {
@@ -22,21 +22,33 @@ export interface Preprocessing extends ImageSpec {
 export class Predictor {
   private constructor(
     readonly dir: string,
-    readonly model: tf.LayersModel,
+    readonly model: InferenceModel,
     readonly labels: string[],
     readonly preprocessing: Preprocessing,
+    /** The engine running the model, and why. */
+    readonly engine: InferenceChoice,
   ) {}
 
-  /** Loads a model directory: an export version folder, or a run's model folder (labels beside it). */
-  static async load(dir: string): Promise<Predictor> {
-    const model = await loadModel(dir)
+  /**
+   * Loads a model directory: an export version folder, or a run's model folder (labels beside it).
+   * The engine: `options.runtime` (default tfjs; auto picks ONNX Runtime when it can, see openModel).
+   */
+  static async load(dir: string, options: OpenOptions = {}): Promise<Predictor> {
+    if (!(await exists(joinPath(dir, MODEL_FILES.modelJson))) && !(await exists(joinPath(dir, MODEL_FILES.onnx)))) {
+      throw new UserError(`no model at ${dir} (neither ${MODEL_FILES.modelJson} nor ${MODEL_FILES.onnx})`, {
+        code: 'MODEL_NOT_FOUND',
+        exit: 'data',
+        suggestions: ['Train one with `ml train`, or point --run/--model at a run or export directory.'],
+      })
+    }
     const sidecar = async <T>(file: string): Promise<T> => {
       for (const candidate of [joinPath(dir, file), joinPath(dir, '..', file)]) if (await exists(candidate)) return readJson<T>(candidate)
       throw new UserError(`${file} not found next to the model in ${dir}`, {code: 'MODEL_INCOMPLETE', exit: 'data'})
     }
     const labels = await sidecar<string[]>(MODEL_FILES.labels)
     const preprocessing = await sidecar<Preprocessing>(MODEL_FILES.preprocessing)
-    return new Predictor(dir, model, labels, preprocessing)
+    const {model, choice} = await openModel(dir, [preprocessing.height, preprocessing.width, preprocessing.channels], {runtime: 'tfjs', ...options})
+    return new Predictor(dir, model, labels, preprocessing, choice)
   }
 
   get inputShape(): [number, number, number] {
@@ -50,11 +62,7 @@ export class Predictor {
 
   /** Class probabilities for a batch of preprocessed images (n * H * W * C floats). */
   async predictBatch(inputs: Float32Array, n: number): Promise<Float32Array> {
-    const [h, w, c] = this.inputShape
-    const out = tf.tidy(() => this.model.predict(tf.tensor4d(inputs, [n, h, w, c])) as tf.Tensor)
-    const values = (await out.data()) as Float32Array
-    out.dispose()
-    return values
+    return this.model.run(inputs, n)
   }
 
   topK(probabilities: Float32Array, row: number, k: number): TopK[] {
@@ -75,8 +83,8 @@ export const DEFAULT_IMAGE_LIMITS: ImageLimits = {maxPixels: 40_000_000, maxFile
  * the server can preprocess on its main thread (sharp works in libuv's pool) without a loaded model.
  * The UserError's code is IMAGE_<reason>, e.g. IMAGE_CORRUPT or IMAGE_TOO_MANY_PIXELS.
  */
-export async function preprocessImage(bytes: Buffer, preprocessing: Preprocessing, origin: string, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<Float32Array> {
-  const result = await decodeToPixels(bytes, preprocessing, limits)
+export async function preprocessImage(bytes: Buffer, preprocessing: Preprocessing, origin: string, limits: ImageLimits = DEFAULT_IMAGE_LIMITS, options: {fastPath?: boolean} = {}): Promise<Float32Array> {
+  const result = await decodeToPixels(bytes, preprocessing, limits, options)
   if (!result.ok) throw new UserError(`${origin}: ${result.detail}`, {code: `IMAGE_${result.reason.toUpperCase().replaceAll('-', '_')}`, exit: 'data'})
   const floats = pixelsToFloat(result.pixels)
   if (preprocessing.scale !== 1 / 255 || preprocessing.offset !== 0) {

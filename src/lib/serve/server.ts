@@ -17,6 +17,7 @@ import * as kserve from './kserve.js'
 import {JsonLog, openAccessLog, type AccessLogTarget} from './log.js'
 import {ServeMetrics} from './metrics.js'
 import type {ServeOptions} from './options.js'
+import {servingEngine} from '../engine/inference.js'
 import {InstancePool} from './pool.js'
 import {ModelRepository, type VersionSelector} from './repository.js'
 import {Scheduler} from './scheduler.js'
@@ -189,7 +190,9 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
     throw error
   }
 
-  const ctx: ServeContext = {options, repository, scheduler, server: {name: 'ml', version: serverVersion}, metrics}
+  const engine = await servingEngine(options.runtime, pool.backend, options)
+  log.event('info', 'inference-engine', {...engine})
+  const ctx: ServeContext = {options, repository, scheduler, server: {name: 'ml', version: serverVersion, engine}, metrics}
   const events = new EventEmitter()
   let draining = false
   let refusing = false

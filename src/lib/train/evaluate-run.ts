@@ -5,8 +5,9 @@ import {loadSplit, readManifest} from '../data/store.js'
 import {initEngine} from '../engine/backend.js'
 import {joinPath, readJson, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
-import {predictSplit, scorePredictions, type EvaluationReport} from './evaluate.js'
-import {loadModel} from '../model/artifact.js'
+import {predictSplitWith, scorePredictions, type EvaluationReport} from './evaluate.js'
+import type {RuntimePreference} from '../engine/inference.js'
+import {openModel} from '../model/runtimes/index.js'
 import {readRunInfo, resolveRunDir, RUN_FILES} from '../model/run-dir.js'
 
 export interface EvaluateOptions {
@@ -14,12 +15,23 @@ export interface EvaluateOptions {
   run?: string
   split?: SplitName
   batchSize?: number
+  /** Inference engine: auto (ONNX Runtime when the model converts and it is installed), onnx or tfjs. */
+  engine?: RuntimePreference
 }
 
 export interface EvaluateResult extends EvaluationReport {
   runId: string
   runDir: string
+  /** TensorFlow.js's backend (training's, and the engine when TensorFlow.js runs the model). */
   backend: string
+  /** What ran the model: "onnxruntime (cpu)", "tfjs (wasm)", ... */
+  engine: string
+  engineNotes: string[]
+  /** Images scored per second of inference, and of the whole evaluation (reading and decoding the split included). */
+  imagesPerSec: number
+  inferenceImagesPerSec: number
+  seconds: number
+  decodeSeconds: number
 }
 
 export async function evaluateRun(options: EvaluateOptions): Promise<EvaluateResult> {
@@ -38,7 +50,9 @@ export async function evaluateRun(options: EvaluateOptions): Promise<EvaluateRes
       suggestions: ['Train a new model on the current dataset.'],
     })
   }
+  const started = performance.now()
   const data = await loadSplit(store, split, manifest)
+  const decodeSeconds = (performance.now() - started) / 1000
   if (data.count === 0) {
     throw new UserError(`the ${split} split of ${store} is empty`, {
       code: 'SPLIT_EMPTY',
@@ -47,11 +61,29 @@ export async function evaluateRun(options: EvaluateOptions): Promise<EvaluateRes
     })
   }
   const engine = await initEngine(loaded.config.train.backend)
-  const model = await loadModel(joinPath(runDir, RUN_FILES.model))
-  const predictions = await predictSplit(model, data, labels.length, options.batchSize)
-  model.dispose()
+  const {model, choice} = await openModel(joinPath(runDir, RUN_FILES.model), [data.height, data.width, data.channels], {runtime: options.engine ?? 'auto'})
+  const inferenceStarted = performance.now()
+  let predictions
+  try {
+    predictions = await predictSplitWith((input, n) => model.run(input, n), data, labels.length, options.batchSize)
+  } finally {
+    model.dispose()
+  }
+  const inferenceSeconds = (performance.now() - inferenceStarted) / 1000
+  const seconds = (performance.now() - started) / 1000
   const report = scorePredictions(data, predictions, labels)
-  const result: EvaluateResult = {...report, runId: info.runId, runDir, backend: engine.backend}
+  const result: EvaluateResult = {
+    ...report,
+    runId: info.runId,
+    runDir,
+    backend: engine.backend,
+    engine: choice.label,
+    engineNotes: choice.notes,
+    imagesPerSec: Math.round(data.count / seconds),
+    inferenceImagesPerSec: Math.round(data.count / inferenceSeconds),
+    seconds: Math.round(seconds * 1000) / 1000,
+    decodeSeconds: Math.round(decodeSeconds * 1000) / 1000,
+  }
   if (split === 'test') await writeFileAtomic(joinPath(runDir, RUN_FILES.evaluation), JSON.stringify(report, null, 2) + '\n')
   return result
 }
