@@ -6,7 +6,8 @@ import type {MlConfig} from '../config/schema.js'
 import {loadSplit, readManifest} from '../data/store.js'
 import type {DecodedSplit} from '../data/types.js'
 import {initEngine} from '../engine/backend.js'
-import {onnxAvailability} from '../engine/inference.js'
+import {batchInferenceThreads, onnxAvailability} from '../engine/inference.js'
+import {loadOnnxModel, loadTfjsModel, probeDifference} from '../model/runtimes/index.js'
 import {exists, joinPath, readBytes, readJson, remove, swapDir, writeFileAtomic} from '../storage/index.js'
 import {predictSplit, type Predictions} from '../train/evaluate.js'
 import {loadModel} from '../model/artifact.js'
@@ -239,6 +240,27 @@ const tritonExporter: Exporter = {
 
 export const EXPORTERS: Record<ExportFormat, Exporter> = {tfjs: tfjsExporter, onnx: onnxExporter, triton: tritonExporter}
 
+/** The ONNX_TOLERANCE check on synthetic images, for a dataset without a test split. */
+async function checkOnnxWithoutSplit(ctx: ExportContext, modelDir: string): Promise<void> {
+  const shape: [number, number, number] = [ctx.preprocessing.height, ctx.preprocessing.width, ctx.preprocessing.channels]
+  const tfjs = await loadTfjsModel(modelDir, shape)
+  const onnx = await loadOnnxModel(ctx.onnx!.bytes, shape, {threads: batchInferenceThreads()})
+  try {
+    const diff = await probeDifference(tfjs, onnx, shape)
+    if (!(diff <= ONNX_TOLERANCE)) {
+      throw new UserError(`the ONNX graph of run ${ctx.info.runId} differs from the tfjs model by ${diff.toExponential(2)} on synthetic images (tolerance ${ONNX_TOLERANCE}): refusing to export it`, {
+        code: 'EXPORT_ONNX_MISMATCH',
+        exit: 'data',
+        details: {maxAbsDiff: diff, tolerance: ONNX_TOLERANCE},
+        suggestions: ['Export with --format tfjs (TensorFlow.js serves it), and report the model config: this is a converter bug.'],
+      })
+    }
+  } finally {
+    tfjs.dispose()
+    onnx.dispose()
+  }
+}
+
 /**
  * The ONNX graph of the (quantized) model. When ONNX cannot express a layer and tfjs is exported too,
  * the ONNX formats are dropped with one note naming the layer; asked for alone, that is an error.
@@ -341,6 +363,9 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
         measured[format] = await EXPORTERS[format].measure(ctx, check)
       }
       if (ort?.available === false) notes.push(`${ort.notes[0] ?? 'onnxruntime-node is not available'}; model.onnx was written but not checked against the tfjs model`)
+    } else if (ctx.onnx && ctx.mode === 'none' && (await onnxAvailability()).available) {
+      // No test split to measure on: the graph is still checked, on a fixed batch of synthetic images.
+      await checkOnnxWithoutSplit(ctx, modelDir)
     }
 
     const formatResults: FormatResult[] = []

@@ -87,7 +87,7 @@ async function open(dir: string, inputShape: [number, number, number], options: 
 }
 
 /** Largest output difference of two models on a fixed batch of pseudo-random images. */
-async function probeDifference(a: InferenceModel, b: InferenceModel, inputShape: [number, number, number], n = 8): Promise<number> {
+export async function probeDifference(a: InferenceModel, b: InferenceModel, inputShape: [number, number, number], n = 8): Promise<number> {
   const size = inputShape[0] * inputShape[1] * inputShape[2]
   const input = new Float32Array(n * size)
   // A fixed LCG: the same probe every time, covering [0, 1) like scaled pixels.
