@@ -42,7 +42,7 @@ ${MlCommand.exitCodesHelp}`
     }
     const engine = await initEngine(loaded.config.train.backend)
     const resolved = await resolveModel(loaded, {model: flags.model, run: flags.run})
-    const predictor = await Predictor.load(resolved.dir, {runtime: flags.engine as 'auto' | 'onnx' | 'tfjs'})
+    const predictor = await Predictor.load(resolved.dir, {runtime: flags.engine as 'auto' | 'onnx' | 'tfjs', worker: {engine: loaded.config.train.backend}})
     const model = {dir: resolved.dir, source: resolved.source, name: resolved.description, engine: predictor.engine.label}
     this.note(`model: ${resolved.description} (${resolved.dir}) on ${predictor.engine.label}`)
     for (const note of predictor.engine.notes) this.note(`note: ${note}`)

@@ -38,7 +38,7 @@ export async function requireOnnxRuntime(): Promise<typeof Ort> {
 export async function createOnnxSession(bytes: Uint8Array, threads = batchInferenceThreads()): Promise<Session> {
   const runtime = await requireOnnxRuntime()
   // Single-threaded inter-op and sequential execution keep results identical from run to run.
-  return runtime.InferenceSession.create(bytes, {executionMode: 'sequential', interOpNumThreads: 1, intraOpNumThreads: threads})
+  return runtime.InferenceSession.create(bytes, {executionMode: 'sequential', interOpNumThreads: 1, intraOpNumThreads: threads, extra: {session: {intra_op: {allow_spinning: '0'}}}})
 }
 
 /** Probabilities for n NHWC float images. */

@@ -16,7 +16,7 @@ function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
 }
 
 async function open(spec: LoadSpec): Promise<InferenceModel> {
-  if (spec.runtime === 'onnx') return loadOnnxModel(joinPath(spec.dir, MODEL_FILES.onnx), spec.inputShape, {threads: spec.threads ?? 1, providers: spec.providers})
+  if (spec.runtime === 'onnx') return loadOnnxModel(spec.onnxBytes ?? joinPath(spec.dir, MODEL_FILES.onnx), spec.inputShape, {threads: spec.threads ?? 1, providers: spec.providers})
   return loadTfjsModel(spec.dir, spec.inputShape)
 }
 

@@ -5,7 +5,9 @@ import {decodeToPixels, pixelsToFloat, type ImageLimits} from '../data/image.js'
 import {MODEL_FILES} from '../model/repository.js'
 import {exists, joinPath, readJson} from '../storage/index.js'
 import type {InferenceChoice} from '../engine/inference.js'
-import {openModel, type InferenceModel, type OpenOptions} from '../model/runtimes/index.js'
+import type {EnginePreference} from '../engine/backend.js'
+import {batchInferenceThreads} from '../engine/inference.js'
+import {openModel, type InferenceModel, type OpenedModel, type OpenOptions} from '../model/runtimes/index.js'
 import {UserError} from '../errors.js'
 
 export interface TopK {
@@ -33,7 +35,7 @@ export class Predictor {
    * Loads a model directory: an export version folder, or a run's model folder (labels beside it).
    * The engine: `options.runtime` (default tfjs; auto picks ONNX Runtime when it can, see openModel).
    */
-  static async load(dir: string, options: OpenOptions = {}): Promise<Predictor> {
+  static async load(dir: string, options: PredictorOptions = {}): Promise<Predictor> {
     if (!(await exists(joinPath(dir, MODEL_FILES.modelJson))) && !(await exists(joinPath(dir, MODEL_FILES.onnx)))) {
       throw new UserError(`no model at ${dir} (neither ${MODEL_FILES.modelJson} nor ${MODEL_FILES.onnx})`, {
         code: 'MODEL_NOT_FOUND',
@@ -47,8 +49,10 @@ export class Predictor {
     }
     const labels = await sidecar<string[]>(MODEL_FILES.labels)
     const preprocessing = await sidecar<Preprocessing>(MODEL_FILES.preprocessing)
-    const {model, choice} = await openModel(dir, [preprocessing.height, preprocessing.width, preprocessing.channels], {runtime: 'tfjs', ...options})
-    return new Predictor(dir, model, labels, preprocessing, choice)
+    const inputShape: [number, number, number] = [preprocessing.height, preprocessing.width, preprocessing.channels]
+    const opened = await openModel(dir, inputShape, {runtime: 'tfjs', ...options})
+    const model = options.worker ? await inWorker(opened, dir, inputShape, labels.length, options.worker.engine) : opened.model
+    return new Predictor(dir, model, labels, preprocessing, opened.choice)
   }
 
   get inputShape(): [number, number, number] {
@@ -73,6 +77,36 @@ export class Predictor {
 
   dispose(): void {
     this.model.dispose()
+  }
+}
+
+export interface PredictorOptions extends OpenOptions {
+  /**
+   * Run the model in a worker thread (a one-instance InstancePool), so that the event loop stays
+   * free to read and decode the next images while a batch runs: ONNX Runtime's and TensorFlow.js's
+   * runs are synchronous on the thread that calls them. `engine` is the TensorFlow.js backend preference.
+   */
+  worker?: {engine: EnginePreference}
+}
+
+/** Moves an opened model into a worker thread: the same engine choice, loaded there. */
+async function inWorker(opened: OpenedModel, dir: string, inputShape: [number, number, number], numClasses: number, engine: EnginePreference): Promise<InferenceModel> {
+  const model = opened.model
+  model.dispose()
+  const {InstancePool} = await import('./pool.js')
+  const {JsonLog} = await import('./log.js')
+  const pool = await InstancePool.start(1, engine, new JsonLog(undefined))
+  try {
+    await pool.load({key: 'model', dir, runtime: model.runtime, onnxBytes: opened.onnxBytes, threads: batchInferenceThreads(), providers: model.providers, inputShape, numClasses, warmup: [1]})
+  } catch (error) {
+    await pool.close()
+    throw error
+  }
+  return {
+    runtime: model.runtime,
+    providers: model.providers,
+    run: async (input, n) => (await pool.run('model', input, n)).output,
+    dispose: () => void pool.close(),
   }
 }
 

@@ -13,6 +13,8 @@ export interface LoadSpec {
   /** [height, width, channels]. */
   inputShape: [number, number, number]
   numClasses: number
+  /** The ONNX graph itself, for a model converted in memory (then `dir` holds no model.onnx). */
+  onnxBytes?: Uint8Array
   /** ONNX Runtime intra-op threads (serve.threads, sized by planThreads); default 1. */
   threads?: number
   /** ONNX Runtime execution providers, best first; default cpu. */

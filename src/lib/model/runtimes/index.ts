@@ -30,6 +30,8 @@ export interface OpenOptions {
 export interface OpenedModel {
   model: InferenceModel
   choice: InferenceChoice
+  /** The ONNX graph converted in memory, when the folder had none (to load it elsewhere, e.g. a worker). */
+  onnxBytes?: Uint8Array
 }
 
 /**
@@ -83,7 +85,7 @@ async function open(dir: string, inputShape: [number, number, number], options: 
     return {model: tfjs, choice: selectInference('auto', {hasOnnx: false, onnxUnsupported: note}, ort)}
   }
   tfjs.dispose()
-  return {model: onnx, choice: selectInference(preference, {hasOnnx: true}, ort)}
+  return {model: onnx, choice: selectInference(preference, {hasOnnx: true}, ort), onnxBytes: bytes}
 }
 
 /** Largest output difference of two models on a fixed batch of pseudo-random images. */

@@ -30,6 +30,9 @@ export async function loadOnnxModel(source: string | Uint8Array, inputShape: [nu
     executionMode: 'sequential' as const,
     graphOptimizationLevel: 'all' as const,
     executionProviders: providers,
+    // Idle intra-op threads sleep instead of spinning: they share the cores with image decoding
+    // (predict) and HTTP (serve), which spinning threads would starve.
+    extra: {session: {intra_op: {allow_spinning: '0'}}},
   }
   // Sequential execution and one inter-op thread: results do not depend on scheduling.
   const session = typeof source === 'string' ? await ort.InferenceSession.create(source, sessionOptions) : await ort.InferenceSession.create(source, sessionOptions)
