@@ -1,6 +1,7 @@
 // `ml predict` and `ml evaluate` on 10,000 MNIST images as one JSON object: images/s per engine, and
 // whether decoding (sharp, in the thread pool) overlaps inference: the predict pipeline's wall time
-// against the slower of decoding alone and inference alone (target: at most 1.25x).
+// against the slower of decoding alone and inference alone (target: at most 1.25x), and the same for
+// `ml evaluate` (stored shards decoded on the main thread while the engine's worker scores the last one).
 import {readFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -9,7 +10,10 @@ import {materialiseMnist} from '../src/lib/data/mnist.js'
 import {initEngine} from '../src/lib/engine/backend.js'
 import {collectInputs} from '../src/lib/predict/files.js'
 import {predictFiles} from '../src/lib/predict/run.js'
-import {preprocessImage, Predictor} from '../src/lib/serve/predictor.js'
+import {loadSplit} from '../src/lib/data/store.js'
+import {openModel} from '../src/lib/model/runtimes/index.js'
+import {moveToWorker, preprocessImage, Predictor} from '../src/lib/serve/predictor.js'
+import {predictSplitWith} from '../src/lib/train/evaluate.js'
 import {evaluateRun} from '../src/lib/train/evaluate-run.js'
 import {tempDir} from '../test/support/fixtures.js'
 import {trainServeModel} from '../test/support/serve-fixtures.js'
@@ -88,19 +92,34 @@ async function main(): Promise<void> {
     const tfjs = await predictBench(files, model.versionDir, 'tfjs')
 
     note(`ml evaluate on the ${IMAGES}-image test split, per engine`)
+    const runDir = path.join(path.dirname(model.config), loaded.config.train.runs, (await readFile(path.join(path.dirname(model.config), loaded.config.train.runs, 'LATEST'), 'utf8')).trim())
+    const store = path.resolve(path.dirname(model.config), loaded.config.data.store)
     const evaluate = async (engine: 'onnx' | 'tfjs') => {
+      // Alone: the whole split decoded, then the engine (in its worker) on the decoded split.
+      let t0 = performance.now()
+      const split = await loadSplit(store, 'test')
+      const decodeAlone = (performance.now() - t0) / 1000
+      const shape: [number, number, number] = [split.height, split.width, split.channels]
+      const opened = await openModel(path.join(runDir, 'model'), shape, {runtime: engine})
+      const worker = await moveToWorker(opened, path.join(runDir, 'model'), shape, 10, 'wasm')
+      t0 = performance.now()
+      await predictSplitWith((input, n) => worker.run(input, n), split, 10)
+      const inferenceAlone = (performance.now() - t0) / 1000
+      worker.dispose()
       const r = await evaluateRun({loaded, engine})
-      const inferenceSeconds = r.count / r.inferenceImagesPerSec
       return {
         engine: r.engine,
         images: r.count,
         accuracy: r.accuracy,
         imagesPerSec: r.imagesPerSec,
-        inferenceImagesPerSec: r.inferenceImagesPerSec,
         seconds: r.seconds,
-        decodeSeconds: r.decodeSeconds,
-        // The split is decoded (on the main thread) before inference: no overlap yet.
-        overlapRatio: round(r.seconds / Math.max(r.decodeSeconds, inferenceSeconds)),
+        decodeAloneSeconds: round(decodeAlone),
+        inferenceAloneSeconds: round(inferenceAlone),
+        // Shards are decoded here while the engine's worker scores the previous one.
+        overlapRatio: round(r.seconds / Math.max(decodeAlone, inferenceAlone)),
+        noOverlapRatio: round((decodeAlone + inferenceAlone) / Math.max(decodeAlone, inferenceAlone)),
+        targetOverlapRatio: TARGET_OVERLAP_RATIO,
+        met: r.seconds / Math.max(decodeAlone, inferenceAlone) <= TARGET_OVERLAP_RATIO,
       }
     }
     const evaluateOnnx = await evaluate('onnx')
@@ -112,7 +131,8 @@ async function main(): Promise<void> {
       predict: {onnxruntime: onnx, tfjs},
       predictSpeedup: round(onnx.imagesPerSec / tfjs.imagesPerSec),
       evaluate: {onnxruntime: evaluateOnnx, tfjs: evaluateTfjs},
-      evaluateInferenceSpeedup: round(evaluateOnnx.inferenceImagesPerSec / evaluateTfjs.inferenceImagesPerSec),
+      evaluateSpeedup: round(evaluateOnnx.imagesPerSec / evaluateTfjs.imagesPerSec),
+      evaluateInferenceSpeedup: round(evaluateTfjs.inferenceAloneSeconds / evaluateOnnx.inferenceAloneSeconds),
       loadAverageAtStart: round(loadAverage),
       seconds: Math.round((performance.now() - started) / 1000),
     }

@@ -51,7 +51,7 @@ export class Predictor {
     const preprocessing = await sidecar<Preprocessing>(MODEL_FILES.preprocessing)
     const inputShape: [number, number, number] = [preprocessing.height, preprocessing.width, preprocessing.channels]
     const opened = await openModel(dir, inputShape, {runtime: 'tfjs', ...options})
-    const model = options.worker ? await inWorker(opened, dir, inputShape, labels.length, options.worker.engine) : opened.model
+    const model = options.worker ? await moveToWorker(opened, dir, inputShape, labels.length, options.worker.engine) : opened.model
     return new Predictor(dir, model, labels, preprocessing, opened.choice)
   }
 
@@ -90,7 +90,7 @@ export interface PredictorOptions extends OpenOptions {
 }
 
 /** Moves an opened model into a worker thread: the same engine choice, loaded there. */
-async function inWorker(opened: OpenedModel, dir: string, inputShape: [number, number, number], numClasses: number, engine: EnginePreference): Promise<InferenceModel> {
+export async function moveToWorker(opened: OpenedModel, dir: string, inputShape: [number, number, number], numClasses: number, engine: EnginePreference): Promise<InferenceModel> {
   const model = opened.model
   model.dispose()
   const {InstancePool} = await import('./pool.js')
