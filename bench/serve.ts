@@ -303,6 +303,20 @@ async function main(): Promise<void> {
       naives.push(await naiveRequestsPerSec(model.config, dir, served, bodies))
     }
     ceilings.push(await httpCeiling(bodies.fp32))
+    // The instance gain, apart from batching: one instance per core (the event loop sharing one) against the plan.
+    const cores = os.availableParallelism()
+    let perCore: Load | undefined
+    if (cores !== PLAN.instances) {
+      note(`${cores} instances (one per core), batching on: the instance gain`)
+      await setServeConfig(model.config, {...served, instances: cores, threads: 1})
+      const wide = await serve(model.config, dir)
+      try {
+        await load(`${wide.url}/v2/models/mnist/infer`, bodies.fp32, {seconds: 1})
+        perCore = await load(`${wide.url}/v2/models/mnist/infer`, bodies.fp32, {seconds: SATURATION_SECONDS})
+      } finally {
+        await stop(wide)
+      }
+    }
 
     await setServeConfig(model.config, served)
     let server = await serve(model.config, dir)
@@ -382,6 +396,8 @@ async function main(): Promise<void> {
       // Batching on against off at the SAME instance count, measured in every round.
       naiveImagesPerSec: Math.round(mean(naives.map((n) => n.imagesPerSec))),
       batchingGain: round(mean(rounds.map((r, i) => r.json.imagesPerSec / naives[i]!.imagesPerSec))),
+      // Served one-image JSON with one instance per core over the plan's instances (both batched), apart from batching.
+      instanceGain: perCore === undefined ? null : {instances: cores, imagesPerSec: Math.round(perCore.imagesPerSec), gain: round(perCore.imagesPerSec / mean(rounds.map((r) => r.json.imagesPerSec)))},
       meanBatchSizeAtSaturation: round((best.batches.after.sum - best.batches.before.sum) / (best.batches.after.count - best.batches.before.count)),
       meanBatchSizeAtHalfLoad: round((afterHalfLoad.sum - afterSaturation.sum) / (afterHalfLoad.count - afterSaturation.count)),
       rounds: rounds.map((r, i) => ({
@@ -402,7 +418,7 @@ async function main(): Promise<void> {
       },
       failedRequests:
         rounds.reduce((n, r) => n + failures(r.json, r.binary, ...Object.values(r.clientBatched)), 0) +
-        failures(...naives, b64, tfjsServed.json, tfjsServed.binary, ...Object.values(tfjsServed.clientBatched), tfjsNaive) +
+        failures(...naives, ...(perCore ? [perCore] : []), b64, tfjsServed.json, tfjsServed.binary, ...Object.values(tfjsServed.clientBatched), tfjsNaive) +
         halfLoad.failed,
       loadAverageAtStart: round(loadAverage),
       seconds: Math.round((performance.now() - started) / 1000),
