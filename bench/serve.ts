@@ -9,6 +9,8 @@ import {loadConfig} from '../src/lib/config/load.js'
 import {initEngine, type EnginePreference} from '../src/lib/engine/backend.js'
 import {JsonLog} from '../src/lib/serve/log.js'
 import {InstancePool} from '../src/lib/serve/pool.js'
+import type {Runtime} from '../src/lib/serve/worker-protocol.js'
+import {planThreads} from '../src/lib/engine/inference.js'
 import {preprocessImage, type Preprocessing} from '../src/lib/serve/predictor.js'
 import {readJson} from '../src/lib/storage/index.js'
 import {tempDir} from '../test/support/fixtures.js'
@@ -16,26 +18,27 @@ import {sample} from '../test/support/serve-metrics.js'
 import {setServeConfig, startServe, testDigits, trainServeModel, type ServeChild} from '../test/support/serve-fixtures.js'
 import {pacedInChild} from './paced.js'
 
-const INSTANCES = 2
 /**
- * The served configuration: INSTANCES model instances in one process. One process per core (each
- * with one instance) served ~10-15% more one-image requests at saturation here, but with two event
- * loops, two inference threads and the load generator sharing 2 cores its p99 at moderate load was
- * 2-4x worse (36-60 ms against 13-24 ms at 1,600 requests/s).
+ * The served configuration: the default plan for this machine (planThreads: each process's event loop
+ * keeps a core, instances x threads fill the rest). The raw measurement also tries the alternatives
+ * (more instances, more threads per instance) and reports them, so the default is measured, not guessed.
  */
 const PROCESSES = 1
+const PLAN = planThreads(os.availableParallelism(), PROCESSES, {instances: 'auto', threads: 'auto'})
 /**
- * Images per request of the client-batched measurement: a client that batches (Triton's
- * perf_analyzer -b 8), sending binary tensor data as tritonclient does by default.
+ * Images per request of the client-batched measurements: a client that batches (Triton's
+ * perf_analyzer -b 8 / -b 64), sending binary tensor data as tritonclient does by default.
  */
-const CLIENT_BATCH = 8
-const MAX_BATCH = 32
+const CLIENT_BATCHES = [8, 64] as const
+const MAX_BATCH = 64
 const QUEUE_DELAY_MS = 2
 const CONNECTIONS = 128
-const SATURATION_SECONDS = 8
+const SATURATION_SECONDS = 6
 const HALF_LOAD_SECONDS = 8
-const RAW_SECONDS = 4
+const RAW_SECONDS = 3
 const SINGLE_SECONDS = 4
+/** Targets of issue 24 on this machine. */
+const TARGETS = {jsonVsHttpCeiling: 0.9, clientBatchedVsRaw: 0.8}
 
 const note = (message: string) => process.stderr.write(`[bench:serve] ${message}\n`)
 
@@ -46,11 +49,17 @@ function percentile(sorted: number[], p: number): number {
 
 const round = (x: number, digits = 2) => Math.round(x * 10 ** digits) / 10 ** digits
 
+interface RawConfig {
+  runtime: Runtime
+  instances: number
+  threads: number
+}
+
 /** Images/s of back-to-back batches on the instances, no HTTP: what serving could reach at best. */
-async function rawBatched(engine: EnginePreference, versionDir: string, digits: Float32Array[], preprocessing: Preprocessing, labels: string[]): Promise<number> {
-  const pool = await InstancePool.start(INSTANCES, engine, new JsonLog(undefined))
+async function rawBatched(engine: EnginePreference, versionDir: string, digits: Float32Array[], preprocessing: Preprocessing, labels: string[], config: RawConfig): Promise<number> {
+  const pool = await InstancePool.start(config.instances, engine, new JsonLog(undefined))
   try {
-    await pool.load({key: 'm/1', dir: versionDir, runtime: 'tfjs', inputShape: [preprocessing.height, preprocessing.width, preprocessing.channels], numClasses: labels.length, warmup: [1, MAX_BATCH]})
+    await pool.load({key: 'm/1', dir: versionDir, runtime: config.runtime, threads: config.threads, inputShape: [preprocessing.height, preprocessing.width, preprocessing.channels], numClasses: labels.length, warmup: [1, MAX_BATCH]})
     const size = digits[0]!.length
     const template = new Float32Array(MAX_BATCH * size)
     for (let i = 0; i < MAX_BATCH; i++) template.set(digits[i % digits.length]!, i * size)
@@ -69,11 +78,27 @@ async function rawBatched(engine: EnginePreference, versionDir: string, digits: 
         if (counting) images += MAX_BATCH
       }
     }
-    await Promise.all(Array.from({length: INSTANCES}, loop))
+    await Promise.all(Array.from({length: config.instances}, loop))
     return images / ((performance.now() - countedFrom) / 1000)
   } finally {
     await pool.close()
   }
+}
+
+/**
+ * Raw batched throughput of each engine with every core busy (the machine's limit), and of ONNX
+ * Runtime in each instances x threads split of the cores, the served plan among them.
+ */
+async function rawByEngine(engine: EnginePreference, versionDir: string, digits: Float32Array[], preprocessing: Preprocessing, labels: string[]) {
+  const cores = os.availableParallelism()
+  const measure = (config: RawConfig) => rawBatched(engine, versionDir, digits, preprocessing, labels, config)
+  const configs = [[PLAN.instances, PLAN.threads], [1, cores], [cores, 1]].filter(([i, t], k, all) => all.findIndex(([i2, t2]) => i2 === i && t2 === t) === k)
+  const splits: Array<{instances: number; threads: number; imagesPerSec: number}> = []
+  for (const [instances, threads] of configs) splits.push({instances: instances!, threads: threads!, imagesPerSec: await measure({runtime: 'onnx', instances: instances!, threads: threads!})})
+  // The wasm backend runs on one thread: its limit is one instance per core.
+  const tfjs = await measure({runtime: 'tfjs', instances: cores, threads: 1})
+  const onnxruntime = Math.max(...splits.map((s) => s.imagesPerSec))
+  return {onnxruntime, tfjs, best: Math.max(onnxruntime, tfjs), plan: splits[0]!.imagesPerSec, splits}
 }
 
 interface Load {
@@ -163,130 +188,238 @@ async function stop(server: ServeChild): Promise<void> {
   if (result.code !== 0) throw new Error(`ml serve exited with ${result.code}:\n${result.stderr}`)
 }
 
+/** The request bodies every measurement sends (the same digits in each form). */
+interface Bodies {
+  fp32: string[]
+  b64: string[]
+  binary: Body[]
+  /** CLIENT_BATCHES[i] images per request, binary tensor data. */
+  clientBatched: Record<number, Body[]>
+}
+
+async function requestBodies(dir: string, preprocessing: Preprocessing): Promise<{bodies: Bodies; floats: Float32Array[]}> {
+  const digits = await testDigits(dir, 2)
+  const floats = await Promise.all(digits.map((d) => preprocessImage(d.png, preprocessing, d.label)))
+  // What tritonclient sends by default: the JSON request, then the tensor as raw little-endian bytes.
+  const binaryBody = (images: Float32Array[]): Body => {
+    const head = Buffer.from(JSON.stringify({inputs: [{name: 'image', shape: [images.length, 28, 28, 1], datatype: 'FP32', parameters: {binary_data_size: images.length * 784 * 4}}]}))
+    const tensor = Buffer.concat(images.map((f) => Buffer.from(f.buffer, f.byteOffset, f.byteLength)))
+    return {body: Buffer.concat([head, tensor]), headers: {'content-type': 'application/octet-stream', 'inference-header-content-length': String(head.length)}}
+  }
+  const clientBatched: Record<number, Body[]> = {}
+  for (const size of CLIENT_BATCHES) clientBatched[size] = floats.map((_, i) => binaryBody(Array.from({length: size}, (_, j) => floats[(i + j) % floats.length]!)))
+  return {
+    floats,
+    bodies: {
+      fp32: floats.map((f) => JSON.stringify({inputs: [{name: 'image', shape: [1, 28, 28, 1], datatype: 'FP32', data: Array.from(f)}]})),
+      b64: digits.map((d) => JSON.stringify({inputs: [{name: 'image', shape: [1], datatype: 'BYTES', data: [d.png.toString('base64')]}]})),
+      binary: floats.map((f) => binaryBody([f])),
+      clientBatched,
+    },
+  }
+}
+
+interface Saturation {
+  json: Load
+  binary: Load
+  clientBatched: Record<number, Load>
+  batches: {before: {sum: number; count: number}; after: {sum: number; count: number}}
+}
+
+/** A served configuration at saturation: one-image JSON, one-image binary, and client-batched binary. */
+async function saturate(url: string, bodies: Bodies, label: string): Promise<Saturation> {
+  const inferUrl = `${url}/v2/models/mnist/infer`
+  note(`${label}: one-image JSON requests, ${CONNECTIONS} connections for ${SATURATION_SECONDS} s`)
+  const before = await batches(url)
+  const json = await load(inferUrl, bodies.fp32, {seconds: SATURATION_SECONDS})
+  const after = await batches(url)
+  const clientBatched: Record<number, Load> = {}
+  for (const size of CLIENT_BATCHES) {
+    note(`${label}: ${size} images per request (binary tensor data)`)
+    clientBatched[size] = await load(inferUrl, bodies.clientBatched[size]!, {seconds: SATURATION_SECONDS, imagesPerRequest: size, connections: Math.max(2, Math.ceil(CONNECTIONS / size))})
+  }
+  note(`${label}: binary tensor data (the tritonclient default), one image per request`)
+  const binary = await load(inferUrl, bodies.binary, {seconds: SATURATION_SECONDS})
+  return {json, binary, clientBatched, batches: {before, after}}
+}
+
+/** The same instances with batching off: what dynamic batching gains, at the same instance count. */
+async function naiveRequestsPerSec(config: string, dir: string, served: Record<string, unknown>, bodies: Bodies): Promise<Load> {
+  await setServeConfig(config, {...served, maxBatchSize: 1, maxQueueDelayMs: 0})
+  const server = await serve(config, dir)
+  try {
+    const url = `${server.url}/v2/models/mnist/infer`
+    await load(url, bodies.fp32, {seconds: 1})
+    return await load(url, bodies.fp32, {seconds: SATURATION_SECONDS})
+  } finally {
+    await stop(server)
+  }
+}
+
+const failures = (...loads: Load[]) => loads.reduce((n, l) => n + l.non2xx + l.errors, 0)
+
 async function main(): Promise<void> {
   const started = performance.now()
   const loadAverage = os.loadavg()[0]!
   const {dir, cleanup} = await tempDir('ml-bench-serve-')
   try {
-    note('training cnn-small on 3000 real MNIST digits (1 epoch) and exporting it')
+    note('training cnn-small on 3000 real MNIST digits (1 epoch) and exporting it (tfjs and onnx)')
     const model = await trainServeModel(dir, {preset: 'cnn-small', train: 3000, test: 100, epochs: 1, batchSize: 64, name: 'mnist'})
     // The server's instances take train.backend, as training did; so do the raw measurement and this.
     const backend = (await loadConfig(model.config)).config.train.backend
     const engine = await initEngine(backend)
     const preprocessing = await readJson<Preprocessing>(path.join(model.versionDir, 'preprocessing.json'))
     const labels = await readJson<string[]>(path.join(model.versionDir, 'labels.json'))
-    const digits = await testDigits(dir, 2)
-    const floats = await Promise.all(digits.map((d) => preprocessImage(d.png, preprocessing, d.label)))
-    const fp32Bodies = floats.map((f) => JSON.stringify({inputs: [{name: 'image', shape: [1, 28, 28, 1], datatype: 'FP32', data: Array.from(f)}]}))
-    const b64Bodies = digits.map((d) => JSON.stringify({inputs: [{name: 'image', shape: [1], datatype: 'BYTES', data: [d.png.toString('base64')]}]}))
-    // What tritonclient sends by default: the JSON request, then the tensor as raw little-endian bytes.
-    const binaryBody = (images: Float32Array[]): Body => {
-      const head = Buffer.from(JSON.stringify({inputs: [{name: 'image', shape: [images.length, 28, 28, 1], datatype: 'FP32', parameters: {binary_data_size: images.length * 784 * 4}}]}))
-      const tensor = Buffer.concat(images.map((f) => Buffer.from(f.buffer, f.byteOffset, f.byteLength)))
-      return {body: Buffer.concat([head, tensor]), headers: {'content-type': 'application/octet-stream', 'inference-header-content-length': String(head.length)}}
-    }
-    const binaryBodies = floats.map((f) => binaryBody([f]))
-    // A client that batches: CLIENT_BATCH images per request, as binary tensor data.
-    const batchBodies = floats.map((_, i) => binaryBody(Array.from({length: CLIENT_BATCH}, (_, j) => floats[(i + j) % floats.length]!)))
+    const {bodies, floats} = await requestBodies(dir, preprocessing)
     const accessLog = path.join(dir, 'access.log')
-    const batched = {processes: PROCESSES, instances: INSTANCES / PROCESSES, maxBatchSize: MAX_BATCH, maxQueueDelayMs: QUEUE_DELAY_MS, maxQueueSize: 4096, accessLog, pollIntervalMs: 0}
-    await setServeConfig(model.config, batched)
-    let server = await serve(model.config, dir)
-    const inferUrl = `${server.url}/v2/models/mnist/infer`
-    note('single-request latency')
-    // 50 requests/s: each finds the server idle. The same client as the half-load run.
-    const lone = await pacedInChild(inferUrl, fp32Bodies, 50, SINGLE_SECONDS, dir)
-    const single = percentile(lone.latencies, 50)
-    await load(inferUrl, fp32Bodies, {seconds: 2})
-    // Raw and served alternate, twice: other processes on the machine slow both down, so each ratio
-    // is taken within a round (back to back) and the two rounds' ratios are averaged.
-    const raws: number[] = []
-    const rounds: Array<{saturated: Load; binary: Load; clientBatched: Load; before: {sum: number; count: number}; after: {sum: number; count: number}}> = []
-    for (let round = 1; round <= 2; round++) {
-      note(`round ${round}: raw batched inference, ${INSTANCES} instances, batches of ${MAX_BATCH}`)
-      raws.push(await rawBatched(backend, model.versionDir, floats, preprocessing, labels))
-      note(`round ${round}: saturation, ${CONNECTIONS} connections for ${SATURATION_SECONDS} s`)
-      const before = await batches(server.url)
-      const saturatedRound = await load(inferUrl, fp32Bodies, {seconds: SATURATION_SECONDS})
-      const after = await batches(server.url)
-      note(`round ${round}: ${CLIENT_BATCH} images per request (binary tensor data) at saturation`)
-      const clientBatched = await load(inferUrl, batchBodies, {seconds: SATURATION_SECONDS, imagesPerRequest: CLIENT_BATCH, connections: CONNECTIONS / CLIENT_BATCH})
-      note(`round ${round}: binary tensor data (the tritonclient default), one image per request, at saturation`)
-      const binary = await load(inferUrl, binaryBodies, {seconds: SATURATION_SECONDS})
-      rounds.push({saturated: saturatedRound, binary, clientBatched, before, after})
-    }
-    const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
-    const pairedRatio = (pick: (r: (typeof rounds)[number]) => Load) => mean(rounds.map((r, i) => pick(r).imagesPerSec / raws[i]!))
-    const best = rounds.reduce((a, b) => (b.saturated.imagesPerSec > a.saturated.imagesPerSec ? b : a))
-    const raw = mean(raws)
-    const saturated = best.saturated
-    const beforeSaturation = best.before
-    const afterSaturation = await batches(server.url)
-    const half = saturated.imagesPerSec / 2
-    note(`half load: ${Math.round(half)} requests/s for ${HALF_LOAD_SECONDS} s`)
-    const logged = await accessLogLines(accessLog)
-    const halfLoad = await pacedInChild(inferUrl, fp32Bodies, Math.round(half), HALF_LOAD_SECONDS, dir)
-    const serverHalfLoad = (await accessLogLines(accessLog)).slice(logged.length).map((line) => line.ms).sort((a, b) => a - b)
-    const afterHalfLoad = await batches(server.url)
-    note('half load again with autocannon overallRate (bursty: see paced())')
-    const halfLoadAutocannon = await load(inferUrl, fp32Bodies, {seconds: HALF_LOAD_SECONDS, rate: Math.round(half), connections: 32})
-    note('b64 PNG images (BYTES) at saturation')
-    const b64 = await load(inferUrl, b64Bodies, {seconds: SATURATION_SECONDS})
-    await stop(server)
-
-    note('naive: one instance, batching off')
-    await setServeConfig(model.config, {...batched, processes: 1, instances: 1, maxBatchSize: 1, maxQueueDelayMs: 0})
-    server = await serve(model.config, dir)
-    await load(`${server.url}/v2/models/mnist/infer`, fp32Bodies, {seconds: 2})
-    const naive = await load(`${server.url}/v2/models/mnist/infer`, fp32Bodies, {seconds: SATURATION_SECONDS})
-    await stop(server)
+    const served = {processes: PROCESSES, instances: PLAN.instances, threads: PLAN.threads, maxBatchSize: MAX_BATCH, maxQueueDelayMs: QUEUE_DELAY_MS, maxQueueSize: 4096, accessLog, pollIntervalMs: 0}
 
     note('HTTP ceiling: a do-nothing Node server under the same load')
-    const ceiling = await httpCeiling(fp32Bodies)
-    const p50 = percentile(halfLoad.latencies, 50)
-    const p99 = percentile(halfLoad.latencies, 99)
+    const ceilings = [await httpCeiling(bodies.fp32)]
+    // Raw, served and naive alternate, twice: other processes on the machine slow all of them down,
+    // so each ratio is taken within a round (back to back) and the rounds' ratios are averaged.
+    const raws: Array<Awaited<ReturnType<typeof rawByEngine>>> = []
+    const rounds: Saturation[] = []
+    const naives: Load[] = []
+    let single = 0
+    for (let round = 1; round <= 2; round++) {
+      note(`round ${round}: raw batched inference per engine, batches of ${MAX_BATCH}`)
+      raws.push(await rawByEngine(backend, model.versionDir, floats, preprocessing, labels))
+      await setServeConfig(model.config, served)
+      const server = await serve(model.config, dir)
+      try {
+        const inferUrl = `${server.url}/v2/models/mnist/infer`
+        if (round === 1) {
+          note('single-request latency')
+          // 50 requests/s: each finds the server idle. The same client as the half-load run.
+          single = percentile((await pacedInChild(inferUrl, bodies.fp32, 50, SINGLE_SECONDS, dir)).latencies, 50)
+        }
+        await load(inferUrl, bodies.fp32, {seconds: 1})
+        rounds.push(await saturate(server.url, bodies, `round ${round}`))
+      } finally {
+        await stop(server)
+      }
+      note(`round ${round}: the same ${PLAN.instances} instance(s), batching off`)
+      naives.push(await naiveRequestsPerSec(model.config, dir, served, bodies))
+    }
+    ceilings.push(await httpCeiling(bodies.fp32))
+    // The instance gain, apart from batching: one instance per core (the event loop sharing one) against the plan.
+    const cores = os.availableParallelism()
+    let perCore: Load | undefined
+    if (cores !== PLAN.instances) {
+      note(`${cores} instances (one per core), batching on: the instance gain`)
+      await setServeConfig(model.config, {...served, instances: cores, threads: 1})
+      const wide = await serve(model.config, dir)
+      try {
+        await load(`${wide.url}/v2/models/mnist/infer`, bodies.fp32, {seconds: 1})
+        perCore = await load(`${wide.url}/v2/models/mnist/infer`, bodies.fp32, {seconds: SATURATION_SECONDS})
+      } finally {
+        await stop(wide)
+      }
+    }
+
+    await setServeConfig(model.config, served)
+    let server = await serve(model.config, dir)
+    const inferUrl = `${server.url}/v2/models/mnist/infer`
+    const metadata = await new Promise<{engine?: Record<string, unknown>}>((resolve, reject) => {
+      http.get(`${server.url}/v2`, (res) => {
+        let body = ''
+        res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve(JSON.parse(body) as {engine?: Record<string, unknown>}))
+      }).on('error', reject)
+    })
+    const best = rounds.reduce((a, b) => (b.json.imagesPerSec > a.json.imagesPerSec ? b : a))
+    const half = best.json.imagesPerSec / 2
+    note(`half load: ${Math.round(half)} requests/s for ${HALF_LOAD_SECONDS} s`)
+    await load(inferUrl, bodies.fp32, {seconds: 1})
+    const afterSaturation = await batches(server.url)
+    const logged = await accessLogLines(accessLog)
+    const halfLoad = await pacedInChild(inferUrl, bodies.fp32, Math.round(half), HALF_LOAD_SECONDS, dir)
+    const serverHalfLoad = (await accessLogLines(accessLog)).slice(logged.length).map((line) => line.ms).sort((a, b) => a - b)
+    const afterHalfLoad = await batches(server.url)
+    note('b64 PNG images (BYTES) at saturation')
+    const b64 = await load(inferUrl, bodies.b64, {seconds: SATURATION_SECONDS})
+    await stop(server)
+
+    note('TensorFlow.js beside it: the same server with serve.runtime tfjs')
+    await setServeConfig(model.config, {...served, runtime: 'tfjs'})
+    server = await serve(model.config, dir)
+    let tfjsServed: Saturation
+    try {
+      await load(`${server.url}/v2/models/mnist/infer`, bodies.fp32, {seconds: 1})
+      tfjsServed = await saturate(server.url, bodies, 'tfjs')
+    } finally {
+      await stop(server)
+    }
+    const tfjsNaive = await naiveRequestsPerSec(model.config, dir, {...served, runtime: 'tfjs'}, bodies)
+
+    const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
+    const ceiling = mean(ceilings)
+    const raw = mean(raws.map((r) => r.best))
+    const perRound = (pick: (r: Saturation) => Load, against: (i: number) => number) => mean(rounds.map((r, i) => pick(r).imagesPerSec / against(i)))
+    const jsonVsCeiling = mean(rounds.map((r) => r.json.imagesPerSec)) / ceiling
+    const clientBatchedVsRaw = Object.fromEntries(CLIENT_BATCHES.map((size) => [size, round(perRound((r) => r.clientBatched[size]!, (i) => raws[i]!.best))]))
+    const serverP99 = percentile(serverHalfLoad, 99)
+    const p99TargetMs = 2 * single + QUEUE_DELAY_MS
     const result = {
       model: 'cnn-small (MNIST convnet), 1 epoch on 3000 real digits',
       backend: engine.backend,
+      engine: metadata.engine ?? null,
       cores: os.availableParallelism(),
-      instances: INSTANCES,
+      instances: PLAN.instances,
+      threads: PLAN.threads,
       processes: PROCESSES,
       maxBatchSize: MAX_BATCH,
       maxQueueDelayMs: QUEUE_DELAY_MS,
       connections: CONNECTIONS,
+      // The best engine's in-process batched throughput: the machine's limit for this model.
       rawBatchedImagesPerSec: Math.round(raw),
-      servedImagesPerSec: Math.round(mean(rounds.map((r) => r.saturated.imagesPerSec))),
-      saturationRatio: round(pairedRatio((r) => r.saturated)),
-      // If every request costs the machine what it costs a do-nothing Node server (parse the JSON,
-      // answer) and every image what raw inference costs, served/raw cannot pass this.
-      saturationBoundRatio: round(ceiling / (raw + ceiling)),
+      rawBatchedImagesPerSecByEngine: {onnxruntime: Math.round(mean(raws.map((r) => r.onnxruntime))), tfjs: Math.round(mean(raws.map((r) => r.tfjs)))},
+      // ONNX Runtime in each instances x threads split of the cores (the first is the served plan).
+      rawOnnxSplits: raws[0]!.splits.map((split, i) => ({instances: split.instances, threads: split.threads, imagesPerSec: Math.round(mean(raws.map((r) => r.splits[i]!.imagesPerSec)))})),
+      httpCeilingRequestsPerSec: Math.round(ceiling),
+      servedImagesPerSec: Math.round(mean(rounds.map((r) => r.json.imagesPerSec))),
+      saturationRatio: round(perRound((r) => r.json, (i) => raws[i]!.best)),
       servedBinaryImagesPerSec: Math.round(mean(rounds.map((r) => r.binary.imagesPerSec))),
-      saturationRatioBinary: round(pairedRatio((r) => r.binary)),
-      clientBatchSize: CLIENT_BATCH,
-      servedClientBatchedImagesPerSec: Math.round(mean(rounds.map((r) => r.clientBatched.imagesPerSec))),
-      saturationRatioClientBatched: round(pairedRatio((r) => r.clientBatched)),
+      servedClientBatchedImagesPerSec: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, Math.round(mean(rounds.map((r) => r.clientBatched[size]!.imagesPerSec)))])),
+      targets: {
+        jsonVsHttpCeiling: {value: round(jsonVsCeiling), target: TARGETS.jsonVsHttpCeiling, met: jsonVsCeiling >= TARGETS.jsonVsHttpCeiling},
+        clientBatchedVsRaw: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, {value: clientBatchedVsRaw[size], target: TARGETS.clientBatchedVsRaw, met: clientBatchedVsRaw[size]! >= TARGETS.clientBatchedVsRaw}])),
+        // Timed inside the server (access log: request received to response sent).
+        serverP99AtHalfLoadMs: {value: round(serverP99), target: round(p99TargetMs), met: serverP99 <= p99TargetMs},
+      },
       halfLoadTargetRequestsPerSec: Math.round(half),
       halfLoadRequestsPerSec: Math.round(halfLoad.requestsPerSec),
-      p50Ms: round(p50),
-      p99Ms: round(p99),
+      p50Ms: round(percentile(halfLoad.latencies, 50)),
+      p99Ms: round(percentile(halfLoad.latencies, 99)),
       singleRequestMs: round(single),
-      p99TargetMs: round(2 * single + QUEUE_DELAY_MS),
-      // The same requests timed inside the server (access log: request received to response sent).
-      serverHalfLoad: {p50Ms: round(percentile(serverHalfLoad, 50)), p99Ms: round(percentile(serverHalfLoad, 99))},
-      autocannonOverallRateHalfLoad: {p50Ms: round(percentile(halfLoadAutocannon.latencies, 50)), p99Ms: round(percentile(halfLoadAutocannon.latencies, 99)), requestsPerSec: Math.round(halfLoadAutocannon.imagesPerSec)},
-      naiveImagesPerSec: Math.round(naive.imagesPerSec),
-      batchingGain: round(mean(rounds.map((r) => r.saturated.imagesPerSec)) / naive.imagesPerSec),
-      meanBatchSizeAtSaturation: round((best.after.sum - beforeSaturation.sum) / (best.after.count - beforeSaturation.count)),
+      serverHalfLoad: {p50Ms: round(percentile(serverHalfLoad, 50)), p99Ms: round(serverP99)},
+      // Batching on against off at the SAME instance count, measured in every round.
+      naiveImagesPerSec: Math.round(mean(naives.map((n) => n.imagesPerSec))),
+      batchingGain: round(mean(rounds.map((r, i) => r.json.imagesPerSec / naives[i]!.imagesPerSec))),
+      // Served one-image JSON with one instance per core over the plan's instances (both batched), apart from batching.
+      instanceGain: perCore === undefined ? null : {instances: cores, imagesPerSec: Math.round(perCore.imagesPerSec), gain: round(perCore.imagesPerSec / mean(rounds.map((r) => r.json.imagesPerSec)))},
+      meanBatchSizeAtSaturation: round((best.batches.after.sum - best.batches.before.sum) / (best.batches.after.count - best.batches.before.count)),
       meanBatchSizeAtHalfLoad: round((afterHalfLoad.sum - afterSaturation.sum) / (afterHalfLoad.count - afterSaturation.count)),
       rounds: rounds.map((r, i) => ({
-        rawBatchedImagesPerSec: Math.round(raws[i]!),
-        servedImagesPerSec: Math.round(r.saturated.imagesPerSec),
+        rawBatchedImagesPerSec: {onnxruntime: Math.round(raws[i]!.onnxruntime), tfjs: Math.round(raws[i]!.tfjs)},
+        servedImagesPerSec: Math.round(r.json.imagesPerSec),
         servedBinaryImagesPerSec: Math.round(r.binary.imagesPerSec),
-        servedClientBatchedImagesPerSec: Math.round(r.clientBatched.imagesPerSec),
+        servedClientBatchedImagesPerSec: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, Math.round(r.clientBatched[size]!.imagesPerSec)])),
+        naiveImagesPerSec: Math.round(naives[i]!.imagesPerSec),
       })),
       servedB64PngImagesPerSec: Math.round(b64.imagesPerSec),
-      httpCeilingRequestsPerSec: Math.round(ceiling),
-      failedRequests: rounds.reduce((n, r) => n + r.saturated.non2xx + r.saturated.errors, 0) + halfLoad.failed + halfLoadAutocannon.non2xx + halfLoadAutocannon.errors + naive.non2xx + naive.errors + b64.non2xx + b64.errors + rounds.reduce((n, r) => n + r.binary.non2xx + r.binary.errors + r.clientBatched.non2xx + r.clientBatched.errors, 0),
+      // The same server on TensorFlow.js (serve.runtime tfjs), so the gain is visible.
+      tfjs: {
+        rawBatchedImagesPerSec: Math.round(mean(raws.map((r) => r.tfjs))),
+        servedImagesPerSec: Math.round(tfjsServed.json.imagesPerSec),
+        servedClientBatchedImagesPerSec: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, Math.round(tfjsServed.clientBatched[size]!.imagesPerSec)])),
+        naiveImagesPerSec: Math.round(tfjsNaive.imagesPerSec),
+        batchingGain: round(tfjsServed.json.imagesPerSec / tfjsNaive.imagesPerSec),
+      },
+      failedRequests:
+        rounds.reduce((n, r) => n + failures(r.json, r.binary, ...Object.values(r.clientBatched)), 0) +
+        failures(...naives, ...(perCore ? [perCore] : []), b64, tfjsServed.json, tfjsServed.binary, ...Object.values(tfjsServed.clientBatched), tfjsNaive) +
+        halfLoad.failed,
       loadAverageAtStart: round(loadAverage),
       seconds: Math.round((performance.now() - started) / 1000),
     }

@@ -216,8 +216,8 @@ export const ExportSchema = z.strictObject({
   formats: z
     .array(z.enum(['tfjs', 'onnx', 'triton']))
     .min(1)
-    .default(['tfjs'])
-    .describe('Formats `ml export` writes: tfjs (model.json + weights.bin), onnx (model.onnx), triton (model.onnx + config.pbtxt + labels.txt).'),
+    .default(['tfjs', 'onnx'])
+    .describe('Formats `ml export` writes (ONNX is what serve, predict and evaluate run fastest): tfjs (model.json + weights.bin), onnx (model.onnx), triton (model.onnx + config.pbtxt + labels.txt).'),
   quantize: z
     .enum(['none', 'float16', 'uint8'])
     .default('none')
@@ -261,11 +261,15 @@ export const ServeSchema = z.strictObject({
   runtime: z
     .enum(['auto', 'tfjs', 'onnx'])
     .default('auto')
-    .describe('auto: model.json (TensorFlow.js) when present, else model.onnx (onnxruntime-node).'),
+    .describe('auto: model.onnx with onnxruntime-node when both are present (its CUDA provider when installed), else model.json with TensorFlow.js.'),
   instances: z
     .union([positiveInt.max(64), z.literal('auto')])
     .default('auto')
-    .describe('Model instances (worker threads) per process; auto = cores / processes.'),
+    .describe('Model instances (worker threads) per process; auto = (cores - one per process for HTTP) / processes / threads.'),
+  threads: z
+    .union([positiveInt.max(256), z.literal('auto')])
+    .default('auto')
+    .describe('ONNX Runtime intra-op threads per instance; auto = 1 with auto instances, else the cores left per instance.'),
   processes: positiveInt.max(64).default(1).describe('Server processes sharing the port (node:cluster); a crashed one is replaced.'),
   maxBatchSize: positiveInt.max(4096).default(32).describe('Most images in one batch, and in one request; 1 turns batching off.'),
   preferredBatchSize: positiveInt

@@ -48,7 +48,7 @@ train:
 
 export:
   dir: .ml/models      # model repository: <dir>/<name>/<version>/
-  formats: [tfjs]
+  formats: [tfjs, onnx]
 
 serve:
   port: 8080
@@ -89,7 +89,7 @@ train:
 
 export:
   dir: .ml/models
-  formats: [tfjs]
+  formats: [tfjs, onnx]
 
 serve:
   port: 8080

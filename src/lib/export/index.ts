@@ -6,25 +6,29 @@ import type {MlConfig} from '../config/schema.js'
 import {loadSplit, readManifest} from '../data/store.js'
 import type {DecodedSplit} from '../data/types.js'
 import {initEngine} from '../engine/backend.js'
+import {batchInferenceThreads, onnxAvailability} from '../engine/inference.js'
+import {loadOnnxModel, loadTfjsModel, probeDifference} from '../model/runtimes/index.js'
 import {exists, joinPath, readBytes, readJson, remove, swapDir, writeFileAtomic} from '../storage/index.js'
-import {predictSplit} from '../train/evaluate.js'
+import {predictSplit, type Predictions} from '../train/evaluate.js'
 import {loadModel} from '../model/artifact.js'
 import {readEpochMetrics, readRunInfo, resolveRunDir, RUN_FILES, type RunInfo} from '../model/run-dir.js'
 import {UserError} from '../errors.js'
 import {buildCard, cardFile, cardMarkdown, toolkitVersion, type CardEvaluation, type CardFormat} from './card.js'
 import {convertToOnnx, ONNX_INPUT, ONNX_OPSET, ONNX_OUTPUT} from './onnx.js'
 import {createOnnxSession, maxAbsDiff, predictSplitOnnx} from './onnx-runtime.js'
-import {hasOptional} from '../optional.js'
 import {QUANTIZE_MODES, type QuantizeMode} from './quantize.js'
 import {listVersions, MODEL_FILES} from '../model/repository.js'
-import {quantizeTfjs, tfjsArtifacts} from './tfjs.js'
+import {quantizeTfjs, tfjsArtifacts, type TfjsArtifacts} from './tfjs.js'
 import {TRITON_FILES, tritonConfig, tritonLabels} from './triton.js'
 
 export const EXPORT_FORMATS = ['tfjs', 'onnx', 'triton'] as const
 export type ExportFormat = (typeof EXPORT_FORMATS)[number]
 
-/** An unquantized ONNX graph further than this from the tfjs model is a converter bug, not rounding. */
-const ONNX_TOLERANCE = 1e-3
+/**
+ * An unquantized ONNX graph further than this from the tfjs model on the test split is a converter
+ * bug, not rounding: the export is refused rather than served silently.
+ */
+export const ONNX_TOLERANCE = 1e-4
 
 export interface ExportOptions {
   loaded: LoadedConfig
@@ -40,6 +44,8 @@ export interface ExportOptions {
   quantize?: QuantizeMode
   /** Progress lines for the terminal. */
   onProgress?: (message: string) => void
+  /** The tfjs -> ONNX converter (default convertToOnnx); tests give one whose graph differs. */
+  converter?: typeof convertToOnnx
 }
 
 export interface FormatResult {
@@ -132,11 +138,168 @@ async function readTestSplit(info: RunInfo, labels: string[]): Promise<TestData>
   }
 }
 
+/** What the exporters share: the run, its model in memory, and what was measured. */
+interface ExportContext {
+  name: string
+  info: RunInfo
+  labels: string[]
+  preprocessing: Preprocessing
+  mode: QuantizeMode
+  config: MlConfig
+  /** The run's tfjs model, unquantized and as exported. */
+  original: TfjsArtifacts
+  tfjs: TfjsArtifacts
+  /** The ONNX graph (absent when ONNX cannot express the model). */
+  onnx?: {bytes: Uint8Array; unquantizedBytes: number}
+  tritonFiles: Record<string, string>
+  notes: string[]
+}
+
+type Measured = {accuracy: number; maxAbsDiff: number}
+
+interface Exporter {
+  /** Files of the format in the version folder ('../x' for files beside the version folders). */
+  files(ctx: ExportContext): Record<string, Uint8Array | string>
+  unquantizedBytes(ctx: ExportContext): number
+  /** Accuracy of the written files on the test split, against the unquantized tfjs model's scores. */
+  measure(ctx: ExportContext, check: AccuracyCheck): Promise<Measured | undefined>
+  details(ctx: ExportContext): Record<string, unknown>
+}
+
+/** The test split, the reference scores of the unquantized tfjs model, and the staging folder. */
+interface AccuracyCheck {
+  split: DecodedSplit
+  base: Predictions
+  staging: string
+  /** Measurements shared between formats holding the same file (onnx and triton). */
+  cache: Map<string, Promise<Measured>>
+}
+
+type Preprocessing = Record<string, unknown> & {height: number; width: number; channels: number; scale: number; offset: number}
+
+const tfjsExporter: Exporter = {
+  files: (ctx) => ({[MODEL_FILES.modelJson]: ctx.tfjs.json, [MODEL_FILES.weights]: ctx.tfjs.weights}),
+  unquantizedBytes: (ctx) => bytesOf(ctx.original.json) + ctx.original.weights.byteLength,
+  async measure(ctx, check) {
+    if (ctx.mode === 'none') return {accuracy: check.base.accuracy, maxAbsDiff: 0}
+    // loadModel is what predict and serve use: it must decode the quantized weights.
+    const model = await loadModel(check.staging)
+    const p = await predictSplit(model, check.split, ctx.labels.length)
+    model.dispose()
+    return {accuracy: p.accuracy, maxAbsDiff: maxAbsDiff(p.probabilities, check.base.probabilities)}
+  },
+  details: () => ({modelFormat: 'layers-model'}),
+}
+
+/** ONNX Runtime's scores of model.onnx; an unquantized graph further than ONNX_TOLERANCE from tfjs is refused. */
+function measureOnnx(ctx: ExportContext, check: AccuracyCheck): Promise<Measured> {
+  let measured = check.cache.get(MODEL_FILES.onnx)
+  if (measured === undefined) {
+    measured = (async () => {
+      const session = await createOnnxSession(ctx.onnx!.bytes)
+      let p
+      try {
+        p = await predictSplitOnnx(session, check.split, ctx.labels.length, ctx.preprocessing)
+      } finally {
+        await session.release()
+      }
+      const result = {accuracy: p.accuracy, maxAbsDiff: maxAbsDiff(p.probabilities, check.base.probabilities)}
+      if (ctx.mode === 'none' && !(result.maxAbsDiff <= ONNX_TOLERANCE)) {
+        throw new UserError(
+          `the ONNX graph of run ${ctx.info.runId} differs from the tfjs model by ${result.maxAbsDiff.toExponential(2)} on the ${check.split.count} test images (tolerance ${ONNX_TOLERANCE}): refusing to export it`,
+          {
+            code: 'EXPORT_ONNX_MISMATCH',
+            exit: 'data',
+            details: {maxAbsDiff: result.maxAbsDiff, tolerance: ONNX_TOLERANCE, onnxAccuracy: result.accuracy, tfjsAccuracy: check.base.accuracy},
+            suggestions: ['Export with --format tfjs (TensorFlow.js serves it), and report the model config: this is a converter bug.'],
+          },
+        )
+      }
+      return result
+    })()
+    check.cache.set(MODEL_FILES.onnx, measured)
+  }
+  return measured
+}
+
+const onnxDetails = {opset: ONNX_OPSET, input: ONNX_INPUT, output: ONNX_OUTPUT}
+
+const onnxExporter: Exporter = {
+  files: (ctx) => ({[MODEL_FILES.onnx]: ctx.onnx!.bytes}),
+  unquantizedBytes: (ctx) => ctx.onnx!.unquantizedBytes,
+  measure: measureOnnx,
+  details: () => onnxDetails,
+}
+
+const tritonExporter: Exporter = {
+  files: (ctx) => ({[MODEL_FILES.onnx]: ctx.onnx!.bytes, ...Object.fromEntries(Object.entries(ctx.tritonFiles).map(([f, d]) => [`../${f}`, d]))}),
+  unquantizedBytes: (ctx) => ctx.onnx!.unquantizedBytes + Object.values(ctx.tritonFiles).reduce((n, d) => n + bytesOf(d), 0),
+  measure: measureOnnx,
+  details: () => ({...onnxDetails, platform: 'onnxruntime_onnx'}),
+}
+
+export const EXPORTERS: Record<ExportFormat, Exporter> = {tfjs: tfjsExporter, onnx: onnxExporter, triton: tritonExporter}
+
+/** The ONNX_TOLERANCE check on synthetic images, for a dataset without a test split. */
+async function checkOnnxWithoutSplit(ctx: ExportContext, modelDir: string): Promise<void> {
+  const shape: [number, number, number] = [ctx.preprocessing.height, ctx.preprocessing.width, ctx.preprocessing.channels]
+  const tfjs = await loadTfjsModel(modelDir, shape)
+  const onnx = await loadOnnxModel(ctx.onnx!.bytes, shape, {threads: batchInferenceThreads()})
+  try {
+    const diff = await probeDifference(tfjs, onnx, shape)
+    if (!(diff <= ONNX_TOLERANCE)) {
+      throw new UserError(`the ONNX graph of run ${ctx.info.runId} differs from the tfjs model by ${diff.toExponential(2)} on synthetic images (tolerance ${ONNX_TOLERANCE}): refusing to export it`, {
+        code: 'EXPORT_ONNX_MISMATCH',
+        exit: 'data',
+        details: {maxAbsDiff: diff, tolerance: ONNX_TOLERANCE},
+        suggestions: ['Export with --format tfjs (TensorFlow.js serves it), and report the model config: this is a converter bug.'],
+      })
+    }
+  } finally {
+    tfjs.dispose()
+    onnx.dispose()
+  }
+}
+
+/**
+ * The ONNX graph of the (quantized) model. When ONNX cannot express a layer and tfjs is exported too,
+ * the ONNX formats are dropped with one note naming the layer; asked for alone, that is an error.
+ */
+function convertOnnx(ctx: ExportContext, formats: ExportFormat[], progress: (m: string) => void, converter: typeof convertToOnnx): ExportFormat[] {
+  if (!formats.includes('onnx') && !formats.includes('triton')) return formats
+  const onnxOf = (artifacts: TfjsArtifacts, quantization: QuantizeMode) =>
+    converter({
+      modelJson: artifacts.modelJson,
+      weights: artifacts.weights,
+      name: ctx.name,
+      producerVersion: toolkitVersion(),
+      docString: `${ctx.name}: image classifier exported by ml from run ${ctx.info.runId}`,
+      metadata: {
+        labels: JSON.stringify(ctx.labels),
+        preprocessing: JSON.stringify(ctx.preprocessing),
+        model_name: ctx.name,
+        run_id: ctx.info.runId,
+        input_layout: 'NHWC',
+        quantization,
+      },
+    })
+  progress('converting to ONNX')
+  try {
+    const bytes = onnxOf(ctx.tfjs, ctx.mode)
+    ctx.onnx = {bytes, unquantizedBytes: ctx.mode === 'none' ? bytes.byteLength : onnxOf(ctx.original, 'none').byteLength}
+    return formats
+  } catch (error) {
+    if (!(error instanceof UserError) || error.code !== 'EXPORT_UNSUPPORTED_LAYER' || !formats.includes('tfjs')) throw error
+    const dropped = formats.filter((f) => f !== 'tfjs')
+    ctx.notes.push(`${error.message}: wrote tfjs only (not ${dropped.join(', ')}); serve, predict and evaluate run this model with TensorFlow.js`)
+    return ['tfjs']
+  }
+}
+
 export async function runExport(options: ExportOptions): Promise<ExportResult> {
   const {loaded} = options
   const {config} = loaded
   const progress = options.onProgress ?? (() => {})
-  const formats = options.formats ?? [...new Set(config.export.formats)]
   const mode = options.quantize ?? config.export.quantize
   const runDir = await resolveRunDir(resolvePath(loaded, config.train.runs), options.run)
   const info = await readRunInfo(runDir)
@@ -151,56 +314,27 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
   const repoDir = options.dir ?? resolvePath(loaded, config.export.dir)
   const name = config.name
   const labels = await readJson<string[]>(joinPath(runDir, RUN_FILES.labels))
-  const preprocessing = await readJson<Record<string, unknown> & {height: number; width: number; channels: number; scale: number; offset: number}>(
-    joinPath(runDir, RUN_FILES.preprocessing),
-  )
+  const preprocessing = await readJson<Preprocessing>(joinPath(runDir, RUN_FILES.preprocessing))
   const evaluationFile = joinPath(runDir, RUN_FILES.evaluation)
   const runEvaluation = (await exists(evaluationFile)) ? await readJson<{loss?: number; accuracy?: number}>(evaluationFile) : undefined
 
   // Model files in memory: the run's tfjs model, its quantized form, and the ONNX graph of that.
   const original = tfjsArtifacts(await readBytes(joinPath(modelDir, MODEL_FILES.modelJson)), await readBytes(joinPath(modelDir, MODEL_FILES.weights)), 'none')
-  const tfjs = quantizeTfjs(original, mode)
-  const files: Record<string, Uint8Array | string> = {}
-  if (formats.includes('tfjs')) {
-    files[MODEL_FILES.modelJson] = tfjs.json
-    files[MODEL_FILES.weights] = tfjs.weights
-  }
-  const wantsOnnx = formats.includes('onnx') || formats.includes('triton')
-  const onnxOf = (artifacts: typeof tfjs, quantization: QuantizeMode) =>
-    convertToOnnx({
-      modelJson: artifacts.modelJson,
-      weights: artifacts.weights,
-      name,
-      producerVersion: toolkitVersion(),
-      docString: `${name}: image classifier exported by ml from run ${info.runId}`,
-      metadata: {
-        labels: JSON.stringify(labels),
-        preprocessing: JSON.stringify(preprocessing),
-        model_name: name,
-        run_id: info.runId,
-        input_layout: 'NHWC',
-        quantization,
-      },
-    })
-  let onnxBytes: Uint8Array | undefined
-  let onnxUnquantizedBytes = 0
-  if (wantsOnnx) {
-    progress('converting to ONNX')
-    onnxBytes = onnxOf(tfjs, mode)
-    onnxUnquantizedBytes = mode === 'none' ? onnxBytes.byteLength : onnxOf(original, 'none').byteLength
-    files[MODEL_FILES.onnx] = onnxBytes
-  }
-  const tritonFiles: Record<string, string> = {}
+  const ctx: ExportContext = {name, info, labels, preprocessing, mode, config, original, tfjs: quantizeTfjs(original, mode), tritonFiles: {}, notes: []}
+  const formats = convertOnnx(ctx, options.formats ?? [...new Set(config.export.formats)], progress, options.converter ?? convertToOnnx)
   if (formats.includes('triton')) {
     const t = config.export.triton
-    tritonFiles[TRITON_FILES.config] = tritonConfig({
+    ctx.tritonFiles[TRITON_FILES.config] = tritonConfig({
       name,
       input: {name: ONNX_INPUT, dims: [preprocessing.height, preprocessing.width, preprocessing.channels]},
       output: {name: ONNX_OUTPUT, dims: [labels.length]},
       settings: {maxBatchSize: t.maxBatchSize, preferredBatchSize: t.preferredBatchSize, maxQueueDelayMicroseconds: t.maxQueueDelayMicroseconds, instances: t.instances, kind: t.kind},
     })
-    tritonFiles[TRITON_FILES.labels] = tritonLabels(labels)
+    ctx.tritonFiles[TRITON_FILES.labels] = tritonLabels(labels)
   }
+  // The version folder's files: every format's, except those beside the version folders ('../').
+  const files: Record<string, Uint8Array | string> = {}
+  for (const format of formats) for (const [file, data] of Object.entries(EXPORTERS[format].files(ctx))) if (!file.startsWith('../')) files[file] = data
 
   const modelRoot = joinPath(repoDir, name)
   const staging = joinPath(modelRoot, `.staging-${process.pid}-${randomBytes(4).toString('hex')}`)
@@ -209,8 +343,8 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
     for (const [file, data] of Object.entries(files)) await writeFileAtomic(joinPath(staging, file), data)
 
     const test = await readTestSplit(info, labels)
-    const notes = [...test.notes]
-    const measured: Partial<Record<'tfjs' | 'onnx', {accuracy: number; maxAbsDiff: number}>> = {}
+    const notes = [...ctx.notes, ...test.notes]
+    const measured: Partial<Record<ExportFormat, Measured>> = {}
     let backend: string | null = null
     if (test.split) {
       const split = test.split
@@ -222,62 +356,31 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
       reference.dispose()
       test.evaluation.accuracy = base.accuracy
       test.evaluation.loss = base.loss
-      if (formats.includes('tfjs')) {
-        if (mode === 'none') measured.tfjs = {accuracy: base.accuracy, maxAbsDiff: 0}
-        else {
-          // loadModel is what predict and serve use: it must decode the quantized weights.
-          const model = await loadModel(staging)
-          const p = await predictSplit(model, split, labels.length)
-          model.dispose()
-          measured.tfjs = {accuracy: p.accuracy, maxAbsDiff: maxAbsDiff(p.probabilities, base.probabilities)}
-        }
+      const check: AccuracyCheck = {split, base, staging, cache: new Map()}
+      const ort = ctx.onnx ? await onnxAvailability() : undefined
+      for (const format of formats) {
+        if (format !== 'tfjs' && ort?.available === false) continue
+        measured[format] = await EXPORTERS[format].measure(ctx, check)
       }
-      if (onnxBytes && !hasOptional('onnxruntime-node')) notes.push('ONNX accuracy not measured: onnxruntime-node is not installed (npm install onnxruntime-node).')
-      else if (onnxBytes) {
-        const session = await createOnnxSession(onnxBytes)
-        try {
-          const p = await predictSplitOnnx(session, split, labels.length, preprocessing)
-          measured.onnx = {accuracy: p.accuracy, maxAbsDiff: maxAbsDiff(p.probabilities, base.probabilities)}
-        } finally {
-          await session.release()
-        }
-        if (mode === 'none' && measured.onnx.maxAbsDiff > ONNX_TOLERANCE) {
-          throw new Error(`the ONNX graph of run ${info.runId} differs from the tfjs model by ${measured.onnx.maxAbsDiff} on the test split: a bug in the ONNX converter`)
-        }
-      }
+      if (ort?.available === false) notes.push(`${ort.notes[0] ?? 'onnxruntime-node is not available'}; model.onnx was written but not checked against the tfjs model`)
+    } else if (ctx.onnx && ctx.mode === 'none' && (await onnxAvailability()).available) {
+      // No test split to measure on: the graph is still checked, on a fixed batch of synthetic images.
+      await checkOnnxWithoutSplit(ctx, modelDir)
     }
 
     const formatResults: FormatResult[] = []
     const cardFormats: CardFormat[] = []
-    const tritonBytes = Object.values(tritonFiles).reduce((n, d) => n + bytesOf(d), 0)
-    const unquantized: Record<ExportFormat, number> = {
-      tfjs: bytesOf(original.json) + original.weights.byteLength,
-      onnx: onnxUnquantizedBytes,
-      triton: onnxUnquantizedBytes + tritonBytes,
-    }
     for (const format of formats) {
-      const own: Record<string, Uint8Array | string> =
-        format === 'tfjs'
-          ? {[MODEL_FILES.modelJson]: tfjs.json, [MODEL_FILES.weights]: tfjs.weights}
-          : format === 'onnx'
-            ? {[MODEL_FILES.onnx]: onnxBytes!}
-            : {[MODEL_FILES.onnx]: onnxBytes!, ...Object.fromEntries(Object.entries(tritonFiles).map(([f, d]) => [`../${f}`, d]))}
-      const m = format === 'tfjs' ? measured.tfjs : measured.onnx
+      const exporter = EXPORTERS[format]
+      const own = exporter.files(ctx)
+      const m = measured[format]
       const baseline = test.evaluation.accuracy
       const accuracy = m?.accuracy ?? null
       // Accuracies are k/n: rounding drops the float noise of the subtraction (0.00049999999999994).
       const accuracyDelta = accuracy === null || baseline === null ? null : Math.round((accuracy - baseline) * 1e9) / 1e9
       const bytes = Object.values(own).reduce<number>((n, d) => n + bytesOf(d), 0)
-      formatResults.push({format, files: Object.keys(own), bytes, unquantizedBytes: unquantized[format], quantization: mode, accuracy, accuracyDelta, maxAbsDiff: m?.maxAbsDiff ?? null})
-      cardFormats.push({
-        format,
-        files: Object.entries(own).map(([f, d]) => cardFile(f, d)),
-        bytes,
-        quantization: mode,
-        accuracy,
-        accuracyDelta,
-        ...(format === 'tfjs' ? {details: {modelFormat: 'layers-model'}} : {details: {opset: ONNX_OPSET, input: ONNX_INPUT, output: ONNX_OUTPUT, ...(format === 'triton' ? {platform: 'onnxruntime_onnx'} : {})}}),
-      })
+      formatResults.push({format, files: Object.keys(own), bytes, unquantizedBytes: exporter.unquantizedBytes(ctx), quantization: mode, accuracy, accuracyDelta, maxAbsDiff: m?.maxAbsDiff ?? null})
+      cardFormats.push({format, files: Object.entries(own).map(([f, d]) => cardFile(f, d)), bytes, quantization: mode, accuracy, accuracyDelta, details: exporter.details(ctx)})
     }
 
     const card = buildCard({
@@ -288,7 +391,7 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
       runConfig: await readJson(joinPath(runDir, RUN_FILES.config)),
       metrics: await readEpochMetrics(runDir),
       evaluation: runEvaluation,
-      quantization: {mode, weights: tfjs.quantized},
+      quantization: {mode, weights: ctx.tfjs.quantized},
       evaluated: test.evaluation,
       formats: cardFormats,
     })
@@ -312,7 +415,7 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
     })
     // Re-exporting the same run gives the same bytes; do not pile up identical versions.
     if (options.version === undefined && latest !== undefined && (await sameFiles(joinPath(modelRoot, String(latest)), files))) {
-      const rewritten = await writeModelFiles(modelRoot, tritonFiles)
+      const rewritten = await writeModelFiles(modelRoot, ctx.tritonFiles)
       await warnTriton(notes, formats, modelRoot, latest)
       return finish(latest, !rewritten)
     }
@@ -320,7 +423,7 @@ export async function runExport(options: ExportOptions): Promise<ExportResult> {
     for (const file of [MODEL_FILES.labels, MODEL_FILES.preprocessing, MODEL_FILES.card, MODEL_FILES.cardMarkdown]) await writeFileAtomic(joinPath(staging, file), files[file]!)
     await swapDir(staging, joinPath(modelRoot, String(version)))
     // Written after the version folder exists, so Triton never sees a config without its model.
-    await writeModelFiles(modelRoot, tritonFiles)
+    await writeModelFiles(modelRoot, ctx.tritonFiles)
     await warnTriton(notes, formats, modelRoot, version)
     return finish(version, false)
   } finally {

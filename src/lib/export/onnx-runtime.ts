@@ -1,8 +1,10 @@
-// Runs an exported ONNX classifier with onnxruntime-node (CPU): used by the export to measure the
-// accuracy of what it wrote, and by tests to check the ONNX graph against the tfjs model.
+// Runs an exported ONNX classifier with onnxruntime-node (imported lazily through the engine module):
+// used by the export to measure the accuracy of what it wrote and to refuse a graph that differs from
+// the tfjs model, and by tests to check the ONNX graph against the tfjs model.
 import type * as Ort from 'onnxruntime-node'
-import {importOptional} from '../optional.js'
 import type {DecodedSplit} from '../data/types.js'
+import {batchInferenceThreads, loadOnnxRuntime} from '../engine/inference.js'
+import {UserError} from '../errors.js'
 import {ONNX_INPUT, ONNX_OUTPUT} from './onnx.js'
 
 export interface PixelScaling {
@@ -16,19 +18,33 @@ export interface SplitScores {
   accuracy: number
 }
 
-/** onnxruntime-node, an optional package: loaded on first use, a named error when absent. */
-const loadOrt = () => importOptional('onnxruntime-node', () => import('onnxruntime-node'))
+type Session = Ort.InferenceSession
 
-export async function createOnnxSession(bytes: Uint8Array): Promise<Ort.InferenceSession> {
-  const ort = await loadOrt()
+let ort: typeof Ort | undefined
+
+/** onnxruntime-node, or a UserError saying how to install it. */
+export async function requireOnnxRuntime(): Promise<typeof Ort> {
+  ort ??= await loadOnnxRuntime()
+  if (ort === undefined) {
+    throw new UserError('onnxruntime-node is not installed, so the ONNX graph cannot be checked', {
+      code: 'ONNXRUNTIME_MISSING',
+      exit: 'usage',
+      suggestions: ['npm install onnxruntime-node'],
+    })
+  }
+  return ort
+}
+
+export async function createOnnxSession(bytes: Uint8Array, threads = batchInferenceThreads()): Promise<Session> {
+  const runtime = await requireOnnxRuntime()
   // Single-threaded inter-op and sequential execution keep results identical from run to run.
-  return ort.InferenceSession.create(bytes, {executionMode: 'sequential', interOpNumThreads: 1})
+  return runtime.InferenceSession.create(bytes, {executionMode: 'sequential', interOpNumThreads: 1, intraOpNumThreads: threads, extra: {session: {intra_op: {allow_spinning: '0'}}}})
 }
 
 /** Probabilities for n NHWC float images. */
-export async function runOnnx(session: Ort.InferenceSession, inputs: Float32Array, shape: [number, number, number, number]): Promise<Float32Array> {
-  const ort = await loadOrt()
-  const feeds = {[ONNX_INPUT]: new ort.Tensor('float32', inputs, shape)}
+export async function runOnnx(session: Session, inputs: Float32Array, shape: [number, number, number, number]): Promise<Float32Array> {
+  const runtime = await requireOnnxRuntime()
+  const feeds = {[ONNX_INPUT]: new runtime.Tensor('float32', inputs, shape)}
   const out = await session.run(feeds)
   const probs = out[ONNX_OUTPUT]!
   const data = Float32Array.from(probs.data as Float32Array)
@@ -59,7 +75,7 @@ export function argmaxRows(probabilities: Float32Array, numClasses: number): Int
 }
 
 /** Scores an ONNX classifier on a decoded split, in batches. */
-export async function predictSplitOnnx(session: Ort.InferenceSession, split: DecodedSplit, numClasses: number, scaling: PixelScaling, batchSize = 256): Promise<SplitScores> {
+export async function predictSplitOnnx(session: Session, split: DecodedSplit, numClasses: number, scaling: PixelScaling, batchSize = 256): Promise<SplitScores> {
   const frame = split.height * split.width * split.channels
   const probabilities = new Float32Array(split.count * numClasses)
   for (let start = 0; start < split.count; start += batchSize) {

@@ -1,5 +1,6 @@
 // What protocol handlers share: the server's parts, the per-request state the access log and metrics
 // read (protocol, model, version), and the one way to run a model version on queued input.
+import type {ServingEngine} from '../engine/inference.js'
 import type {ServeMetrics} from './metrics.js'
 import type {ServeOptions} from './options.js'
 import type {Lease, ModelRepository, ModelVersion, VersionSelector} from './repository.js'
@@ -11,8 +12,8 @@ export interface ServeContext {
   options: ServeOptions
   repository: ModelRepository
   scheduler: Scheduler
-  /** Server name and version for KServe server metadata. */
-  server: {name: string; version: string}
+  /** Server name and version for KServe server metadata, and the inference engine it runs. */
+  server: {name: string; version: string; engine?: ServingEngine}
   /** Drift metrics (predicted classes, input statistics); absent in handler tests. */
   metrics?: ServeMetrics
   /** True from a shutdown signal on: readiness answers no. */

@@ -6,6 +6,7 @@ import {resolvePath, type LoadedConfig} from '../config/load.js'
 import {ServeSchema} from '../config/schema.js'
 import type {ImageLimits} from '../data/image.js'
 import type {EnginePreference} from '../engine/backend.js'
+import {planThreads} from '../engine/inference.js'
 import {parseModelRef} from '../model/repository.js'
 import {resolveLocation} from '../storage/index.js'
 import {UserError} from '../errors.js'
@@ -31,6 +32,8 @@ export interface ServeOptions {
   runtime: 'auto' | 'tfjs' | 'onnx'
   /** Worker threads per process. */
   instances: number
+  /** ONNX Runtime intra-op threads per instance. */
+  threads: number
   processes: number
   maxBatchSize: number
   preferredBatchSize: number
@@ -61,6 +64,7 @@ export interface ServeOverrides {
   repository?: string
   models?: string[]
   instances?: number
+  threads?: number
   processes?: number
   shutdownDelayMs?: number
 }
@@ -113,8 +117,8 @@ export function resolveServeOptions(loaded: LoadedConfig | undefined, overrides:
     models = [{name: loaded.config.name, labels: {}}]
   }
   const processes = overrides.processes ?? serve.processes
-  const instancesSetting = overrides.instances ?? serve.instances
-  const instances = instancesSetting === 'auto' ? Math.max(1, Math.floor(os.availableParallelism() / processes)) : instancesSetting
+  // instances x threads x processes fit the cores, each process's event loop keeping a core's share.
+  const {instances, threads} = planThreads(os.availableParallelism(), processes, {instances: overrides.instances ?? serve.instances, threads: overrides.threads ?? serve.threads})
   const accessLog = ['stdout', 'stderr', 'off'].includes(serve.accessLog) ? serve.accessLog : resolvePath(base, serve.accessLog)
   return {
     repository,
@@ -124,6 +128,7 @@ export function resolveServeOptions(loaded: LoadedConfig | undefined, overrides:
     versionPolicy: serve.versionPolicy,
     runtime: serve.runtime,
     instances,
+    threads,
     processes,
     maxBatchSize: serve.maxBatchSize,
     preferredBatchSize: Math.min(serve.preferredBatchSize ?? serve.maxBatchSize, serve.maxBatchSize),

@@ -5,6 +5,7 @@ import {mkdtemp, readdir, rm, stat} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {z} from 'zod'
+import {onnxAvailability, selectInference, type ExecutionProvider} from '../engine/inference.js'
 import {listVersions, MODEL_FILES, readAliases, resolveLabel, versionsToServe} from '../model/repository.js'
 import {downloadDir, exists, isRemote, joinPath, listEntries, listNames, readJson} from '../storage/index.js'
 import {HttpError, notFound, unavailable} from './http-error.js'
@@ -237,18 +238,19 @@ export class ModelRepository extends EventEmitter {
     entry.aliases = next
   }
 
-  private async readVersion(dir: string): Promise<{runtime: Runtime; labels: string[]; preprocessing: Preprocessing}> {
+  private async readVersion(dir: string): Promise<{runtime: Runtime; providers: ExecutionProvider[]; labels: string[]; preprocessing: Preprocessing}> {
     const hasJson = await exists(joinPath(dir, MODEL_FILES.modelJson))
     const hasOnnx = await exists(joinPath(dir, ONNX_FILE))
-    const choice = this.options.runtime
-    let runtime: Runtime
-    if (choice === 'tfjs' || (choice === 'auto' && hasJson)) {
-      if (!hasJson) throw new Error(`${MODEL_FILES.modelJson} not found (serve.runtime is tfjs)`)
-      runtime = 'tfjs'
-    } else {
-      if (!hasOnnx) throw new Error(choice === 'onnx' ? `${ONNX_FILE} not found (serve.runtime is onnx)` : `neither ${MODEL_FILES.modelJson} nor ${ONNX_FILE} found`)
-      runtime = 'onnx'
-    }
+    const preference = this.options.runtime
+    if (preference === 'tfjs' && !hasJson) throw new Error(`${MODEL_FILES.modelJson} not found (serve.runtime is tfjs)`)
+    if (preference === 'onnx' && !hasOnnx) throw new Error(`${ONNX_FILE} not found (serve.runtime is onnx)`)
+    if (!hasJson && !hasOnnx) throw new Error(`neither ${MODEL_FILES.modelJson} nor ${ONNX_FILE} found`)
+    const ort = await onnxAvailability()
+    if (preference === 'onnx' && !ort.available) throw new Error(ort.notes[0] ?? 'ONNX Runtime is not available')
+    // The engine module's rule: ONNX Runtime when the version has model.onnx and it loads.
+    const choice = selectInference(preference, {hasOnnx}, ort)
+    const runtime: Runtime = choice.runtime === 'onnx' || !hasJson ? 'onnx' : 'tfjs'
+    if (runtime === 'onnx' && !ort.available) throw new Error(`only ${ONNX_FILE} found, and ${ort.notes[0] ?? 'ONNX Runtime is not available'}`)
     const labels = LabelsFile.safeParse(await readJson(joinPath(dir, MODEL_FILES.labels)).catch((error) => {
       throw new Error(`${MODEL_FILES.labels}: ${message(error)}`)
     }))
@@ -257,7 +259,7 @@ export class ModelRepository extends EventEmitter {
       throw new Error(`${MODEL_FILES.preprocessing}: ${message(error)}`)
     }))
     if (!preprocessing.success) throw new Error(`${MODEL_FILES.preprocessing} is invalid: ${preprocessing.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`)
-    return {runtime, labels: labels.data, preprocessing: preprocessing.data}
+    return {runtime, providers: runtime === 'onnx' ? ort.providers : [], labels: labels.data, preprocessing: preprocessing.data}
   }
 
   /**
@@ -296,13 +298,13 @@ export class ModelRepository extends EventEmitter {
       record.preprocessing = p
       record.inputShape = [p.height, p.width, p.channels]
       const warmup = [...new Set([1, Math.min(this.options.maxBatchSize, WARMUP_MAX)])]
-      await this.loader.load({key, dir: local, runtime: meta.runtime, inputShape: record.inputShape, numClasses: meta.labels.length, warmup})
+      await this.loader.load({key, dir: local, runtime: meta.runtime, threads: this.options.threads, providers: meta.providers, inputShape: record.inputShape, numClasses: meta.labels.length, warmup})
       this.scheduler.addModel({key, model: entry.name, version: String(version), inputSize: p.height * p.width * p.channels, outputSize: meta.labels.length})
       record.loadMs = Math.round(performance.now() - started)
       record.state = 'AVAILABLE'
       this.metrics.modelLoads.inc({...labels, result: 'success'})
       this.metrics.modelReady.set(labels, 1)
-      this.log.event('info', 'model-loaded', {model: entry.name, version, runtime: meta.runtime, ms: record.loadMs})
+      this.log.event('info', 'model-loaded', {model: entry.name, version, runtime: meta.runtime, ...(meta.providers.length ? {providers: meta.providers} : {}), ms: record.loadMs})
       this.emit('loaded', record)
     } catch (error) {
       record.state = 'FAILED'

@@ -15,6 +15,7 @@ import {Lifecycle, stopParts, type ServerParts} from './lifecycle.js'
 import {JsonLog, openAccessLog, type AccessLogTarget} from './log.js'
 import {ServeMetrics} from './metrics.js'
 import type {ServeOptions} from './options.js'
+import {servingEngine} from '../engine/inference.js'
 import {InstancePool} from './pool.js'
 import {readBody} from './protocols/http.js'
 import {kserveRoutes} from './protocols/kserve.js'
@@ -147,11 +148,13 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
   const accounting = new RequestAccounting(metrics, accessLog.log, parts.repository, log)
   const admission = new Admission(parts.repository, parts.scheduler, options)
   let lifecycle: Lifecycle | undefined
+  const engine = await servingEngine(options.runtime, parts.pool.backend, options)
+  log.event('info', 'inference-engine', {...engine})
   const ctx: ServeContext = {
     options,
     repository: parts.repository,
     scheduler: parts.scheduler,
-    server: {name: 'ml', version: serverVersion},
+    server: {name: 'ml', version: serverVersion, engine},
     metrics,
     draining: () => lifecycle?.draining ?? false,
     metricsText: io.metricsText ?? (() => metrics.registry.metrics()),

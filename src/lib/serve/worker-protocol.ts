@@ -1,8 +1,9 @@
 // Messages between the server's main thread and its model instances (worker threads). Tensors cross
 // as Float32Arrays whose buffers are transferred, not copied.
 import type {EnginePreference} from '../engine/backend.js'
+import type {ExecutionProvider, InferenceRuntime} from '../engine/inference.js'
 
-export type Runtime = 'tfjs' | 'onnx'
+export type Runtime = InferenceRuntime
 
 export interface LoadSpec {
   /** `<model>/<version>`: how infer messages name the model. */
@@ -12,6 +13,12 @@ export interface LoadSpec {
   /** [height, width, channels]. */
   inputShape: [number, number, number]
   numClasses: number
+  /** The ONNX graph itself, for a model converted in memory (then `dir` holds no model.onnx). */
+  onnxBytes?: Uint8Array
+  /** ONNX Runtime intra-op threads (serve.threads, sized by planThreads); default 1. */
+  threads?: number
+  /** ONNX Runtime execution providers, best first; default cpu. */
+  providers?: ExecutionProvider[]
   /** Batch sizes run once on zeros after loading, so that the first requests do not pay for setup. */
   warmup: number[]
 }

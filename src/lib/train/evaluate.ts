@@ -41,6 +41,41 @@ export async function predictSplit(model: tf.LayersModel, split: DecodedSplit, n
   return {probabilities, predicted, loss: lossSum / n, accuracy: correct / n}
 }
 
+/**
+ * predictSplit for any engine (ONNX Runtime or TensorFlow.js through model/runtimes): pixels / 255
+ * as training's batches compute them, in batches; the next batch is scaled while the engine runs.
+ */
+export async function predictSplitWith(run: (input: Float32Array, n: number) => Promise<Float32Array>, split: DecodedSplit, numClasses: number, batchSize = 256): Promise<Predictions> {
+  const frame = split.height * split.width * split.channels
+  const probabilities = new Float32Array(split.count * numClasses)
+  const predicted = new Int32Array(split.count)
+  let lossSum = 0
+  let correct = 0
+  const scaled = (start: number): Float32Array => {
+    const n = Math.min(batchSize, split.count - start)
+    const out = new Float32Array(n * frame)
+    const pixels = split.pixels.subarray(start * frame, (start + n) * frame)
+    for (let i = 0; i < out.length; i++) out[i] = pixels[i]! / 255
+    return out
+  }
+  for (let start = 0; start < split.count; start += batchSize) {
+    const input = scaled(start)
+    const n = input.length / frame
+    const values = await run(input, n)
+    probabilities.set(values, start * numClasses)
+    for (let i = 0; i < n; i++) {
+      let best = 0
+      for (let k = 1; k < numClasses; k++) if (values[i * numClasses + k]! > values[i * numClasses + best]!) best = k
+      predicted[start + i] = best
+      const label = split.labels[start + i]!
+      if (best === label) correct++
+      lossSum += -Math.log(Math.min(1 - EPSILON, Math.max(EPSILON, values[i * numClasses + label]!)))
+    }
+  }
+  const n = Math.max(1, split.count)
+  return {probabilities, predicted, loss: lossSum / n, accuracy: correct / n}
+}
+
 export interface ClassReport {
   label: string
   precision: number

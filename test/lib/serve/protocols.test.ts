@@ -66,7 +66,8 @@ describe('serving protocols (KServe V2, TF Serving REST, raw images)', () => {
       const expectedMetadata = {
         name: 'digits',
         versions: ['1'],
-        platform: 'tensorflowjs_layers',
+        // The default export writes model.onnx, which ONNX Runtime serves.
+        platform: 'onnxruntime_onnx',
         inputs: [{name: 'image', datatype: 'FP32', shape: [-1, 28, 28, 1]}],
         outputs: [{name: 'probabilities', datatype: 'FP32', shape: [-1, 10]}],
       }

@@ -88,8 +88,9 @@ describe('hot reload of model versions under load', () => {
     cleanup = temp.cleanup
     model = await trainServeModel(temp.dir)
     modelDir = path.join(model.repository, 'digits')
+    // TensorFlow.js: the versions below are broken and repaired through their model.json.
     const options = (fields: Partial<ServeOptions>) =>
-      serveOptions({repository: model.repository, port: 0, instances: 2, maxBatchSize: 8, pollIntervalMs: 50, accessLog: 'off', engine: 'wasm', ...fields})
+      serveOptions({repository: model.repository, port: 0, instances: 2, maxBatchSize: 8, pollIntervalMs: 50, accessLog: 'off', engine: 'wasm', runtime: 'tfjs', ...fields})
     all = await startServer(options({}), {log: new JsonLog(undefined)})
     latest = await startServer(options({versionPolicy: {latest: 1}}), {log: new JsonLog(undefined)})
     const digit = (await testDigits(temp.dir, 1))[3]!

@@ -18,7 +18,7 @@ export function platformOf(version: ModelVersion): string {
 }
 
 export function serverMetadata(ctx: ServeContext): Reply {
-  return json({name: ctx.server.name, version: ctx.server.version, extensions: [...EXTENSIONS]})
+  return json({name: ctx.server.name, version: ctx.server.version, extensions: [...EXTENSIONS], ...(ctx.server.engine ? {engine: ctx.server.engine} : {})})
 }
 
 export function modelMetadata(ctx: ServeContext, state: RequestState, model: string, version?: string): Reply {
