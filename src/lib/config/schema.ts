@@ -142,8 +142,44 @@ export const LayerSchema = z
   .catchall(z.unknown())
   .describe('One layer: `type` plus that layer\'s tf.layers arguments.')
 
+export const BaseSchema = z
+  .strictObject({
+    source: z
+      .string()
+      .min(1)
+      .describe('A TensorFlow.js model: a folder or model.json path, or a gs:// or https:// URL of model.json. A layers model can be fine-tuned; a graph model is used frozen.'),
+    sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, 'expected 64 lower-case hex digits')
+      .optional()
+      .describe('Pin: sha256 of model.json followed by its weight files in manifest order (a mismatch is an error that prints the actual value).'),
+    output: z.string().min(1).default('auto').describe('Layer (or graph node) to cut at; auto = the last pooled feature layer.'),
+    trainable: z
+      .union([z.boolean(), z.number().int().nonnegative()])
+      .default(false)
+      .describe('false = frozen, true = every layer, N = the top N layers that have weights.'),
+    inputRange: z
+      .union([z.tuple([z.literal(0), z.literal(1)]), z.tuple([z.literal(-1), z.literal(1)])])
+      .default([0, 1])
+      .describe('The pixel range the base was trained on; recorded in the model, so predict, export and serve apply it.'),
+    inputSize: z
+      .tuple([positiveInt, positiveInt])
+      .optional()
+      .describe('[height, width] the base expects, for bases whose model.json does not fix it; checked against data.image.'),
+  })
+  .describe('A pretrained network the classifier starts from (transfer learning).')
+
+export const HeadSchema = z
+  .strictObject({
+    hidden: z.array(positiveInt).default([]).describe('Units of hidden dense (relu) layers between the base and the classifier.'),
+    dropout: fraction.default(0.2).describe('Dropout before each dense layer of the head.'),
+  })
+  .describe('The layers on top of model.base, ending in the softmax classifier.')
+
 export const ModelSchema = z
   .strictObject({
+    base: BaseSchema.optional(),
+    head: HeadSchema.optional(),
     preset: z
       .enum(['mlp', 'cnn-small', 'cnn', 'cnn-tiny'])
       .optional()
@@ -152,7 +188,9 @@ export const ModelSchema = z
     dropout: fraction.optional().describe('Dropout rate used by presets that have dropout.'),
   })
   .refine((m) => !(m.preset && m.layers), {message: 'set either preset or layers, not both'})
-  .transform((m) => (m.preset || m.layers ? m : {...m, preset: 'cnn-small' as const}))
+  .refine((m) => !(m.base && (m.preset || m.layers)), {message: 'set either base (with head) or preset/layers, not both'})
+  .refine((m) => !(m.head && !m.base), {message: 'head goes with base'})
+  .transform((m) => (m.preset || m.layers || m.base ? m : {...m, preset: 'cnn-small' as const}))
 
 export const TrainSchema = z.strictObject({
   epochs: positiveInt.max(100_000).default(10),
@@ -189,6 +227,16 @@ export const TrainSchema = z.strictObject({
     .union([z.literal('auto'), z.record(z.string(), z.number().positive()), z.array(z.number().positive())])
     .optional()
     .describe('Loss weight per class for imbalanced data: auto (n / (classes x count) from the train split), {<class>: weight}, or a list by class index.'),
+  fineTune: z
+    .strictObject({
+      epochs: positiveInt.max(100_000).describe('Epochs of the second phase, after train.epochs with the base frozen.'),
+      learningRate: z.number().positive().max(10).default(0.0001).describe('Learning rate of the second phase (lower than train.learningRate).'),
+      unfreeze: z
+        .union([z.literal(true), positiveInt])
+        .describe('Base layers to unfreeze in the second phase: true = all, N = the top N layers that have weights.'),
+    })
+    .optional()
+    .describe('Two-phase fine-tuning of model.base: head first (base frozen), then the top of the base at a lower rate.'),
   earlyStopping: z
     .strictObject({
       patience: positiveInt.describe('Stop after this many epochs without validation improvement.'),
@@ -385,6 +433,8 @@ export type DataConfig = z.output<typeof DataSchema>
 export type ModelConfig = z.output<typeof ModelSchema>
 export type TrainConfig = z.output<typeof TrainSchema>
 export type LayerConfig = z.output<typeof LayerSchema>
+export type BaseConfig = z.output<typeof BaseSchema>
+export type HeadConfig = z.output<typeof HeadSchema>
 export type SplitName = z.output<typeof SplitName>
 export type MonitorConfig = z.output<typeof MonitorSchema>
 export const SPLITS: readonly SplitName[] = ['train', 'validation', 'test']
