@@ -82,10 +82,13 @@ export function buildTransferModel(base: LoadedBase, head: HeadConfig, numClasse
   if (lo !== 0 || hi !== 1) x = tf.layers.rescaling({scale: hi - lo, offset: lo, name: TRANSFER_LAYERS.inputRange}).apply(x) as tf.SymbolicTensor
   let features = rewire(base.features, x)
   if (features.shape.length === 4) features = tf.layers.globalAveragePooling2d({name: TRANSFER_LAYERS.pool}).apply(features) as tf.SymbolicTensor
-  const layers = withSeededRandom(rngFor(seed, 'init'), () => headLayers(head, numClasses))
   const featureSize = features.shape[1]!
+  // Weights are created when a layer is first called, so the call happens under the seeded generator.
   // The full graph first: in a saved model the head layers' first call is this one.
-  const model = tf.model({inputs: image, outputs: chain(layers, features), name: 'classifier'})
+  const {layers, model} = withSeededRandom(rngFor(seed, 'init'), () => {
+    const layers = headLayers(head, numClasses)
+    return {layers, model: tf.model({inputs: image, outputs: chain(layers, features), name: 'classifier'})}
+  })
   return {
     model,
     features: tf.model({inputs: image, outputs: features, name: 'features'}),

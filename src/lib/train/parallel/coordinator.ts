@@ -6,8 +6,8 @@ import {fileURLToPath} from 'node:url'
 import {UserError} from '../../errors.js'
 import type {TrainingPosition} from '../checkpoint.js'
 import type {Executor, ExecutorStart} from '../executor.js'
-import type {SliceResult, ValidationResult} from '../replica.js'
-import {mayUseGpu} from '../../engine/gpus.js'
+import type {SliceResult, ValidationResult, TrainingPhase} from '../replica.js'
+import {hasTfjsNodeGpu} from './devices.js'
 import type {ReadyInfo, Reply, Request} from './protocol.js'
 
 type Pending = {resolve: (value: unknown) => void; reject: (error: Error) => void}
@@ -104,7 +104,7 @@ export class ParallelExecutor implements Executor {
 
   static async start(options: ExecutorStart & {workers: number; signal?: AbortSignal}): Promise<ParallelExecutor> {
     const entry = fileURLToPath(new URL('./worker.js', import.meta.url))
-    const pinGpus = mayUseGpu(options.config.train.backend)
+    const pinGpus = options.config.train.backend !== 'wasm' && options.config.train.backend !== 'cpu' && hasTfjsNodeGpu()
     let rejectDeath: (error: Error) => void = () => {}
     const death = new Promise<never>((_, reject) => (rejectDeath = reject))
     death.catch(() => {})
@@ -234,6 +234,12 @@ export class ParallelExecutor implements Executor {
         suggestions: ['Resume from the last checkpoint with `ml train --resume`; report this if it repeats.'],
       })
     }
+  }
+
+  async startPhase(phase: TrainingPhase): Promise<string[]> {
+    await this.applyPending()
+    const unfrozen = await this.all<string[]>({method: 'phase', args: {phase}})
+    return unfrozen[0]!
   }
 
   async validate(): Promise<ValidationResult | undefined> {
