@@ -208,6 +208,11 @@ export const TrainSchema = z.strictObject({
     .strictObject({
       shift: z.number().int().min(0).max(64).default(0).describe('Random translation up to this many pixels.'),
       flipHorizontal: z.boolean().default(false),
+      crop: fraction
+        .default(1)
+        .describe('Random resized crop: each image is cut to a random area between this share and all of it (aspect 3:4 to 4:3), then resized back; 1 = off. 0.5 suits photos.'),
+      brightness: fraction.default(0).describe('Random brightness change of up to this much (pixel values in [0,1]); 0 = off.'),
+      contrast: fraction.default(0).describe('Random contrast factor between 1 - this and 1 + this, around the image mean; 0 = off.'),
     })
     .prefault({}),
   schedule: z

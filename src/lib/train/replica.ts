@@ -9,7 +9,7 @@ import {withDropoutContext} from '../model/dropout.js'
 import {predictSplit} from './evaluate.js'
 import {buildModel} from '../model/build.js'
 import {saveModel} from '../model/artifact.js'
-import {disposeBatch, makeBatch, type Batch} from './pipeline.js'
+import {disposeBatch, makeBatch, photoAugmentation, type Batch} from './pipeline.js'
 import {rngFor} from './rng.js'
 import {HeadSchema} from '../config/schema.js'
 import {loadBase, type LoadedBase} from '../model/base.js'
@@ -133,7 +133,7 @@ export class Replica {
     if (!t) return
     t.features = undefined
     const augment = this.config.train.augment
-    const augmented = augment.shift > 0 || augment.flipHorizontal
+    const augmented = augment.shift > 0 || augment.flipHorizontal || photoAugmentation(augment)
     if (!baseIsFrozen(t.parts) || augmented) {
       this.notes.push(`Base ${t.base.output}: ${augmented ? 'augmented input' : 'trainable layers'}, so it runs every step (no feature cache).`)
       return
