@@ -98,7 +98,7 @@ async function fewShot(root: string) {
   const scratchFile = await writeConfig(dir, 'few-scratch', {data, model: {preset: 'cnn-small'}, ...common, train: {...common.train, epochs: 40, learningRate: 0.005}})
   const scratch = await train(scratchFile, 'few-scratch')
   log(`few-shot digits 5-9 (10 per class): base ${transfer.accuracy.toFixed(3)}, scratch ${scratch.accuracy.toFixed(3)}`)
-  return {fewShotBaseAccuracy: round(transfer.accuracy), fewShotScratchAccuracy: round(scratch.accuracy), fewShotBaseTrainAccuracy04: round(base.accuracy)}
+  return {fewShotBaseAccuracy: round(transfer.accuracy), fewShotScratchAccuracy: round(scratch.accuracy), fewShotBaseNetworkAccuracy04: round(base.accuracy)}
 }
 
 async function photos(root: string, mobilenet: string) {
