@@ -252,6 +252,13 @@ export const TrainSchema = z.strictObject({
         .describe("Keep the best epoch's weights (by monitor) as the run's model instead of the last epoch's; run.json records which epoch was kept."),
     })
     .optional(),
+  microBatch: z
+    .union([positiveInt, z.literal('auto')])
+    .default('auto')
+    .describe(
+      'Examples per forward/backward pass; a larger train.batchSize is split and its gradients summed (the same update). ' +
+        'auto: as many as fit a 1 GiB activation budget, estimated from the model.',
+    ),
   devices: z
     .union([positiveInt.max(64), z.literal('auto')])
     .default(1)

@@ -231,12 +231,42 @@ export class Replica {
     return {lossSum: l[0]!, correct: c[0]!, count}
   }
 
-  /** Single-process step: gradients of the whole global batch, applied at once. */
+  /** Examples per forward/backward pass: train.microBatch, or what fits the activation budget. */
+  get microBatch(): number {
+    const configured = this.config.train.microBatch
+    if (configured !== 'auto') return configured
+    // With cached features only the head runs: its activations are tiny.
+    const net = this.transfer?.features ? this.transfer.parts.head : this.model
+    return microBatchFor(net)
+  }
+
+  /**
+   * Single-process step: gradients of the whole global batch, applied at once. A batch larger than
+   * the micro-batch is computed in slices whose gradients (each of the mean over the whole batch,
+   * with dropout and augmentation keyed by row) add up to the whole batch's; batch-norm statistics
+   * are then per slice, as in data-parallel training.
+   */
   async step(epoch: number, step: number, order: Uint32Array, start: number, size: number): Promise<SliceResult> {
-    const {grads, correct, lossSum, count} = this.sliceGradients(epoch, step, order, start, size, 0, size)
-    this.optimizer.applyGradients(this.variables.map((v) => ({name: v.name, tensor: grads[v.name]!})))
-    tf.dispose(grads)
-    return this.readScalars(lossSum, correct, count)
+    const micro = Math.max(1, Math.min(size, this.microBatch))
+    let total: tf.NamedTensorMap | undefined
+    let lossSum: tf.Scalar | undefined
+    let correct: tf.Scalar | undefined
+    for (let offset = 0; offset < size; offset += micro) {
+      const slice = this.sliceGradients(epoch, step, order, start + offset, Math.min(micro, size - offset), offset, size)
+      if (!total) {
+        ;({grads: total, lossSum, correct} = slice)
+        continue
+      }
+      const previous: tf.NamedTensorMap = total
+      total = Object.fromEntries(Object.entries(previous).map(([name, g]) => [name, tf.add(g, slice.grads[name]!)]))
+      const [l, c] = [tf.add(lossSum!, slice.lossSum) as tf.Scalar, tf.add(correct!, slice.correct) as tf.Scalar]
+      tf.dispose([previous, slice.grads, lossSum!, correct!, slice.lossSum, slice.correct] as unknown as tf.Tensor[])
+      lossSum = l
+      correct = c
+    }
+    this.optimizer.applyGradients(this.variables.map((v) => ({name: v.name, tensor: total![v.name]!})))
+    tf.dispose(total!)
+    return this.readScalars(lossSum!, correct!, size)
   }
 
   /** Data-parallel step, part 1: this worker's slice gradients, flattened in variable order. */
@@ -360,4 +390,25 @@ async function scoreFeatures(head: tf.LayersModel, features: SplitFeatures, labe
   }
   const n = Math.max(1, features.count)
   return {loss: lossSum / n, accuracy: correct / n}
+}
+
+/** Activation memory one training pass may use: conservative for the wasm engine's 32-bit heap. */
+export const ACTIVATION_BUDGET_BYTES = 1 << 30
+
+/**
+ * Bytes one example costs in a training pass: every layer's output in float32, kept for the
+ * backward pass, and about as much again for its gradient.
+ */
+export function bytesPerExample(model: tf.LayersModel): number {
+  let values = 0
+  for (const layer of model.layers) {
+    const shapes = (Array.isArray(layer.outputShape[0]) ? layer.outputShape : [layer.outputShape]) as Array<Array<number | null>>
+    for (const shape of shapes) values += shape.slice(1).reduce<number>((a, d) => a * (d ?? 1), 1)
+  }
+  return values * 4 * 2
+}
+
+/** The largest micro-batch whose activations fit the budget (at least 1). */
+export function microBatchFor(model: tf.LayersModel, budget = ACTIVATION_BUDGET_BYTES): number {
+  return Math.max(1, Math.floor(budget / bytesPerExample(model)))
 }
