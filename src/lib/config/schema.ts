@@ -181,9 +181,9 @@ export const ModelSchema = z
     base: BaseSchema.optional(),
     head: HeadSchema.optional(),
     preset: z
-      .enum(['mlp', 'cnn-small', 'cnn', 'cnn-tiny'])
+      .enum(['mlp', 'cnn-small', 'cnn', 'cnn-tiny', 'cnn-photo'])
       .optional()
-      .describe('A built-in architecture. cnn-small is the Keras "simple MNIST convnet".'),
+      .describe('A built-in architecture. cnn-small is the Keras "simple MNIST convnet"; cnn-photo (strided stem, global pooling) suits photo-size inputs trained from scratch.'),
     layers: z.array(LayerSchema).min(1).optional().describe('An explicit layer list (instead of a preset).'),
     dropout: fraction.optional().describe('Dropout rate used by presets that have dropout.'),
   })
