@@ -11,6 +11,8 @@ import {buildModel} from '../model/build.js'
 import {saveModel} from '../model/artifact.js'
 import {makeBatch, photoAugmentation, type Batch} from './pipeline.js'
 import {rngFor} from './rng.js'
+import {countLabels, resolveClassWeights} from './class-weights.js'
+import {learningRateFor, setLearningRate} from './schedule.js'
 import {HeadSchema} from '../config/schema.js'
 import {loadBase, type LoadedBase} from '../model/base.js'
 import {baseIsFrozen, buildTransferModel, setBaseTrainable, splitTransferModel, type TransferModel} from '../model/head.js'
@@ -72,6 +74,10 @@ interface Transfer {
 export class Replica {
   variables: tf.Variable[] = []
   readonly notes: string[] = []
+  /** Loss weight per class (train.classWeights), undefined when unweighted. */
+  private readonly classWeights?: number[]
+  /** The scheduled learning rate of the step whose gradients applyFlatGradients applies next. */
+  private pendingRate?: number
 
   private constructor(
     readonly config: MlConfig,
@@ -86,6 +92,15 @@ export class Replica {
     private readonly transfer?: Transfer,
   ) {
     this.refreshVariables()
+    // By class index here: the trainer hands replicas classWeights already resolved from class names.
+    const setting = config.train.classWeights
+    this.classWeights = setting === undefined ? undefined : resolveClassWeights(setting, Array.from({length: numClasses}, (_, i) => String(i)), countLabels(train.labels, numClasses))
+  }
+
+  /** The learning rate of a step: train.schedule in the head phase, train.fineTune's rate after it. */
+  private rateFor(epoch: number, step: number): number {
+    if (this.phase === 'fine-tune') return this.config.train.fineTune!.learningRate
+    return learningRateFor(this.config.train, epoch, step, this.train.count)
   }
 
   /** Fixed order: optimizer state is matched to variables by position. */
@@ -192,7 +207,9 @@ export class Replica {
         correct = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(probs, 1), tf.argMax(batch.ys, 1)), 'float32')) as tf.Scalar)
         const perExample = tf.metrics.categoricalCrossentropy(batch.ys, probs)
         lossSum = tf.keep(tf.sum(perExample) as tf.Scalar)
-        return tf.div(tf.sum(perExample), globalBatch) as tf.Scalar
+        // Class weights scale what is optimised; the reported loss stays comparable to validation's.
+        const objective = this.classWeights ? tf.mul(perExample, tf.tensor1d(Array.from(batch.labels, (l) => this.classWeights![l]!))) : perExample
+        return tf.div(tf.sum(objective), globalBatch) as tf.Scalar
       }, this.variables),
     )
     value.dispose()
@@ -264,6 +281,7 @@ export class Replica {
       lossSum = l
       correct = c
     }
+    setLearningRate(this.optimizer, this.rateFor(epoch, step))
     this.optimizer.applyGradients(this.variables.map((v) => ({name: v.name, tensor: total![v.name]!})))
     tf.dispose(total!)
     return this.readScalars(lossSum!, correct!, size)
@@ -272,6 +290,7 @@ export class Replica {
   /** Data-parallel step, part 1: this worker's slice gradients, flattened in variable order. */
   async gradientsOfSlice(epoch: number, step: number, order: Uint32Array, start: number, size: number, rowOffset: number, globalBatch: number) {
     const {grads, correct, lossSum, count} = this.sliceGradients(epoch, step, order, start, size, rowOffset, globalBatch)
+    this.pendingRate = this.rateFor(epoch, step)
     const flat = new Float32Array(this.variables.reduce((n, v) => n + v.size, 0))
     let at = 0
     for (const v of this.variables) {
@@ -291,6 +310,7 @@ export class Replica {
       at += v.size
       return {name: v.name, tensor}
     })
+    if (this.pendingRate !== undefined) setLearningRate(this.optimizer, this.pendingRate)
     this.optimizer.applyGradients(named)
     tf.dispose(named.map((n) => n.tensor))
   }

@@ -6,6 +6,8 @@ import {describePreprocessing} from '../data/image.js'
 import {readManifest} from '../data/store.js'
 import {joinPath, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
+import {BestWeights} from './best.js'
+import {resolveClassWeights} from './class-weights.js'
 import {hasCheckpoint, type TrainingPosition} from './checkpoint.js'
 import {LocalExecutor, type Executor} from './executor.js'
 import {stepsPerEpoch} from './pipeline.js'
@@ -56,6 +58,8 @@ export interface TrainSummary {
   imagesPerSec: number
   runDir: string
   stoppedEarly: boolean
+  /** The epoch whose weights the model holds (an earlier one with train.earlyStopping.restoreBest). */
+  keptEpoch: number
 }
 
 function assertFinite(loss: number, epoch: number, step: number): void {
@@ -100,6 +104,14 @@ async function prepare(loaded: LoadedConfig): Promise<Prepared> {
     throw new UserError(`the train split of ${store} is empty`, {code: 'DATASET_TOO_SMALL', exit: 'data', suggestions: ['Run `ml ingest` with more images.']})
   }
   return {config, store, runsDir, manifest}
+}
+
+/** train.classWeights by class index (names resolved against the dataset's classes) for the replicas. */
+function withClassWeightsByIndex(config: MlConfig, manifest: Prepared['manifest']): MlConfig {
+  const setting = config.train.classWeights
+  if (setting === undefined || setting === 'auto' || Array.isArray(setting)) return config
+  const counts = manifest.classes.map((c) => manifest.counts.train?.[c] ?? 0)
+  return {...config, train: {...config.train, classWeights: resolveClassWeights(setting, manifest.classes, counts)}}
 }
 
 /** Workers for train.devices: a number, or auto (one per GPU under tfjs-node-gpu, else one per core). */
@@ -157,7 +169,7 @@ function checkPhases(config: MlConfig): void {
 async function startExecutor(prepared: Prepared, checkpointsDir: string | undefined, signal: AbortSignal | undefined): Promise<Executor> {
   const {config, store, manifest} = prepared
   const workers = await resolveDevices(config.train.devices)
-  const start = {config, store, manifest, checkpointsDir}
+  const start = {config: withClassWeightsByIndex(config, manifest), store, manifest, checkpointsDir}
   if (workers > 1) return (await import('./parallel/coordinator.js')).ParallelExecutor.start({...start, workers, signal})
   return LocalExecutor.start(start)
 }
@@ -176,6 +188,8 @@ interface Loop {
   checkpoints: string
   signal?: AbortSignal
   onEvent?: (event: TrainEvent) => void
+  /** Keeps the best epoch's weights with train.earlyStopping.restoreBest. */
+  bestWeights: BestWeights
 }
 
 type Partial = NonNullable<TrainingPosition['partial']>
@@ -247,6 +261,7 @@ async function finishEpoch(loop: Loop, position: TrainingPosition, metrics: Epoc
   }
   const history = [...position.history, metrics]
   const {best, epochsWithoutImprovement, stop} = earlyStopping(loop.config, position, metrics)
+  if (best && best.epoch === metrics.epoch) await loop.bestWeights.improved(loop.executor)
   const next: TrainingPosition = {epoch: metrics.epoch, stepInEpoch: 0, globalStep: position.globalStep, rng: {}, history, best, epochsWithoutImprovement}
   await writeEpochMetrics(loop.run.runDir, history)
   await loop.executor.checkpoint(loop.checkpoints, next)
@@ -274,7 +289,7 @@ async function runEpochs(loop: Loop, start: TrainingPosition): Promise<{position
 }
 
 function summarise(loop: Loop, position: TrainingPosition, stoppedEarly: boolean): TrainSummary {
-  const last = position.history.at(-1)
+  const last = position.history.find((m) => m.epoch === loop.info.kept?.epoch) ?? position.history.at(-1)
   const totalSeconds = position.history.reduce((a, m) => a + m.seconds, 0)
   const totalImages = position.history.length * loop.trainCount
   return {
@@ -288,6 +303,7 @@ function summarise(loop: Loop, position: TrainingPosition, stoppedEarly: boolean
     imagesPerSec: totalSeconds > 0 ? totalImages / totalSeconds : 0,
     runDir: loop.run.runDir,
     stoppedEarly,
+    keptEpoch: loop.info.kept?.epoch ?? position.epoch,
   }
 }
 
@@ -299,7 +315,7 @@ async function markFailed(runDir: string, info: RunInfo, error: unknown): Promis
 }
 
 async function markCompleted(runDir: string, info: RunInfo, position: TrainingPosition, summary: TrainSummary): Promise<void> {
-  const last = position.history.at(-1)
+  const last = position.history.find((m) => m.epoch === info.kept?.epoch) ?? position.history.at(-1)
   info.status = 'completed'
   info.epochsCompleted = position.epoch
   info.updatedAt = new Date().toISOString()
@@ -312,6 +328,8 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
   const prepared = await prepare(options.loaded)
   const {config, manifest, runsDir, store} = prepared
   checkPhases(config)
+  // Checked before a run directory is made: a class name the dataset lacks is a config error.
+  withClassWeightsByIndex(config, manifest)
   const run = await openRun(prepared, options)
   const executor = await startExecutor(prepared, run.checkpointsDir, options.signal)
   const position = executor.restored ?? {...FRESH, history: []}
@@ -344,6 +362,7 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
     checkpoints: joinPath(run.runDir, RUN_FILES.checkpoints),
     signal: options.signal,
     onEvent: options.onEvent,
+    bestWeights: new BestWeights(run.runDir, config.train.earlyStopping?.restoreBest ? config.train.earlyStopping.monitor : undefined),
   }
   options.onEvent?.({
     type: 'start',
@@ -364,6 +383,7 @@ export async function runTraining(options: TrainOptions): Promise<TrainSummary> 
   try {
     result = await runEpochs(loop, position)
     await executor.saveModel(joinPath(run.runDir, RUN_FILES.model))
+    info.kept = await loop.bestWeights.finish(result.position.epoch, result.position.best)
   } catch (error) {
     await markFailed(run.runDir, info, error)
     throw error

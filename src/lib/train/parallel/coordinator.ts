@@ -7,7 +7,7 @@ import {UserError} from '../../errors.js'
 import type {TrainingPosition} from '../checkpoint.js'
 import type {Executor, ExecutorStart} from '../executor.js'
 import type {SliceResult, ValidationResult, TrainingPhase} from '../replica.js'
-import {hasTfjsNodeGpu} from './devices.js'
+import {mayUseGpu} from '../../engine/gpus.js'
 import type {ReadyInfo, Reply, Request} from './protocol.js'
 
 type Pending = {resolve: (value: unknown) => void; reject: (error: Error) => void}
@@ -104,7 +104,7 @@ export class ParallelExecutor implements Executor {
 
   static async start(options: ExecutorStart & {workers: number; signal?: AbortSignal}): Promise<ParallelExecutor> {
     const entry = fileURLToPath(new URL('./worker.js', import.meta.url))
-    const pinGpus = options.config.train.backend !== 'wasm' && options.config.train.backend !== 'cpu' && hasTfjsNodeGpu()
+    const pinGpus = mayUseGpu(options.config.train.backend)
     let rejectDeath: (error: Error) => void = () => {}
     const death = new Promise<never>((_, reject) => (rejectDeath = reject))
     death.catch(() => {})
