@@ -142,17 +142,55 @@ export const LayerSchema = z
   .catchall(z.unknown())
   .describe('One layer: `type` plus that layer\'s tf.layers arguments.')
 
+export const BaseSchema = z
+  .strictObject({
+    source: z
+      .string()
+      .min(1)
+      .describe('A TensorFlow.js model: a folder or model.json path, or a gs:// or https:// URL of model.json. A layers model can be fine-tuned; a graph model is used frozen.'),
+    sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, 'expected 64 lower-case hex digits')
+      .optional()
+      .describe('Pin: sha256 of model.json followed by its weight files in manifest order (a mismatch is an error that prints the actual value).'),
+    output: z.string().min(1).default('auto').describe('Layer (or graph node) to cut at; auto = the last pooled feature layer.'),
+    trainable: z
+      .union([z.boolean(), z.number().int().nonnegative()])
+      .default(false)
+      .describe('false = frozen, true = every layer, N = the top N layers that have weights.'),
+    inputRange: z
+      .union([z.tuple([z.literal(0), z.literal(1)]), z.tuple([z.literal(-1), z.literal(1)])])
+      .default([0, 1])
+      .describe('The pixel range the base was trained on; recorded in the model, so predict, export and serve apply it.'),
+    inputSize: z
+      .tuple([positiveInt, positiveInt])
+      .optional()
+      .describe('[height, width] the base expects, for bases whose model.json does not fix it; checked against data.image.'),
+  })
+  .describe('A pretrained network the classifier starts from (transfer learning).')
+
+export const HeadSchema = z
+  .strictObject({
+    hidden: z.array(positiveInt).default([]).describe('Units of hidden dense (relu) layers between the base and the classifier.'),
+    dropout: fraction.default(0.2).describe('Dropout before each dense layer of the head.'),
+  })
+  .describe('The layers on top of model.base, ending in the softmax classifier.')
+
 export const ModelSchema = z
   .strictObject({
+    base: BaseSchema.optional(),
+    head: HeadSchema.optional(),
     preset: z
-      .enum(['mlp', 'cnn-small', 'cnn', 'cnn-tiny'])
+      .enum(['mlp', 'cnn-small', 'cnn', 'cnn-tiny', 'cnn-photo'])
       .optional()
-      .describe('A built-in architecture. cnn-small is the Keras "simple MNIST convnet".'),
+      .describe('A built-in architecture. cnn-small is the Keras "simple MNIST convnet"; cnn-photo (strided stem, global pooling) suits photo-size inputs trained from scratch.'),
     layers: z.array(LayerSchema).min(1).optional().describe('An explicit layer list (instead of a preset).'),
     dropout: fraction.optional().describe('Dropout rate used by presets that have dropout.'),
   })
   .refine((m) => !(m.preset && m.layers), {message: 'set either preset or layers, not both'})
-  .transform((m) => (m.preset || m.layers ? m : {...m, preset: 'cnn-small' as const}))
+  .refine((m) => !(m.base && (m.preset || m.layers)), {message: 'set either base (with head) or preset/layers, not both'})
+  .refine((m) => !(m.head && !m.base), {message: 'head goes with base'})
+  .transform((m) => (m.preset || m.layers || m.base ? m : {...m, preset: 'cnn-small' as const}))
 
 export const TrainSchema = z.strictObject({
   epochs: positiveInt.max(100_000).default(10),
@@ -170,6 +208,11 @@ export const TrainSchema = z.strictObject({
     .strictObject({
       shift: z.number().int().min(0).max(64).default(0).describe('Random translation up to this many pixels.'),
       flipHorizontal: z.boolean().default(false),
+      crop: fraction
+        .default(1)
+        .describe('Random resized crop: each image is cut to a random area between this share and all of it (aspect 3:4 to 4:3), then resized back; 1 = off. 0.5 suits photos.'),
+      brightness: fraction.default(0).describe('Random brightness change of up to this much (pixel values in [0,1]); 0 = off.'),
+      contrast: fraction.default(0).describe('Random contrast factor between 1 - this and 1 + this, around the image mean; 0 = off.'),
     })
     .prefault({}),
   schedule: z
@@ -189,6 +232,16 @@ export const TrainSchema = z.strictObject({
     .union([z.literal('auto'), z.record(z.string(), z.number().positive()), z.array(z.number().positive())])
     .optional()
     .describe('Loss weight per class for imbalanced data: auto (n / (classes x count) from the train split), {<class>: weight}, or a list by class index.'),
+  fineTune: z
+    .strictObject({
+      epochs: positiveInt.max(100_000).describe('Epochs of the second phase, after train.epochs with the base frozen.'),
+      learningRate: z.number().positive().max(10).default(0.0001).describe('Learning rate of the second phase (lower than train.learningRate).'),
+      unfreeze: z
+        .union([z.literal(true), positiveInt])
+        .describe('Base layers to unfreeze in the second phase: true = all, N = the top N layers that have weights.'),
+    })
+    .optional()
+    .describe('Two-phase fine-tuning of model.base: head first (base frozen), then the top of the base at a lower rate.'),
   earlyStopping: z
     .strictObject({
       patience: positiveInt.describe('Stop after this many epochs without validation improvement.'),
@@ -199,6 +252,13 @@ export const TrainSchema = z.strictObject({
         .describe("Keep the best epoch's weights (by monitor) as the run's model instead of the last epoch's; run.json records which epoch was kept."),
     })
     .optional(),
+  microBatch: z
+    .union([positiveInt, z.literal('auto')])
+    .default('auto')
+    .describe(
+      'Examples per forward/backward pass; a larger train.batchSize is split and its gradients summed (the same update). ' +
+        'auto: as many as fit a 1 GiB activation budget, estimated from the model.',
+    ),
   devices: z
     .union([positiveInt.max(64), z.literal('auto')])
     .default(1)
@@ -393,6 +453,8 @@ export type DataConfig = z.output<typeof DataSchema>
 export type ModelConfig = z.output<typeof ModelSchema>
 export type TrainConfig = z.output<typeof TrainSchema>
 export type LayerConfig = z.output<typeof LayerSchema>
+export type BaseConfig = z.output<typeof BaseSchema>
+export type HeadConfig = z.output<typeof HeadSchema>
 export type SplitName = z.output<typeof SplitName>
 export type MonitorConfig = z.output<typeof MonitorSchema>
 export const SPLITS: readonly SplitName[] = ['train', 'validation', 'test']

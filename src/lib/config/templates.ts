@@ -94,6 +94,63 @@ export:
 serve:
   port: 8080
 `,
+  photos: `# ml.yaml for photos: transfer learning from a pretrained MobileNet (224x224 RGB).
+# The base is downloaded once into ~/.cache/ml (or $ML_CACHE_DIR) and checked against its pin.
+name: photos
+
+data:
+  sources:
+    # One sub-folder per class: photos/cat/*.jpg, photos/dog/*.jpg, ...
+    - type: folder
+      path: ./photos
+  image:
+    width: 224         # what the base expects (checked)
+    height: 224
+    channels: 3
+    fit: cover
+  split:
+    validation: 0.1
+    test: 0.1
+    seed: 0
+  store: .ml/dataset
+
+model:
+  base:
+    # A TensorFlow.js layers model (fine-tunable) or graph model (frozen): a folder, gs:// or https://.
+    # In the ml repository, \`npm run base:mobilenet\` writes MobileNetV2 to .cache/bases/mobilenet-v2.
+    source: https://storage.googleapis.com/tfjs-models/tfjs/mobilenet_v1_0.25_224/model.json
+    # sha256: <64 hex digits>   # pin: a download that differs is refused
+    output: auto       # the last pooled layer; or a layer name (spatial outputs are average-pooled)
+    trainable: false   # frozen: features are computed once and cached, only the head trains
+    inputRange: [-1, 1]  # this MobileNetV1 takes [-1,1]; MobileNetV2 from nsfwjs takes [0,1]
+  head:
+    hidden: []         # e.g. [128] for a hidden dense layer
+    dropout: 0.2
+
+train:
+  epochs: 10
+  batchSize: 32
+  learningRate: 0.003
+  backend: auto
+  seed: 42
+  # fineTune:          # second phase: unfreeze the top of the base at a lower rate
+  #   epochs: 3
+  #   learningRate: 0.0001
+  #   unfreeze: 10
+  # augment:           # turns the feature cache off: the base then runs every step
+  #   crop: 0.5
+  #   flipHorizontal: true
+  #   brightness: 0.2
+  #   contrast: 0.2
+  runs: .ml/runs
+
+export:
+  dir: .ml/models
+  formats: [tfjs, onnx]
+
+serve:
+  port: 8080
+`,
 } as const
 
 export type TemplateName = keyof typeof TEMPLATES

@@ -30,19 +30,6 @@ export interface OnnxOptions {
   docString?: string
 }
 
-/** Layer classes the converter knows, for error messages and the README. */
-export const SUPPORTED_LAYERS = [
-  'InputLayer', 'Dense', 'Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'BatchNormalization', 'MaxPooling2D',
-  'AveragePooling2D', 'GlobalAveragePooling2D', 'GlobalMaxPooling2D', 'Activation', 'ReLU', 'LeakyReLU', 'ELU',
-  'Softmax', 'ThresholdedReLU', 'Flatten', 'Reshape', 'Dropout', 'SpatialDropout1D', 'GaussianNoise', 'GaussianDropout',
-  'AlphaDropout', 'Add', 'Multiply', 'Average', 'Maximum', 'Minimum', 'Concatenate', 'Rescaling', 'ZeroPadding2D',
-] as const
-
-export const SUPPORTED_ACTIVATIONS = [
-  'linear', 'relu', 'relu6', 'elu', 'selu', 'sigmoid', 'hardSigmoid', 'tanh', 'softmax', 'logSoftmax', 'softplus',
-  'softsign', 'swish', 'mish', 'gelu', 'gelu_new',
-] as const
-
 /** A tensor in the graph: its ONNX name, its shape as Keras sees it (no batch), and whether it is stored NCHW. */
 interface Value {
   name: string
@@ -314,59 +301,49 @@ function activationName(value: unknown): string {
 
 const ALIASES: Record<string, string> = {hard_sigmoid: 'hardSigmoid', log_softmax: 'logSoftmax', silu: 'swish', gelu_tanh: 'gelu_new'}
 
+type ActivationConverter = (g: Graph, v: Value, base: string, out: (name: string) => Value, channelAxis: number) => Value
+
+/** ONNX for each Keras activation; SUPPORTED_ACTIVATIONS is derived from it. */
+const ACTIVATIONS: Record<string, ActivationConverter> = {
+  linear: (_g, v) => v,
+  relu: (g, v, base, out) => out(g.node('Relu', [v.name], base)),
+  relu6: (g, v, base, out) => out(g.node('Clip', [v.name, g.scalar(`${base}_min`, 0), g.scalar(`${base}_max`, 6)], base)),
+  elu: (g, v, base, out) => out(g.node('Elu', [v.name], base, [attr('alpha', 1, 'float')])),
+  selu: (g, v, base, out) => out(g.node('Selu', [v.name], base, [attr('alpha', 1.6732632423543772, 'float'), attr('gamma', 1.0507009873554805, 'float')])),
+  sigmoid: (g, v, base, out) => out(g.node('Sigmoid', [v.name], base)),
+  hardSigmoid: (g, v, base, out) => out(g.node('HardSigmoid', [v.name], base, [attr('alpha', 0.2, 'float'), attr('beta', 0.5, 'float')])),
+  tanh: (g, v, base, out) => out(g.node('Tanh', [v.name], base)),
+  softplus: (g, v, base, out) => out(g.node('Softplus', [v.name], base)),
+  softsign: (g, v, base, out) => out(g.node('Softsign', [v.name], base)),
+  softmax: (g, v, base, out, channelAxis) => out(g.node('Softmax', [v.name], base, [attr('axis', channelAxis)])),
+  logSoftmax: (g, v, base, out, channelAxis) => out(g.node('LogSoftmax', [v.name], base, [attr('axis', channelAxis)])),
+  swish: (g, v, base, out) => out(g.node('Mul', [v.name, g.node('Sigmoid', [v.name], `${base}_sigmoid`)], base)),
+  mish: (g, v, base, out) => {
+    const sp = g.node('Softplus', [v.name], `${base}_softplus`)
+    return out(g.node('Mul', [v.name, g.node('Tanh', [sp], `${base}_tanh`)], base))
+  },
+  gelu: (g, v, base, out) => {
+    // tfjs: x * 0.5 * (1 + erf(x / sqrt(2)))
+    const erf = g.node('Erf', [g.node('Div', [v.name, g.scalar(`${base}_sqrt2`, Math.SQRT2)], `${base}_scaled`)], `${base}_erf`)
+    const cdf = g.node('Mul', [g.node('Add', [erf, g.scalar(`${base}_one`, 1)], `${base}_plus1`), g.scalar(`${base}_half`, 0.5)], `${base}_cdf`)
+    return out(g.node('Mul', [v.name, cdf], base))
+  },
+  gelu_new: (g, v, base, out) => {
+    // tfjs: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
+    const cube = g.node('Mul', [v.name, g.node('Mul', [v.name, v.name], `${base}_sq`)], `${base}_cube`)
+    const inner = g.node('Add', [v.name, g.node('Mul', [cube, g.scalar(`${base}_c`, 0.044715)], `${base}_cubec`)], `${base}_inner`)
+    const t = g.node('Tanh', [g.node('Mul', [inner, g.scalar(`${base}_k`, Math.sqrt(2 / Math.PI))], `${base}_arg`)], `${base}_tanh`)
+    const half = g.node('Mul', [g.node('Add', [t, g.scalar(`${base}_one`, 1)], `${base}_plus1`), g.scalar(`${base}_half`, 0.5)], `${base}_halfsum`)
+    return out(g.node('Mul', [v.name, half], base))
+  },
+}
+
 function applyActivation(g: Graph, layer: LayerSpec, v: Value, raw: unknown): Value {
   const name = ALIASES[activationName(raw)] ?? activationName(raw)
-  const base = `${layer.name}/${name}`
+  const convert = ACTIVATIONS[name]
+  if (!convert) throw unsupported(layer, `activation "${name}"`)
   const out = (n: string): Value => ({name: n, shape: v.shape, nchw: v.nchw})
-  const channelAxis = v.nchw && v.shape.length === 3 ? 1 : -1
-  switch (name) {
-    case 'linear':
-      return v
-    case 'relu':
-      return out(g.node('Relu', [v.name], base))
-    case 'relu6':
-      return out(g.node('Clip', [v.name, g.scalar(`${base}_min`, 0), g.scalar(`${base}_max`, 6)], base))
-    case 'elu':
-      return out(g.node('Elu', [v.name], base, [attr('alpha', 1, 'float')]))
-    case 'selu':
-      return out(g.node('Selu', [v.name], base, [attr('alpha', 1.6732632423543772, 'float'), attr('gamma', 1.0507009873554805, 'float')]))
-    case 'sigmoid':
-      return out(g.node('Sigmoid', [v.name], base))
-    case 'hardSigmoid':
-      return out(g.node('HardSigmoid', [v.name], base, [attr('alpha', 0.2, 'float'), attr('beta', 0.5, 'float')]))
-    case 'tanh':
-      return out(g.node('Tanh', [v.name], base))
-    case 'softplus':
-      return out(g.node('Softplus', [v.name], base))
-    case 'softsign':
-      return out(g.node('Softsign', [v.name], base))
-    case 'softmax':
-      return out(g.node('Softmax', [v.name], base, [attr('axis', channelAxis)]))
-    case 'logSoftmax':
-      return out(g.node('LogSoftmax', [v.name], base, [attr('axis', channelAxis)]))
-    case 'swish':
-      return out(g.node('Mul', [v.name, g.node('Sigmoid', [v.name], `${base}_sigmoid`)], base))
-    case 'mish': {
-      const sp = g.node('Softplus', [v.name], `${base}_softplus`)
-      return out(g.node('Mul', [v.name, g.node('Tanh', [sp], `${base}_tanh`)], base))
-    }
-    case 'gelu': {
-      // tfjs: x * 0.5 * (1 + erf(x / sqrt(2)))
-      const erf = g.node('Erf', [g.node('Div', [v.name, g.scalar(`${base}_sqrt2`, Math.SQRT2)], `${base}_scaled`)], `${base}_erf`)
-      const cdf = g.node('Mul', [g.node('Add', [erf, g.scalar(`${base}_one`, 1)], `${base}_plus1`), g.scalar(`${base}_half`, 0.5)], `${base}_cdf`)
-      return out(g.node('Mul', [v.name, cdf], base))
-    }
-    case 'gelu_new': {
-      // tfjs: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
-      const cube = g.node('Mul', [v.name, g.node('Mul', [v.name, v.name], `${base}_sq`)], `${base}_cube`)
-      const inner = g.node('Add', [v.name, g.node('Mul', [cube, g.scalar(`${base}_c`, 0.044715)], `${base}_cubec`)], `${base}_inner`)
-      const t = g.node('Tanh', [g.node('Mul', [inner, g.scalar(`${base}_k`, Math.sqrt(2 / Math.PI))], `${base}_arg`)], `${base}_tanh`)
-      const half = g.node('Mul', [g.node('Add', [t, g.scalar(`${base}_one`, 1)], `${base}_plus1`), g.scalar(`${base}_half`, 0.5)], `${base}_halfsum`)
-      return out(g.node('Mul', [v.name, half], base))
-    }
-    default:
-      throw unsupported(layer, `activation "${name}"`)
-  }
+  return convert(g, v, `${layer.name}/${name}`, out, v.nchw && v.shape.length === 3 ? 1 : -1)
 }
 
 function channelsLast(layer: LayerSpec): void {
@@ -386,210 +363,301 @@ function storedAxis(layer: LayerSpec, v: Value, axis: number): number {
   return v.nchw && rank === 4 ? [0, 2, 3, 1][a]! : a
 }
 
-function convert(g: Graph, layer: LayerSpec, inputs: Value[]): Value {
-  const c = layer.config
-  const one = (): Value => {
-    if (inputs.length !== 1) throw unsupported(layer, `called on ${inputs.length} inputs`)
-    return inputs[0]!
-  }
-  const n = layer.name
-  switch (layer.className) {
-    case 'Dropout':
-    case 'SpatialDropout1D':
-    case 'SpatialDropout2D':
-    case 'GaussianNoise':
-    case 'GaussianDropout':
-    case 'AlphaDropout':
-      // Training-time noise: the identity at inference.
-      return one()
-    case 'Activation':
-      return applyActivation(g, layer, one(), c.activation)
-    case 'ReLU': {
-      const v = one()
-      const max = c.max_value
-      if (max === null || max === undefined) return {...v, name: g.node('Relu', [v.name], n)}
-      return {...v, name: g.node('Clip', [v.name, g.scalar(`${n}_min`, 0), g.scalar(`${n}_max`, Number(max))], n)}
-    }
-    case 'LeakyReLU': {
-      const v = one()
-      return {...v, name: g.node('LeakyRelu', [v.name], n, [attr('alpha', Number(c.alpha ?? 0.3), 'float')])}
-    }
-    case 'ELU': {
-      const v = one()
-      return {...v, name: g.node('Elu', [v.name], n, [attr('alpha', Number(c.alpha ?? 1), 'float')])}
-    }
-    case 'ThresholdedReLU': {
-      const v = one()
-      return {...v, name: g.node('ThresholdedRelu', [v.name], n, [attr('alpha', Number(c.theta ?? 1), 'float')])}
-    }
-    case 'Softmax': {
-      const v = one()
-      const axis = Array.isArray(c.axis) ? (c.axis as number[]) : [Number(c.axis ?? -1)]
-      if (axis.length !== 1) throw unsupported(layer, 'softmax over several axes')
-      return {...v, name: g.node('Softmax', [v.name], n, [attr('axis', storedAxis(layer, v, axis[0]!))])}
-    }
-    case 'Rescaling': {
-      const v = one()
-      const scaled = g.node('Mul', [v.name, g.scalar(`${n}_scale`, Number(c.scale ?? 1))], `${n}_mul`)
-      return {...v, name: g.node('Add', [scaled, g.scalar(`${n}_offset`, Number(c.offset ?? 0))], n)}
-    }
-    case 'Dense': {
-      const v = g.nhwc(one())
-      const units = Number(c.units)
-      let out = g.node('MatMul', [v.name, g.weight(layer, `${n}/kernel`)], `${n}_matmul`)
-      if (c.use_bias !== false) out = g.node('Add', [out, g.weight(layer, `${n}/bias`)], `${n}_bias`)
-      return applyActivation(g, layer, {name: out, shape: [...v.shape.slice(0, -1), units], nchw: false}, c.activation)
-    }
-    case 'Conv2D':
-    case 'DepthwiseConv2D':
-    case 'SeparableConv2D': {
-      channelsLast(layer)
-      const input = one()
-      spatialInput(layer, input)
-      const v = g.nchw(input)
-      const [h, w, channels] = v.shape as [number, number, number]
-      const kernel = pair(c.kernel_size, 1)
-      const strides = pair(c.strides, 1)
-      const dilation = pair(c.dilation_rate, 1)
-      const {outH, outW, pads} = spatial(layer, h, w, kernel, strides, dilation, c.padding)
-      const convAttrs = (group: number) => [
-        attr('kernel_shape', kernel),
-        attr('strides', strides),
-        attr('dilations', dilation),
-        attr('pads', pads),
-        attr('group', group),
-      ]
-      let out: string
-      let filters: number
-      if (layer.className === 'Conv2D') {
-        filters = Number(c.filters)
-        // HWIO -> OIHW
-        const inputs = [v.name, g.weight(layer, `${n}/kernel`, [3, 2, 0, 1])]
-        if (c.use_bias !== false) inputs.push(g.weight(layer, `${n}/bias`))
-        out = g.node('Conv', inputs, `${n}_conv`, convAttrs(1))
-      } else {
-        // From the kernel's shape: tfjs leaves depth_multiplier out of SeparableConv2D's config.
-        const multiplier = g.shapeOf(layer, `${n}/depthwise_kernel`)[3]!
-        // [kh,kw,C,M] -> [C*M,1,kh,kw]: output channel c*M+m, as TensorFlow orders depthwise outputs.
-        const depthwise = g.weight(layer, `${n}/depthwise_kernel`, [2, 3, 0, 1], [channels * multiplier, 1, kernel[0], kernel[1]])
-        if (layer.className === 'DepthwiseConv2D') {
-          filters = channels * multiplier
-          const inputs = [v.name, depthwise]
-          if (c.use_bias !== false) inputs.push(g.weight(layer, `${n}/bias`))
-          out = g.node('Conv', inputs, `${n}_depthwise`, convAttrs(channels))
-        } else {
-          filters = Number(c.filters)
-          const dw = g.node('Conv', [v.name, depthwise], `${n}_depthwise`, convAttrs(channels))
-          const inputs = [dw, g.weight(layer, `${n}/pointwise_kernel`, [3, 2, 0, 1])]
-          if (c.use_bias !== false) inputs.push(g.weight(layer, `${n}/bias`))
-          out = g.node('Conv', inputs, `${n}_pointwise`, [attr('kernel_shape', [1, 1])])
-        }
-      }
-      return applyActivation(g, layer, {name: out, shape: [outH, outW, filters], nchw: true}, c.activation)
-    }
-    case 'MaxPooling2D':
-    case 'AveragePooling2D': {
-      channelsLast(layer)
-      const input = one()
-      spatialInput(layer, input)
-      const v = g.nchw(input)
-      const kernel = pair(c.pool_size, 2)
-      const strides = c.strides === null || c.strides === undefined ? kernel : pair(c.strides, 1)
-      const {outH, outW, pads} = spatial(layer, v.shape[0]!, v.shape[1]!, kernel, strides, [1, 1], c.padding)
-      const attrs = [attr('kernel_shape', kernel), attr('strides', strides), attr('pads', pads)]
-      // count_include_pad = 0: like TensorFlow, 'same' averages over the real pixels only.
-      if (layer.className === 'AveragePooling2D') attrs.push(attr('count_include_pad', 0))
-      const op = layer.className === 'MaxPooling2D' ? 'MaxPool' : 'AveragePool'
-      return {name: g.node(op, [v.name], n, attrs), shape: [outH, outW, v.shape[2]!], nchw: true}
-    }
-    case 'GlobalAveragePooling2D':
-    case 'GlobalMaxPooling2D': {
-      channelsLast(layer)
-      const input = one()
-      spatialInput(layer, input)
-      if (c.keepdims === true) throw unsupported(layer, 'keepdims')
-      const v = g.nchw(input)
-      const op = layer.className === 'GlobalAveragePooling2D' ? 'GlobalAveragePool' : 'GlobalMaxPool'
-      const pooled = g.node(op, [v.name], `${n}_pool`)
-      return {name: g.node('Flatten', [pooled], n, [attr('axis', 1)]), shape: [v.shape[2]!], nchw: false}
-    }
-    case 'BatchNormalization': {
-      const input = one()
-      const rank = input.shape.length + 1
-      const axis = Array.isArray(c.axis) ? (c.axis as number[]) : [Number(c.axis ?? -1)]
-      if (axis.length !== 1 || (axis[0] !== -1 && axis[0] !== rank - 1)) throw unsupported(layer, `normalisation over axis ${JSON.stringify(c.axis)} (only the channel axis)`)
-      if (rank !== 2 && rank !== 4) throw unsupported(layer, `a rank-${rank} input`)
-      const v = rank === 4 ? g.nchw(input) : input
-      const channels = v.shape.at(-1)!
-      const gamma = c.scale !== false && g.has(`${n}/gamma`) ? g.weight(layer, `${n}/gamma`) : g.floats(`${n}/gamma`, new Float32Array(channels).fill(1))
-      const beta = c.center !== false && g.has(`${n}/beta`) ? g.weight(layer, `${n}/beta`) : g.floats(`${n}/beta`, new Float32Array(channels))
-      const out = g.node('BatchNormalization', [v.name, gamma, beta, g.weight(layer, `${n}/moving_mean`), g.weight(layer, `${n}/moving_variance`)], n, [
-        attr('epsilon', Number(c.epsilon ?? 1e-3), 'float'),
-      ])
-      return {name: out, shape: v.shape, nchw: v.nchw}
-    }
-    case 'Flatten': {
-      const v = g.nhwc(one())
-      if (v.shape.length === 1) return v
-      return {name: g.node('Flatten', [v.name], n, [attr('axis', 1)]), shape: [product(v.shape)], nchw: false}
-    }
-    case 'Reshape': {
-      const v = g.nhwc(one())
-      const target = (c.target_shape as number[]).map(Number)
-      const known = product(target.filter((d) => d !== -1))
-      const shape = target.map((d) => (d === -1 ? product(v.shape) / known : d))
-      if (product(shape) !== product(v.shape) || !shape.every((d) => Number.isInteger(d) && d > 0)) {
-        throw unsupported(layer, `cannot reshape [${v.shape.join(',')}] to [${target.join(',')}]`)
-      }
-      // 0 copies the batch dimension, so the batch stays dynamic.
-      return {name: g.node('Reshape', [v.name, g.int64s(`${n}_shape`, [0, ...shape])], n), shape, nchw: false}
-    }
-    case 'ZeroPadding2D': {
-      channelsLast(layer)
-      const input = one()
-      spatialInput(layer, input)
-      const v = g.nchw(input)
-      const p = c.padding
-      const [[top, bottom], [left, right]] = typeof p === 'number' ? [[p, p], [p, p]] : Array.isArray(p) && typeof p[0] === 'number' ? [[p[0], p[0]], [p[1], p[1]]] : (p as number[][])
-      const pads = g.int64s(`${n}_pads`, [0, 0, top!, left!, 0, 0, bottom!, right!])
-      return {name: g.node('Pad', [v.name, pads], n), shape: [v.shape[0]! + top! + bottom!, v.shape[1]! + left! + right!, v.shape[2]!], nchw: true}
-    }
-    case 'Add':
-    case 'Multiply':
-    case 'Average':
-    case 'Maximum':
-    case 'Minimum':
-    case 'Subtract': {
-      if (inputs.length < 2) throw unsupported(layer, 'needs at least two inputs')
-      const first = inputs[0]!
-      const same = inputs.map((v) => (first.nchw ? g.nchw(v) : g.nhwc(v)))
-      if (same.some((v) => v.shape.join(',') !== first.shape.join(','))) throw unsupported(layer, 'inputs of different shapes (broadcasting)')
-      const names = same.map((v) => v.name)
-      const variadic: Record<string, string> = {Add: 'Sum', Average: 'Mean', Maximum: 'Max', Minimum: 'Min'}
-      const op = variadic[layer.className]
-      let out: string
-      if (op) out = g.node(op, names, n)
-      else if (layer.className === 'Subtract') {
-        if (names.length !== 2) throw unsupported(layer, 'subtract needs exactly two inputs')
-        out = g.node('Sub', names, n)
-      } else out = names.slice(1).reduce((acc, x, i) => g.node('Mul', [acc, x], i === names.length - 2 ? n : `${n}_${i}`), names[0]!)
-      return {name: out, shape: first.shape, nchw: same[0]!.nchw}
-    }
-    case 'Concatenate': {
-      if (inputs.length < 2) throw unsupported(layer, 'needs at least two inputs')
-      const first = inputs[0]!
-      const same = inputs.map((v) => (first.nchw ? g.nchw(v) : g.nhwc(v)))
-      const rank = first.shape.length + 1
-      const kerasAxis = Number(c.axis ?? -1) < 0 ? Number(c.axis ?? -1) + rank : Number(c.axis ?? -1)
-      const shape = [...first.shape]
-      shape[kerasAxis - 1] = same.reduce((a, v) => a + v.shape[kerasAxis - 1]!, 0)
-      const out = g.node('Concat', same.map((v) => v.name), n, [attr('axis', storedAxis(layer, same[0]!, kerasAxis))])
-      return {name: out, shape, nchw: same[0]!.nchw}
-    }
-    default:
-      throw unsupported(layer, 'this layer type has no ONNX conversion')
-  }
+type LayerConverter = (g: Graph, layer: LayerSpec, inputs: Value[]) => Value
+
+function single(layer: LayerSpec, inputs: Value[]): Value {
+  if (inputs.length !== 1) throw unsupported(layer, `called on ${inputs.length} inputs`)
+  return inputs[0]!
 }
+
+/** Dropout and the other training-time noise layers: the identity at inference. */
+const convertDropout: LayerConverter = (_g, layer, inputs) => single(layer, inputs)
+
+/** Activation */
+const convertActivation: LayerConverter = (g, layer, inputs) => applyActivation(g, layer, single(layer, inputs), layer.config.activation)
+
+/** ReLU */
+const convertReLU: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  const v = single(layer, inputs)
+  const max = c.max_value
+  if (max === null || max === undefined) return {...v, name: g.node('Relu', [v.name], n)}
+  return {...v, name: g.node('Clip', [v.name, g.scalar(`${n}_min`, 0), g.scalar(`${n}_max`, Number(max))], n)}
+}
+
+/** LeakyReLU */
+const convertLeakyReLU: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  const v = single(layer, inputs)
+  return {...v, name: g.node('LeakyRelu', [v.name], n, [attr('alpha', Number(c.alpha ?? 0.3), 'float')])}
+}
+
+/** ELU */
+const convertELU: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  const v = single(layer, inputs)
+  return {...v, name: g.node('Elu', [v.name], n, [attr('alpha', Number(c.alpha ?? 1), 'float')])}
+}
+
+/** ThresholdedReLU */
+const convertThresholdedReLU: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  const v = single(layer, inputs)
+  return {...v, name: g.node('ThresholdedRelu', [v.name], n, [attr('alpha', Number(c.theta ?? 1), 'float')])}
+}
+
+/** Softmax */
+const convertSoftmax: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  const v = single(layer, inputs)
+  const axis = Array.isArray(c.axis) ? (c.axis as number[]) : [Number(c.axis ?? -1)]
+  if (axis.length !== 1) throw unsupported(layer, 'softmax over several axes')
+  return {...v, name: g.node('Softmax', [v.name], n, [attr('axis', storedAxis(layer, v, axis[0]!))])}
+}
+
+/** Rescaling */
+const convertRescaling: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  const v = single(layer, inputs)
+  const scaled = g.node('Mul', [v.name, g.scalar(`${n}_scale`, Number(c.scale ?? 1))], `${n}_mul`)
+  return {...v, name: g.node('Add', [scaled, g.scalar(`${n}_offset`, Number(c.offset ?? 0))], n)}
+}
+
+/** Dense */
+const convertDense: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  const v = g.nhwc(single(layer, inputs))
+  const units = Number(c.units)
+  let out = g.node('MatMul', [v.name, g.weight(layer, `${n}/kernel`)], `${n}_matmul`)
+  if (c.use_bias !== false) out = g.node('Add', [out, g.weight(layer, `${n}/bias`)], `${n}_bias`)
+  return applyActivation(g, layer, {name: out, shape: [...v.shape.slice(0, -1), units], nchw: false}, c.activation)
+}
+
+/** Conv2D, DepthwiseConv2D, SeparableConv2D */
+const convertConvolution: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  channelsLast(layer)
+  const input = single(layer, inputs)
+  spatialInput(layer, input)
+  const v = g.nchw(input)
+  const [h, w, channels] = v.shape as [number, number, number]
+  const kernel = pair(c.kernel_size, 1)
+  const strides = pair(c.strides, 1)
+  const dilation = pair(c.dilation_rate, 1)
+  const {outH, outW, pads} = spatial(layer, h, w, kernel, strides, dilation, c.padding)
+  const convAttrs = (group: number) => [
+    attr('kernel_shape', kernel),
+    attr('strides', strides),
+    attr('dilations', dilation),
+    attr('pads', pads),
+    attr('group', group),
+  ]
+  let out: string
+  let filters: number
+  if (layer.className === 'Conv2D') {
+    filters = Number(c.filters)
+    // HWIO -> OIHW
+    const inputs = [v.name, g.weight(layer, `${n}/kernel`, [3, 2, 0, 1])]
+    if (c.use_bias !== false) inputs.push(g.weight(layer, `${n}/bias`))
+    out = g.node('Conv', inputs, `${n}_conv`, convAttrs(1))
+  } else {
+    // From the kernel's shape: tfjs leaves depth_multiplier out of SeparableConv2D's config.
+    const multiplier = g.shapeOf(layer, `${n}/depthwise_kernel`)[3]!
+    // [kh,kw,C,M] -> [C*M,1,kh,kw]: output channel c*M+m, as TensorFlow orders depthwise outputs.
+    const depthwise = g.weight(layer, `${n}/depthwise_kernel`, [2, 3, 0, 1], [channels * multiplier, 1, kernel[0], kernel[1]])
+    if (layer.className === 'DepthwiseConv2D') {
+      filters = channels * multiplier
+      const inputs = [v.name, depthwise]
+      if (c.use_bias !== false) inputs.push(g.weight(layer, `${n}/bias`))
+      out = g.node('Conv', inputs, `${n}_depthwise`, convAttrs(channels))
+    } else {
+      filters = Number(c.filters)
+      const dw = g.node('Conv', [v.name, depthwise], `${n}_depthwise`, convAttrs(channels))
+      const inputs = [dw, g.weight(layer, `${n}/pointwise_kernel`, [3, 2, 0, 1])]
+      if (c.use_bias !== false) inputs.push(g.weight(layer, `${n}/bias`))
+      out = g.node('Conv', inputs, `${n}_pointwise`, [attr('kernel_shape', [1, 1])])
+    }
+  }
+  return applyActivation(g, layer, {name: out, shape: [outH, outW, filters], nchw: true}, c.activation)
+}
+
+/** MaxPooling2D, AveragePooling2D */
+const convertPooling2D: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  channelsLast(layer)
+  const input = single(layer, inputs)
+  spatialInput(layer, input)
+  const v = g.nchw(input)
+  const kernel = pair(c.pool_size, 2)
+  const strides = c.strides === null || c.strides === undefined ? kernel : pair(c.strides, 1)
+  const {outH, outW, pads} = spatial(layer, v.shape[0]!, v.shape[1]!, kernel, strides, [1, 1], c.padding)
+  const attrs = [attr('kernel_shape', kernel), attr('strides', strides), attr('pads', pads)]
+  // count_include_pad = 0: like TensorFlow, 'same' averages over the real pixels only.
+  if (layer.className === 'AveragePooling2D') attrs.push(attr('count_include_pad', 0))
+  const op = layer.className === 'MaxPooling2D' ? 'MaxPool' : 'AveragePool'
+  return {name: g.node(op, [v.name], n, attrs), shape: [outH, outW, v.shape[2]!], nchw: true}
+}
+
+/** GlobalAveragePooling2D, GlobalMaxPooling2D */
+const convertGlobalPooling2D: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  channelsLast(layer)
+  const input = single(layer, inputs)
+  spatialInput(layer, input)
+  if (c.keepdims === true) throw unsupported(layer, 'keepdims')
+  const v = g.nchw(input)
+  const op = layer.className === 'GlobalAveragePooling2D' ? 'GlobalAveragePool' : 'GlobalMaxPool'
+  const pooled = g.node(op, [v.name], `${n}_pool`)
+  return {name: g.node('Flatten', [pooled], n, [attr('axis', 1)]), shape: [v.shape[2]!], nchw: false}
+}
+
+/** BatchNormalization */
+const convertBatchNormalization: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  const input = single(layer, inputs)
+  const rank = input.shape.length + 1
+  const axis = Array.isArray(c.axis) ? (c.axis as number[]) : [Number(c.axis ?? -1)]
+  if (axis.length !== 1 || (axis[0] !== -1 && axis[0] !== rank - 1)) throw unsupported(layer, `normalisation over axis ${JSON.stringify(c.axis)} (only the channel axis)`)
+  if (rank !== 2 && rank !== 4) throw unsupported(layer, `a rank-${rank} input`)
+  const v = rank === 4 ? g.nchw(input) : input
+  const channels = v.shape.at(-1)!
+  const gamma = c.scale !== false && g.has(`${n}/gamma`) ? g.weight(layer, `${n}/gamma`) : g.floats(`${n}/gamma`, new Float32Array(channels).fill(1))
+  const beta = c.center !== false && g.has(`${n}/beta`) ? g.weight(layer, `${n}/beta`) : g.floats(`${n}/beta`, new Float32Array(channels))
+  const out = g.node('BatchNormalization', [v.name, gamma, beta, g.weight(layer, `${n}/moving_mean`), g.weight(layer, `${n}/moving_variance`)], n, [
+    attr('epsilon', Number(c.epsilon ?? 1e-3), 'float'),
+  ])
+  return {name: out, shape: v.shape, nchw: v.nchw}
+}
+
+/** Flatten */
+const convertFlatten: LayerConverter = (g, layer, inputs) => {
+  const n = layer.name
+  const v = g.nhwc(single(layer, inputs))
+  if (v.shape.length === 1) return v
+  return {name: g.node('Flatten', [v.name], n, [attr('axis', 1)]), shape: [product(v.shape)], nchw: false}
+}
+
+/** Reshape */
+const convertReshape: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  const v = g.nhwc(single(layer, inputs))
+  const target = (c.target_shape as number[]).map(Number)
+  const known = product(target.filter((d) => d !== -1))
+  const shape = target.map((d) => (d === -1 ? product(v.shape) / known : d))
+  if (product(shape) !== product(v.shape) || !shape.every((d) => Number.isInteger(d) && d > 0)) {
+    throw unsupported(layer, `cannot reshape [${v.shape.join(',')}] to [${target.join(',')}]`)
+  }
+  // 0 copies the batch dimension, so the batch stays dynamic.
+  return {name: g.node('Reshape', [v.name, g.int64s(`${n}_shape`, [0, ...shape])], n), shape, nchw: false}
+}
+
+/** ZeroPadding2D */
+const convertZeroPadding2D: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  channelsLast(layer)
+  const input = single(layer, inputs)
+  spatialInput(layer, input)
+  const v = g.nchw(input)
+  const p = c.padding
+  const [[top, bottom], [left, right]] = typeof p === 'number' ? [[p, p], [p, p]] : Array.isArray(p) && typeof p[0] === 'number' ? [[p[0], p[0]], [p[1], p[1]]] : (p as number[][])
+  const pads = g.int64s(`${n}_pads`, [0, 0, top!, left!, 0, 0, bottom!, right!])
+  return {name: g.node('Pad', [v.name, pads], n), shape: [v.shape[0]! + top! + bottom!, v.shape[1]! + left! + right!, v.shape[2]!], nchw: true}
+}
+
+/** Add, Multiply, Average, Maximum, Minimum, Subtract */
+const convertMerge: LayerConverter = (g, layer, inputs) => {
+  const n = layer.name
+  if (inputs.length < 2) throw unsupported(layer, 'needs at least two inputs')
+  const first = inputs[0]!
+  const same = inputs.map((v) => (first.nchw ? g.nchw(v) : g.nhwc(v)))
+  if (same.some((v) => v.shape.join(',') !== first.shape.join(','))) throw unsupported(layer, 'inputs of different shapes (broadcasting)')
+  const names = same.map((v) => v.name)
+  const variadic: Record<string, string> = {Add: 'Sum', Average: 'Mean', Maximum: 'Max', Minimum: 'Min'}
+  const op = variadic[layer.className]
+  let out: string
+  if (op) out = g.node(op, names, n)
+  else if (layer.className === 'Subtract') {
+    if (names.length !== 2) throw unsupported(layer, 'subtract needs exactly two inputs')
+    out = g.node('Sub', names, n)
+  } else out = names.slice(1).reduce((acc, x, i) => g.node('Mul', [acc, x], i === names.length - 2 ? n : `${n}_${i}`), names[0]!)
+  return {name: out, shape: first.shape, nchw: same[0]!.nchw}
+}
+
+/** Concatenate */
+const convertConcatenate: LayerConverter = (g, layer, inputs) => {
+  const c = layer.config
+  const n = layer.name
+  if (inputs.length < 2) throw unsupported(layer, 'needs at least two inputs')
+  const first = inputs[0]!
+  const same = inputs.map((v) => (first.nchw ? g.nchw(v) : g.nhwc(v)))
+  const rank = first.shape.length + 1
+  const kerasAxis = Number(c.axis ?? -1) < 0 ? Number(c.axis ?? -1) + rank : Number(c.axis ?? -1)
+  const shape = [...first.shape]
+  shape[kerasAxis - 1] = same.reduce((a, v) => a + v.shape[kerasAxis - 1]!, 0)
+  const out = g.node('Concat', same.map((v) => v.name), n, [attr('axis', storedAxis(layer, same[0]!, kerasAxis))])
+  return {name: out, shape, nchw: same[0]!.nchw}
+}
+
+/** The converter of each layer class; SUPPORTED_LAYERS is derived from it, so the two cannot drift. */
+const CONVERTERS: Record<string, LayerConverter> = {
+  Dropout: convertDropout,
+  SpatialDropout1D: convertDropout,
+  SpatialDropout2D: convertDropout,
+  GaussianNoise: convertDropout,
+  GaussianDropout: convertDropout,
+  AlphaDropout: convertDropout,
+  Activation: convertActivation,
+  ReLU: convertReLU,
+  LeakyReLU: convertLeakyReLU,
+  ELU: convertELU,
+  ThresholdedReLU: convertThresholdedReLU,
+  Softmax: convertSoftmax,
+  Rescaling: convertRescaling,
+  Dense: convertDense,
+  Conv2D: convertConvolution,
+  DepthwiseConv2D: convertConvolution,
+  SeparableConv2D: convertConvolution,
+  MaxPooling2D: convertPooling2D,
+  AveragePooling2D: convertPooling2D,
+  GlobalAveragePooling2D: convertGlobalPooling2D,
+  GlobalMaxPooling2D: convertGlobalPooling2D,
+  BatchNormalization: convertBatchNormalization,
+  Flatten: convertFlatten,
+  Reshape: convertReshape,
+  ZeroPadding2D: convertZeroPadding2D,
+  Add: convertMerge,
+  Multiply: convertMerge,
+  Average: convertMerge,
+  Maximum: convertMerge,
+  Minimum: convertMerge,
+  Subtract: convertMerge,
+  Concatenate: convertConcatenate,
+}
+
+function convert(g: Graph, layer: LayerSpec, inputs: Value[]): Value {
+  const converter = CONVERTERS[layer.className]
+  if (!converter) throw unsupported(layer, 'this layer type has no ONNX conversion')
+  return converter(g, layer, inputs)
+}
+
+/** Layer classes the converter knows, for error messages and the README: derived from the table. */
+export const SUPPORTED_LAYERS: readonly string[] = ['InputLayer', ...Object.keys(CONVERTERS)]
+
+/** Activations the converter knows: derived from the table. */
+export const SUPPORTED_ACTIVATIONS: readonly string[] = Object.keys(ACTIVATIONS)
 
 function inputShape(layer: LayerSpec): number[] {
   const batchShape = layer.config.batch_input_shape as Array<number | null> | undefined

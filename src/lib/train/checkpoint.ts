@@ -21,6 +21,8 @@ export interface TrainingPosition {
   history: EpochMetrics[]
   best?: {epoch: number; value: number}
   epochsWithoutImprovement: number
+  /** The training phase the saved optimizer state belongs to (model.base runs with train.fineTune). */
+  phase?: 'head' | 'fine-tune'
 }
 
 interface TensorEntry {

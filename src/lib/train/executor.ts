@@ -5,7 +5,7 @@ import {loadSplit} from '../data/store.js'
 import type {DatasetManifest} from '../data/types.js'
 import {initEngine} from '../engine/backend.js'
 import type {TrainingPosition} from './checkpoint.js'
-import {Replica, type SliceResult, type ValidationResult} from './replica.js'
+import {Replica, type SliceResult, type TrainingPhase, type ValidationResult} from './replica.js'
 
 export interface ExecutorStart {
   config: MlConfig
@@ -24,6 +24,8 @@ export interface Executor {
   readonly validationCount: number
   /** The position restored from a checkpoint, if any. */
   readonly restored?: TrainingPosition
+  /** Enters a training phase (no-op when already in it); returns the base layers it unfroze. */
+  startPhase(phase: TrainingPhase): Promise<string[]>
   step(epoch: number, step: number, order: Uint32Array, start: number, size: number): Promise<SliceResult>
   /** Epoch boundary: workers reconcile batch-norm statistics and prove their weights are identical. */
   endEpoch(epoch: number): Promise<void>
@@ -39,15 +41,23 @@ export class LocalExecutor implements Executor {
   private constructor(
     private readonly replica: Replica,
     readonly backend: string,
-    readonly notes: string[],
+    private readonly engineNotes: string[],
     readonly restored?: TrainingPosition,
   ) {}
+
+  get notes(): string[] {
+    return [...this.engineNotes, ...this.replica.notes]
+  }
+
+  startPhase(phase: TrainingPhase) {
+    return this.replica.startPhase(phase)
+  }
 
   static async start(options: ExecutorStart): Promise<LocalExecutor> {
     const engine = await initEngine(options.config.train.backend)
     const train = await loadSplit(options.store, 'train', options.manifest)
     const validation = await loadSplit(options.store, 'validation', options.manifest)
-    const {replica, position} = await Replica.create(options.config, options.manifest.classes.length, train, validation, options.checkpointsDir)
+    const {replica, position} = await Replica.create(options.config, options.manifest.classes.length, train, validation, options.checkpointsDir, options.manifest.fingerprint)
     return new LocalExecutor(replica, engine.backend, engine.notes, position)
   }
 

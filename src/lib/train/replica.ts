@@ -9,10 +9,28 @@ import {withDropoutContext} from '../model/dropout.js'
 import {predictSplit} from './evaluate.js'
 import {buildModel} from '../model/build.js'
 import {saveModel} from '../model/artifact.js'
-import {disposeBatch, makeBatch} from './pipeline.js'
+import {makeBatch, photoAugmentation, type Batch} from './pipeline.js'
 import {rngFor} from './rng.js'
 import {countLabels, resolveClassWeights} from './class-weights.js'
 import {learningRateFor, setLearningRate} from './schedule.js'
+import {HeadSchema} from '../config/schema.js'
+import {loadBase, type LoadedBase} from '../model/base.js'
+import {baseIsFrozen, buildTransferModel, setBaseTrainable, splitTransferModel, type TransferModel} from '../model/head.js'
+import {cachedFeatures, onnxExtractor, tfjsExtractor, type BatchExtractor, type FeatureSet, type SplitFeatures} from './feature-cache.js'
+import {UserError} from '../errors.js'
+
+/** Training phases of a run on model.base: the head (base as configured), then train.fineTune. */
+export type TrainingPhase = 'head' | 'fine-tune'
+
+/** The phase epoch `epoch` (0-based) belongs to. */
+export function phaseAt(config: MlConfig, epoch: number): TrainingPhase {
+  return config.train.fineTune && epoch >= config.train.epochs ? 'fine-tune' : 'head'
+}
+
+/** Epochs of the whole run: train.epochs plus train.fineTune.epochs. */
+export function totalEpochs(config: MlConfig): number {
+  return config.train.epochs + (config.train.fineTune?.epochs ?? 0)
+}
 
 export interface SliceResult {
   /** Sum (not mean) of the per-example losses of the slice. */
@@ -26,8 +44,8 @@ export interface ValidationResult {
   accuracy: number
 }
 
-export function makeOptimizer(train: MlConfig['train']): tf.Optimizer {
-  const lr = train.learningRate
+export function makeOptimizer(train: MlConfig['train'], phase: TrainingPhase = 'head'): tf.Optimizer {
+  const lr = phase === 'fine-tune' ? train.fineTune!.learningRate : train.learningRate
   switch (train.optimizer) {
     case 'adam':
       return tf.train.adam(lr)
@@ -42,8 +60,20 @@ export function makeOptimizer(train: MlConfig['train']): tf.Optimizer {
   }
 }
 
+/** A batch as the network takes it: images, or the cached features of the same examples. */
+type InputBatch = Pick<Batch, 'ys' | 'labels' | 'size'> & {x: tf.Tensor}
+
+/** Transfer-learning state of a replica built on model.base. */
+interface Transfer {
+  parts: TransferModel
+  base: LoadedBase
+  /** Cached base features of the splits, while the base is frozen and its input not augmented. */
+  features?: FeatureSet
+}
+
 export class Replica {
-  readonly variables: tf.Variable[]
+  variables: tf.Variable[] = []
+  readonly notes: string[] = []
   /** Loss weight per class (train.classWeights), undefined when unweighted. */
   private readonly classWeights?: number[]
   /** The scheduled learning rate of the step whose gradients applyFlatGradients applies next. */
@@ -52,16 +82,30 @@ export class Replica {
   private constructor(
     readonly config: MlConfig,
     readonly model: tf.LayersModel,
-    readonly optimizer: tf.Optimizer,
+    public optimizer: tf.Optimizer,
     readonly numClasses: number,
     readonly train: DecodedSplit,
     readonly validation: DecodedSplit,
+    private phase: TrainingPhase,
+    /** The dataset version (manifest fingerprint): part of the feature-cache key. */
+    private readonly datasetFingerprint: string,
+    private readonly transfer?: Transfer,
   ) {
-    // Fixed order: optimizer state is matched to variables by position.
-    this.variables = model.trainableWeights.map((w) => w.read() as tf.Variable)
+    this.refreshVariables()
     // By class index here: the trainer hands replicas classWeights already resolved from class names.
     const setting = config.train.classWeights
     this.classWeights = setting === undefined ? undefined : resolveClassWeights(setting, Array.from({length: numClasses}, (_, i) => String(i)), countLabels(train.labels, numClasses))
+  }
+
+  /** The learning rate of a step: train.schedule in the head phase, train.fineTune's rate after it. */
+  private rateFor(epoch: number, step: number): number {
+    if (this.phase === 'fine-tune') return this.config.train.fineTune!.learningRate
+    return learningRateFor(this.config.train, epoch, step, this.train.count)
+  }
+
+  /** Fixed order: optimizer state is matched to variables by position. */
+  private refreshVariables(): void {
+    this.variables = this.model.trainableWeights.map((w) => w.read() as tf.Variable)
   }
 
   /** A fresh replica (seeded init), or one restored from the latest checkpoint in `checkpointsDir`. */
@@ -70,18 +114,78 @@ export class Replica {
     numClasses: number,
     train: DecodedSplit,
     validation: DecodedSplit,
-    checkpointsDir?: string,
+    checkpointsDir: string | undefined,
+    datasetFingerprint: string,
   ): Promise<{replica: Replica; position?: TrainingPosition}> {
-    const optimizer = makeOptimizer(config.train)
-    if (checkpointsDir) {
-      const checkpoint = await loadLatestCheckpoint(checkpointsDir)
-      await optimizer.setWeights(checkpoint.optimizerWeights)
-      tf.dispose(checkpoint.optimizerWeights.map((w) => w.tensor))
-      return {replica: new Replica(config, checkpoint.model, optimizer, numClasses, train, validation), position: checkpoint.position}
-    }
+    const checkpoint = checkpointsDir ? await loadLatestCheckpoint(checkpointsDir) : undefined
+    const phase = phaseAt(config, checkpoint?.position.epoch ?? 0)
     const image = {height: train.height, width: train.width, channels: train.channels as 1 | 3, fit: config.data.image.fit}
-    const model = buildModel(config.model, image, numClasses, config.train.seed)
-    return {replica: new Replica(config, model, optimizer, numClasses, train, validation)}
+    let model: tf.LayersModel
+    let transfer: Transfer | undefined
+    if (config.model.base) {
+      const base = await loadBase(config.model.base, image)
+      const parts = checkpoint ? splitTransferModel(checkpoint.model) : buildTransferModel(base, config.model.head ?? HeadSchema.parse({}), numClasses, config.train.seed)
+      if (checkpoint) base.dispose()
+      setBaseTrainable(parts, phase === 'fine-tune' ? config.train.fineTune!.unfreeze : config.model.base.trainable)
+      model = parts.model
+      transfer = {parts, base}
+    } else {
+      model = checkpoint?.model ?? buildModel(config.model, image, numClasses, config.train.seed)
+    }
+    const optimizer = makeOptimizer(config.train, phase)
+    // Optimizer state belongs to the phase it was saved in: a checkpoint taken at the end of the
+    // head phase resumes into the fine-tune phase with a fresh optimizer, as an unbroken run does.
+    if (checkpoint && (checkpoint.position.phase ?? 'head') === phase) await optimizer.setWeights(checkpoint.optimizerWeights)
+    if (checkpoint) tf.dispose(checkpoint.optimizerWeights.map((w) => w.tensor))
+    const replica = new Replica(config, model, optimizer, numClasses, train, validation, phase, datasetFingerprint, transfer)
+    await replica.prepareFeatures()
+    return {replica, position: checkpoint?.position}
+  }
+
+  /** With a frozen base and no augmentation, the base runs once per example (cached), not per epoch. */
+  private async prepareFeatures(): Promise<void> {
+    const t = this.transfer
+    if (!t) return
+    t.features = undefined
+    const augment = this.config.train.augment
+    const augmented = augment.shift > 0 || augment.flipHorizontal || photoAugmentation(augment)
+    if (!baseIsFrozen(t.parts) || augmented) {
+      this.notes.push(`Base ${t.base.output}: ${augmented ? 'augmented input' : 'trainable layers'}, so it runs every step (no feature cache).`)
+      return
+    }
+    const extractor = async (): Promise<BatchExtractor> => {
+      try {
+        return await onnxExtractor(t.parts.features)
+      } catch (error) {
+        if (!(error instanceof UserError)) throw error
+        this.notes.push(`Base features on tfjs: the ONNX exporter refused the base (${error.message}).`)
+        return tfjsExtractor((x) => t.parts.features.apply(x, {training: false}) as tf.Tensor2D, t.base.inputShape)
+      }
+    }
+    t.features = await cachedFeatures({
+      key: {dataset: this.datasetFingerprint, base: t.base.sha256, output: t.base.output, inputRange: t.base.inputRange},
+      featureSize: t.parts.featureSize,
+      train: this.train,
+      validation: this.validation,
+      extractor,
+    })
+    this.notes.push(
+      t.features.hit
+        ? `Base features (${t.parts.featureSize} per image at ${t.base.output}) from the cache: only the head trains.`
+        : `Base features (${t.parts.featureSize} per image at ${t.base.output}) computed once with ${t.features.engine} at ${t.features.imagesPerSec.toFixed(1)} images/s and cached: only the head trains.`,
+    )
+  }
+
+  /** Enters a training phase: fine-tune unfreezes the asked base layers under a fresh optimizer. */
+  async startPhase(phase: TrainingPhase): Promise<string[]> {
+    if (phase === this.phase || !this.transfer) return []
+    const unfrozen = setBaseTrainable(this.transfer.parts, this.config.train.fineTune!.unfreeze)
+    this.phase = phase
+    this.optimizer.dispose()
+    this.optimizer = makeOptimizer(this.config.train, phase)
+    this.refreshVariables()
+    await this.prepareFeatures()
+    return unfrozen
   }
 
   get params(): number {
@@ -94,16 +198,12 @@ export class Replica {
    */
   private sliceGradients(epoch: number, step: number, order: Uint32Array, start: number, size: number, rowOffset: number, globalBatch: number) {
     const {seed} = this.config.train
-    const batch = makeBatch(this.train, order, start, size, this.numClasses, {
-      config: this.config.train.augment,
-      rngFor: (row) => rngFor(seed, `augment:${step}:${row}`, epoch),
-      rowOffset,
-    })
+    const batch = this.inputBatch(epoch, step, order, start, size, rowOffset)
     let correct: tf.Scalar | undefined
     let lossSum: tf.Scalar | undefined
     const {grads, value} = withDropoutContext({seed, epoch, step, rowOffset}, () =>
       tf.variableGrads(() => {
-        const probs = this.model.apply(batch.xs, {training: true}) as tf.Tensor2D
+        const probs = this.forward(batch.x, true)
         correct = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(probs, 1), tf.argMax(batch.ys, 1)), 'float32')) as tf.Scalar)
         const perExample = tf.metrics.categoricalCrossentropy(batch.ys, probs)
         lossSum = tf.keep(tf.sum(perExample) as tf.Scalar)
@@ -113,8 +213,33 @@ export class Replica {
       }, this.variables),
     )
     value.dispose()
-    disposeBatch(batch)
+    tf.dispose([batch.x, batch.ys])
     return {grads, correct: correct!, lossSum: lossSum!, count: batch.size}
+  }
+
+  /** The examples order[start, start+size): cached base features when there are some, else images. */
+  private inputBatch(epoch: number, step: number, order: Uint32Array, start: number, size: number, rowOffset: number): InputBatch {
+    const cached = this.transfer?.features?.train
+    if (cached) return featureBatch(cached, this.train.labels, order, start, size, this.numClasses)
+    const {seed} = this.config.train
+    const batch = makeBatch(this.train, order, start, size, this.numClasses, {
+      config: this.config.train.augment,
+      rngFor: (row) => rngFor(seed, `augment:${step}:${row}`, epoch),
+      rowOffset,
+    })
+    return {x: batch.xs, ys: batch.ys, labels: batch.labels, size: batch.size}
+  }
+
+  /**
+   * Probabilities of a batch. On model.base the base runs in inference mode even while some of its
+   * layers train (batch-norm statistics stay the pretrained ones, as Keras advises for fine-tuning);
+   * with cached features only the head runs.
+   */
+  private forward(x: tf.Tensor, training: boolean): tf.Tensor2D {
+    const t = this.transfer
+    if (!t) return this.model.apply(x, {training}) as tf.Tensor2D
+    if (t.features) return t.parts.head.apply(x, {training}) as tf.Tensor2D
+    return t.parts.head.apply(t.parts.features.apply(x, {training: false}) as tf.Tensor, {training}) as tf.Tensor2D
   }
 
   private async readScalars(lossSum: tf.Scalar, correct: tf.Scalar, count: number): Promise<SliceResult> {
@@ -123,19 +248,49 @@ export class Replica {
     return {lossSum: l[0]!, correct: c[0]!, count}
   }
 
-  /** Single-process step: gradients of the whole global batch, applied at once. */
+  /** Examples per forward/backward pass: train.microBatch, or what fits the activation budget. */
+  get microBatch(): number {
+    const configured = this.config.train.microBatch
+    if (configured !== 'auto') return configured
+    // With cached features only the head runs: its activations are tiny.
+    const net = this.transfer?.features ? this.transfer.parts.head : this.model
+    return microBatchFor(net)
+  }
+
+  /**
+   * Single-process step: gradients of the whole global batch, applied at once. A batch larger than
+   * the micro-batch is computed in slices whose gradients (each of the mean over the whole batch,
+   * with dropout and augmentation keyed by row) add up to the whole batch's; batch-norm statistics
+   * are then per slice, as in data-parallel training.
+   */
   async step(epoch: number, step: number, order: Uint32Array, start: number, size: number): Promise<SliceResult> {
-    const {grads, correct, lossSum, count} = this.sliceGradients(epoch, step, order, start, size, 0, size)
-    setLearningRate(this.optimizer, learningRateFor(this.config.train, epoch, step, this.train.count))
-    this.optimizer.applyGradients(this.variables.map((v) => ({name: v.name, tensor: grads[v.name]!})))
-    tf.dispose(grads)
-    return this.readScalars(lossSum, correct, count)
+    const micro = Math.max(1, Math.min(size, this.microBatch))
+    let total: tf.NamedTensorMap | undefined
+    let lossSum: tf.Scalar | undefined
+    let correct: tf.Scalar | undefined
+    for (let offset = 0; offset < size; offset += micro) {
+      const slice = this.sliceGradients(epoch, step, order, start + offset, Math.min(micro, size - offset), offset, size)
+      if (!total) {
+        ;({grads: total, lossSum, correct} = slice)
+        continue
+      }
+      const previous: tf.NamedTensorMap = total
+      total = Object.fromEntries(Object.entries(previous).map(([name, g]) => [name, tf.add(g, slice.grads[name]!)]))
+      const [l, c] = [tf.add(lossSum!, slice.lossSum) as tf.Scalar, tf.add(correct!, slice.correct) as tf.Scalar]
+      tf.dispose([previous, slice.grads, lossSum!, correct!, slice.lossSum, slice.correct] as unknown as tf.Tensor[])
+      lossSum = l
+      correct = c
+    }
+    setLearningRate(this.optimizer, this.rateFor(epoch, step))
+    this.optimizer.applyGradients(this.variables.map((v) => ({name: v.name, tensor: total![v.name]!})))
+    tf.dispose(total!)
+    return this.readScalars(lossSum!, correct!, size)
   }
 
   /** Data-parallel step, part 1: this worker's slice gradients, flattened in variable order. */
   async gradientsOfSlice(epoch: number, step: number, order: Uint32Array, start: number, size: number, rowOffset: number, globalBatch: number) {
     const {grads, correct, lossSum, count} = this.sliceGradients(epoch, step, order, start, size, rowOffset, globalBatch)
-    this.pendingRate = learningRateFor(this.config.train, epoch, step, this.train.count)
+    this.pendingRate = this.rateFor(epoch, step)
     const flat = new Float32Array(this.variables.reduce((n, v) => n + v.size, 0))
     let at = 0
     for (const v of this.variables) {
@@ -198,12 +353,14 @@ export class Replica {
 
   async validate(): Promise<ValidationResult | undefined> {
     if (this.validation.count === 0) return undefined
+    const cached = this.transfer?.features?.validation
+    if (cached) return scoreFeatures(this.transfer!.parts.head, cached, this.validation.labels, this.numClasses)
     const val = await predictSplit(this.model, this.validation, this.numClasses)
     return {loss: val.loss, accuracy: val.accuracy}
   }
 
   async checkpoint(checkpointsDir: string, position: TrainingPosition): Promise<void> {
-    await saveCheckpoint(checkpointsDir, this.model, this.optimizer, position)
+    await saveCheckpoint(checkpointsDir, this.model, this.optimizer, {...position, phase: this.phase})
   }
 
   async saveModel(dir: string): Promise<void> {
@@ -213,9 +370,65 @@ export class Replica {
   dispose(): void {
     this.model.dispose()
     this.optimizer.dispose()
+    if (this.transfer?.base.kind === 'graph') this.transfer.base.dispose()
   }
 }
 
 export function checkpointsOf(runDir: string): string {
   return joinPath(runDir, 'checkpoints')
+}
+
+/** A batch of cached feature rows and their one-hot labels. */
+function featureBatch(features: SplitFeatures, labels: Int32Array, order: ArrayLike<number>, start: number, size: number, numClasses: number): InputBatch {
+  const n = Math.min(size, order.length - start)
+  const {featureSize} = features
+  const data = new Float32Array(n * featureSize)
+  const batchLabels = new Int32Array(n)
+  for (let i = 0; i < n; i++) {
+    const src = order[start + i]!
+    data.set(features.values.subarray(src * featureSize, (src + 1) * featureSize), i * featureSize)
+    batchLabels[i] = labels[src]!
+  }
+  const ys = tf.tidy(() => tf.oneHot(tf.tensor1d(batchLabels, 'int32'), numClasses).toFloat() as tf.Tensor2D)
+  return {x: tf.tensor2d(data, [n, featureSize]), ys, labels: batchLabels, size: n}
+}
+
+const EPSILON = 1e-7
+
+/** Validation loss and accuracy of the head on cached features (as predictSplit scores images). */
+async function scoreFeatures(head: tf.LayersModel, features: SplitFeatures, labels: Int32Array, numClasses: number): Promise<ValidationResult> {
+  const probs = tf.tidy(() => head.predict(tf.tensor2d(features.values, [features.count, features.featureSize])) as tf.Tensor2D)
+  const values = await probs.data()
+  probs.dispose()
+  let lossSum = 0
+  let correct = 0
+  for (let i = 0; i < features.count; i++) {
+    let best = 0
+    for (let k = 1; k < numClasses; k++) if (values[i * numClasses + k]! > values[i * numClasses + best]!) best = k
+    if (best === labels[i]) correct++
+    lossSum += -Math.log(Math.min(1 - EPSILON, Math.max(EPSILON, values[i * numClasses + labels[i]!]!)))
+  }
+  const n = Math.max(1, features.count)
+  return {loss: lossSum / n, accuracy: correct / n}
+}
+
+/** Activation memory one training pass may use: conservative for the wasm engine's 32-bit heap. */
+export const ACTIVATION_BUDGET_BYTES = 1 << 30
+
+/**
+ * Bytes one example costs in a training pass: every layer's output in float32, kept for the
+ * backward pass, and about as much again for its gradient.
+ */
+export function bytesPerExample(model: tf.LayersModel): number {
+  let values = 0
+  for (const layer of model.layers) {
+    const shapes = (Array.isArray(layer.outputShape[0]) ? layer.outputShape : [layer.outputShape]) as Array<Array<number | null>>
+    for (const shape of shapes) values += shape.slice(1).reduce<number>((a, d) => a * (d ?? 1), 1)
+  }
+  return values * 4 * 2
+}
+
+/** The largest micro-batch whose activations fit the budget (at least 1). */
+export function microBatchFor(model: tf.LayersModel, budget = ACTIVATION_BUDGET_BYTES): number {
+  return Math.max(1, Math.floor(budget / bytesPerExample(model)))
 }

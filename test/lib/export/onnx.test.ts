@@ -7,7 +7,7 @@ import onnxProto from 'onnx-proto'
 import type {ImageSpec, ModelConfig} from '../../../src/lib/config/schema.js'
 import {readMnist} from '../../../src/lib/data/mnist.js'
 import {initEngine} from '../../../src/lib/engine/backend.js'
-import {convertToOnnx, ONNX_OPSET, readOnnxInfo} from '../../../src/lib/export/onnx.js'
+import {convertToOnnx, ONNX_OPSET, readOnnxInfo, SUPPORTED_LAYERS} from '../../../src/lib/export/onnx.js'
 import {createOnnxSession, maxAbsDiff, runOnnx} from '../../../src/lib/export/onnx-runtime.js'
 import {quantizeArtifacts, type ModelJson} from '../../../src/lib/export/quantize.js'
 import {buildModel} from '../../../src/lib/model/build.js'
@@ -204,6 +204,11 @@ describe('ONNX graph properties', () => {
       assert.ok(error instanceof UserError)
       assert.equal(error.code, 'EXPORT_UNSUPPORTED_LAYER')
       assert.match(error.message, /"grow" \(UpSampling2D\)/)
+      // The supported list comes from the converter table: every converted class is in it.
+      for (const name of ['SpatialDropout2D', 'Subtract', 'ReLU', 'DepthwiseConv2D', 'ZeroPadding2D', 'Rescaling']) {
+        assert.ok(SUPPORTED_LAYERS.includes(name), `${name} missing from SUPPORTED_LAYERS`)
+        assert.ok(error.suggestions.some((s) => s.includes(name)), `${name} missing from the suggestion`)
+      }
       return true
     })
     model.dispose()

@@ -6,7 +6,7 @@ import {fileURLToPath} from 'node:url'
 import {UserError} from '../../errors.js'
 import type {TrainingPosition} from '../checkpoint.js'
 import type {Executor, ExecutorStart} from '../executor.js'
-import type {SliceResult, ValidationResult} from '../replica.js'
+import type {SliceResult, ValidationResult, TrainingPhase} from '../replica.js'
 import {mayUseGpu} from '../../engine/gpus.js'
 import type {ReadyInfo, Reply, Request} from './protocol.js'
 
@@ -234,6 +234,12 @@ export class ParallelExecutor implements Executor {
         suggestions: ['Resume from the last checkpoint with `ml train --resume`; report this if it repeats.'],
       })
     }
+  }
+
+  async startPhase(phase: TrainingPhase): Promise<string[]> {
+    await this.applyPending()
+    const unfrozen = await this.all<string[]>({method: 'phase', args: {phase}})
+    return unfrozen[0]!
   }
 
   async validate(): Promise<ValidationResult | undefined> {

@@ -3,6 +3,7 @@
 import type {MlConfig} from '../../config/schema.js'
 import type {DatasetManifest} from '../../data/types.js'
 import type {TrainingPosition} from '../checkpoint.js'
+import type {TrainingPhase} from '../replica.js'
 
 export interface InitArgs {
   config: MlConfig
@@ -45,6 +46,7 @@ export type Request =
   | {id: number; method: 'setNonTrainable'; args: {flat: Float32Array}}
   | {id: number; method: 'checksum'}
   | {id: number; method: 'validate'}
+  | {id: number; method: 'phase'; args: {phase: TrainingPhase}}
   | {id: number; method: 'checkpoint'; args: {dir: string; position: TrainingPosition}}
   | {id: number; method: 'save'; args: {dir: string}}
   | {id: number; method: 'close'}

@@ -27,9 +27,9 @@ async function handle(request: Request): Promise<unknown> {
       const engine = await initEngine(config.train.backend)
       const train = await loadSplit(store, 'train', manifest)
       const validation = await loadSplit(store, 'validation', manifest)
-      const created = await Replica.create(config, manifest.classes.length, train, validation, checkpointsDir)
+      const created = await Replica.create(config, manifest.classes.length, train, validation, checkpointsDir, manifest.fingerprint)
       replica = created.replica
-      const ready: ReadyInfo = {backend: engine.backend, notes: engine.notes, params: replica.params, trainCount: train.count, validationCount: validation.count, restored: created.position}
+      const ready: ReadyInfo = {backend: engine.backend, notes: [...engine.notes, ...replica.notes], params: replica.params, trainCount: train.count, validationCount: validation.count, restored: created.position}
       return ready
     }
     case 'step': {
@@ -52,6 +52,8 @@ async function handle(request: Request): Promise<unknown> {
       return need().checksum()
     case 'validate':
       return need().validate()
+    case 'phase':
+      return need().startPhase(request.args.phase)
     case 'checkpoint':
       await need().checkpoint(request.args.dir, request.args.position)
       return null

@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict'
+import {readdir, writeFile} from 'node:fs/promises'
+import path from 'node:path'
+import {after, before, describe, it} from 'node:test'
+import * as tf from '@tensorflow/tfjs'
+import {stringify} from 'yaml'
+import {loadConfig} from '../../../src/lib/config/load.js'
+import {runIngest} from '../../../src/lib/data/ingest.js'
+import {UserError} from '../../../src/lib/errors.js'
+import {initEngine} from '../../../src/lib/engine/backend.js'
+import {loadModel} from '../../../src/lib/model/artifact.js'
+import {runTraining, type TrainEvent} from '../../../src/lib/train/trainer.js'
+import {writePhotoFolders} from '../../../scripts/synthetic-photos.js'
+import {tempDir} from '../../support/fixtures.js'
+import {tinyBase, writeTinyBase} from '../../support/bases.js'
+import {maxAbsDiff, weightsOf} from '../../support/weights.js'
+
+/** Each weight of the layer, as flat arrays. */
+function layerWeights(model: tf.LayersModel, name: string): Float32Array[] {
+  return model.getLayer(name).getWeights().map((w) => w.dataSync() as Float32Array)
+}
+
+const BASE_LAYERS = ['stem_conv', 'stem_bn', 'block_dw', 'block_dw_bn', 'block_project', 'block_project_bn']
+
+describe('training on a pretrained base', () => {
+  let dir: string
+  let cleanup: () => Promise<void>
+  let reference: tf.LayersModel
+  const previousCache = process.env.ML_CACHE_DIR
+
+  async function writeConfig(name: string, model: object, train: object = {}): Promise<string> {
+    const file = path.join(dir, `${name}.yaml`)
+    await writeFile(
+      file,
+      stringify({
+        name,
+        data: {sources: [{type: 'folder', path: 'photos'}], image: {width: 16, height: 16, channels: 3}, split: {validation: 0.2, test: 0, seed: 0}, store: 'dataset'},
+        model,
+        train: {epochs: 2, batchSize: 16, backend: 'wasm', seed: 3, runs: 'runs', learningRate: 0.01, ...train},
+      }),
+    )
+    return file
+  }
+
+  before(async () => {
+    await initEngine('wasm')
+    ;({dir, cleanup} = await tempDir())
+    process.env.ML_CACHE_DIR = path.join(dir, 'cache')
+    await writePhotoFolders(path.join(dir, 'photos'), {perClass: 24, size: 16, classes: 3, format: 'png'})
+    await writeTinyBase(path.join(dir, 'base'))
+    reference = tinyBase()
+    const loaded = await loadConfig(await writeConfig('ingest', {preset: 'mlp'}))
+    await runIngest({config: loaded.config, baseDir: loaded.baseDir})
+  })
+  after(async () => {
+    if (previousCache === undefined) delete process.env.ML_CACHE_DIR
+    else process.env.ML_CACHE_DIR = previousCache
+    await cleanup()
+  })
+
+  it('trains only the head on a frozen base, from features computed once and then cached', async () => {
+    const config = await writeConfig('frozen', {base: {source: 'base'}, head: {hidden: [8], dropout: 0.1}})
+    let notes: string[] = []
+    const first = await runTraining({loaded: await loadConfig(config), runId: 'frozen-1', onEvent: (e) => e.type === 'start' && (notes = e.notes)})
+    assert.ok(notes.some((n) => /computed once with onnxruntime/.test(n)), `notes: ${notes.join(' | ')}`)
+    assert.equal(first.epochs, 2)
+    const model = await loadModel(path.join(first.runDir, 'model'))
+    for (const name of BASE_LAYERS) {
+      assert.equal(maxAbsDiff(layerWeights(model, name), layerWeights(reference, name)), 0, `frozen layer ${name} changed`)
+    }
+    assert.deepEqual(model.inputs[0]!.shape, [null, 16, 16, 3])
+    const entries = await readdir(path.join(dir, 'cache', 'features'))
+    assert.equal(entries.length, 1)
+
+    const second = await runTraining({loaded: await loadConfig(config), runId: 'frozen-2', onEvent: (e) => e.type === 'start' && (notes = e.notes)})
+    assert.ok(notes.some((n) => /from the cache/.test(n)), `notes: ${notes.join(' | ')}`)
+    const diff = maxAbsDiff(await weightsOf(first.runDir), await weightsOf(second.runDir))
+    assert.ok(diff <= 1e-6, `cached features gave other weights (${diff})`)
+  })
+
+  it('trains the same head through the base when augmentation rules the cache out', async () => {
+    // Shift 0 and no flip would cache; the flip forces the base to run on every batch.
+    const config = await writeConfig('augmented', {base: {source: 'base'}}, {augment: {flipHorizontal: true}, epochs: 1})
+    let notes: string[] = []
+    const summary = await runTraining({loaded: await loadConfig(config), runId: 'augmented', onEvent: (e) => e.type === 'start' && (notes = e.notes)})
+    assert.ok(notes.some((n) => /no feature cache/.test(n)), `notes: ${notes.join(' | ')}`)
+    const model = await loadModel(path.join(summary.runDir, 'model'))
+    for (const name of BASE_LAYERS) assert.equal(maxAbsDiff(layerWeights(model, name), layerWeights(reference, name)), 0, `frozen layer ${name} changed`)
+  })
+
+  it('fine-tunes exactly the asked base layers in the second phase, and resumes across the phase change exactly', async () => {
+    const config = await writeConfig('tune', {base: {source: 'base'}, head: {dropout: 0.1}}, {epochs: 1, fineTune: {epochs: 2, learningRate: 0.005, unfreeze: 2}})
+    const phases: Array<Extract<TrainEvent, {type: 'phase'}>> = []
+    const whole = await runTraining({loaded: await loadConfig(config), runId: 'tune', onEvent: (e) => e.type === 'phase' && phases.push(e)})
+    assert.equal(whole.epochs, 3)
+    assert.deepEqual(phases.map((p) => [p.epoch, p.unfrozen]), [[1, ['block_project', 'block_project_bn']]])
+    const model = await loadModel(path.join(whole.runDir, 'model'))
+    for (const name of BASE_LAYERS) {
+      const diff = maxAbsDiff(layerWeights(model, name), layerWeights(reference, name))
+      if (name.startsWith('block_project')) assert.ok(diff > 0, `unfrozen layer ${name} did not train`)
+      else assert.equal(diff, 0, `layer ${name} was not asked to unfreeze but changed`)
+    }
+
+    // Interrupted in the middle of the fine-tune phase, then resumed: the same weights.
+    const abort = new AbortController()
+    await assert.rejects(
+      runTraining({
+        loaded: await loadConfig(config),
+        runId: 'tune-resumed',
+        signal: abort.signal,
+        onEvent: (e) => e.type === 'step' && e.epoch === 2 && e.step === 1 && abort.abort(),
+      }),
+      (e) => e instanceof UserError && e.code === 'INTERRUPTED',
+    )
+    const resumed = await runTraining({loaded: await loadConfig(config), resume: 'tune-resumed'})
+    const diff = maxAbsDiff(await weightsOf(whole.runDir), await weightsOf(resumed.runDir))
+    assert.ok(diff <= 1e-6, `resumed run differs by ${diff}`)
+
+    // Interrupted exactly at the phase change (the checkpoint after the head phase), then resumed.
+    const atBoundary = new AbortController()
+    await assert.rejects(
+      runTraining({
+        loaded: await loadConfig(config),
+        runId: 'tune-boundary',
+        signal: atBoundary.signal,
+        onEvent: (e) => e.type === 'epoch' && e.metrics.epoch === 1 && atBoundary.abort(),
+      }),
+      (e) => e instanceof UserError && e.code === 'INTERRUPTED',
+    )
+    const resumedAtBoundary = await runTraining({loaded: await loadConfig(config), resume: 'tune-boundary'})
+    const boundaryDiff = maxAbsDiff(await weightsOf(whole.runDir), await weightsOf(resumedAtBoundary.runDir))
+    assert.ok(boundaryDiff <= 1e-6, `run resumed at the phase change differs by ${boundaryDiff}`)
+  })
+
+  it('refuses train.fineTune without model.base', async () => {
+    const config = await writeConfig('no-base', {preset: 'mlp'}, {fineTune: {epochs: 1, unfreeze: 1}})
+    await assert.rejects(runTraining({loaded: await loadConfig(config), runId: 'no-base'}), (e) => e instanceof UserError && e.code === 'CONFIG_INVALID' && /model\.base/.test(e.message))
+  })
+})
