@@ -31,7 +31,7 @@ export async function registerInSageMaker(loaded: LoadedConfig, exported: Export
     throw new UserError('`ml export --to sagemaker` needs train.sagemaker in the config (roleArn, image, outputPath)', {
       code: 'CONFIG_INVALID',
       exit: 'usage',
-      suggestions: ['Add train.sagemaker: {roleArn: ..., image: <ECR image of ml>, outputPath: s3://my-bucket/ml}; see README "AWS".'],
+      suggestions: ['Add train.sagemaker: {roleArn: ..., image: <ECR image of ml>, outputPath: s3://my-bucket/ml}; see docs/aws.md.'],
     })
   }
   const tar = await import('tar')

@@ -78,7 +78,7 @@ export function sagemakerSettings(config: MlConfig): SageMakerConfig {
     throw new UserError('`ml train --target sagemaker` needs train.sagemaker in the config (roleArn, image, outputPath)', {
       code: 'CONFIG_INVALID',
       exit: 'usage',
-      suggestions: ['Add train.sagemaker: {roleArn: arn:aws:iam::<account>:role/<role>, image: <ECR image of ml>, outputPath: s3://my-bucket/ml}; see README "AWS".'],
+      suggestions: ['Add train.sagemaker: {roleArn: arn:aws:iam::<account>:role/<role>, image: <ECR image of ml>, outputPath: s3://my-bucket/ml}; see docs/aws.md.'],
     })
   }
   return settings

@@ -103,7 +103,7 @@ export function vertexSettings(config: MlConfig, what = '`ml train --target vert
     throw new UserError(`${what} needs train.vertex in the config (project, region, image, baseOutputDir)`, {
       code: 'CONFIG_INVALID',
       exit: 'usage',
-      suggestions: ['Add train.vertex: {project: my-project, region: us-central1, image: <ml image>, baseOutputDir: gs://my-bucket/ml}; see README "Google Cloud".'],
+      suggestions: ['Add train.vertex: {project: my-project, region: us-central1, image: <ml image>, baseOutputDir: gs://my-bucket/ml}; see docs/google-cloud.md.'],
     })
   }
   return vertex
