@@ -41,13 +41,21 @@ describe('serving protocols (KServe V2, TF Serving REST, raw images)', () => {
   })
 
   describe('health and metadata', () => {
-    it('answers liveness and readiness: KServe by status code with an empty body, /healthz and /readyz as JSON', async () => {
-      for (const path of ['/v2/health/live', '/v2/health/ready', '/v2/models/digits/ready', '/v2/models/digits/versions/1/ready']) {
+    it('answers liveness and readiness: KServe by status code with the Open Inference Protocol bodies, /healthz and /readyz as JSON', async () => {
+      const expected: Record<string, unknown> = {
+        '/v2/health/live': {live: true},
+        '/v2/health/ready': {ready: true},
+        '/v2/models/digits/ready': {name: 'digits', ready: true},
+        '/v2/models/digits/versions/1/ready': {name: 'digits', ready: true},
+      }
+      for (const [path, body] of Object.entries(expected)) {
         const result = await request(base + path)
         assert.equal(result.status, 200, path)
-        assert.equal(result.text, '', `${path} has an empty body`)
+        assert.deepEqual(result.json, body, path)
       }
-      assert.equal((await request(`${base}/v2/models/digits/versions/7/ready`)).status, 400)
+      const missing = await request(`${base}/v2/models/digits/versions/7/ready`)
+      assert.equal(missing.status, 400)
+      assert.deepEqual(missing.json, {name: 'digits', ready: false})
       assertError(await request(`${base}/v2/models/nope/ready`), 404, /unknown model "nope"/)
       assert.deepEqual((await request(`${base}/healthz`)).json, {status: 'ok'})
       assert.deepEqual((await request(`${base}/readyz`)).json, {status: 'ready'})

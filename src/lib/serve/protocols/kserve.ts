@@ -34,16 +34,19 @@ export function modelMetadata(ctx: ServeContext, state: RequestState, model: str
   })
 }
 
-/** 200 with an empty body when ready, 400 when known but not ready (the spec: health is the status code). */
+/**
+ * 200 when ready, 400 when known but not ready: Triton's clients read the status code, the KServe
+ * SDK the Open Inference Protocol's body ({"name", "ready"}), so both are sent.
+ */
 export function modelReady(ctx: ServeContext, state: RequestState, model: string, version?: string): Reply {
   state.model = model
   ctx.repository.model(model)
   try {
     const chosen = ctx.repository.find(model, {version})
     state.version = String(chosen.version)
-    return {status: 200}
+    return {status: 200, body: {name: model, ready: true}}
   } catch (error) {
-    if (error instanceof HttpError && error.status !== 400) return {status: 400}
+    if (error instanceof HttpError && error.status !== 400) return {status: 400, body: {name: model, ready: false}}
     throw error
   }
 }
@@ -185,12 +188,16 @@ const MODEL = String.raw`^\/v2\/models\/([^/]+)(?:\/versions\/([^/]+))?`
 
 export const kserveRoutes: readonly Route[] = [
   {
-    // KServe: the status code is the answer and the body is empty.
+    // The status code is the answer (Triton's clients); the body is the Open Inference Protocol's
+    // {"live": bool} / {"ready": bool}, which the KServe SDK reads.
     protocol: 'health',
     pattern: /^\/v2\/health\/(live|ready)$/,
     methods: ['GET'],
     open: true,
-    handle: (ctx, _state, {params}) => ({status: params[0] === 'live' || (!ctx.draining() && ctx.repository.ready()) ? 200 : 400}),
+    handle: (ctx, _state, {params}) => {
+      const yes = params[0] === 'live' || (!ctx.draining() && ctx.repository.ready())
+      return {status: yes ? 200 : 400, body: {[params[0]!]: yes}}
+    },
   },
   {
     protocol: 'health',
@@ -200,7 +207,9 @@ export const kserveRoutes: readonly Route[] = [
     handle: (ctx, state, {params, authorised}) => {
       if (ctx.draining()) return {status: 400}
       try {
-        return modelReady(ctx, state, params[0]!, params[1])
+        const reply = modelReady(ctx, state, params[0]!, params[1])
+        // Anonymous callers (auth on) get the status code alone, as for the errors below.
+        return authorised() ? reply : {status: reply.status}
       } catch (error) {
         // Without the token (auth on) the status code alone answers: error messages name served models.
         if (error instanceof HttpError && !authorised()) return {status: error.status}
