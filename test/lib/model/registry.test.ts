@@ -152,14 +152,14 @@ describe('aliases end to end: ml models, ml predict and ml serve follow an alias
     assert.equal(set.json.version, 2)
     const list = await cli(['models', 'list'])
     assert.deepEqual(list.json.versions.map((v: {version: number; aliases: string[]; formats: string[]}) => [v.version, v.aliases, v.formats]), [
-      [1, [], ['tfjs']],
-      [2, ['production'], ['tfjs']],
+      [1, [], ['tfjs', 'onnx']],
+      [2, ['production'], ['tfjs', 'onnx']],
     ])
     const digit = path.join(model.dir, 'data', 'test', '3')
     const file = path.join(digit, (await readdir(digit)).sort()[0]!)
     const predicted = await cli(['predict', file, '--model', 'digits@production'])
     assert.equal(predicted.code, 0, predicted.stderr)
-    assert.equal(predicted.json.model, path.join(model.repository, 'digits', '2'))
+    assert.equal(predicted.json.model.dir, path.join(model.repository, 'digits', '2'))
     const back = await cli(['models', 'rollback'])
     assert.equal(back.code, 2, 'nothing to roll back to: production was only ever set once')
     assert.equal(back.json.error.code, 'NOTHING_TO_ROLL_BACK')
@@ -198,7 +198,9 @@ describe('aliases end to end: ml models, ml predict and ml serve follow an alias
 
     // A move to a version that cannot be loaded leaves the alias (and the traffic) where it was.
     await cp(model.versionDir, path.join(repo, 'digits', '3'), {recursive: true})
+    // Broken for every engine: the tfjs model and the ONNX graph alike.
     await writeFile(path.join(repo, 'digits', '3', 'model.json'), '{"format": "layers-model", "modelTopology": ')
+    await writeFile(path.join(repo, 'digits', '3', 'model.onnx'), 'not an onnx graph')
     await setAlias(repo, 'digits', 'production', 3)
     await pinned.repository.scan()
     assert.deepEqual(await labelled(pinned, 'production'), ['1'])
