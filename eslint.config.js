@@ -21,6 +21,12 @@ export default tseslint.config(
       'no-control-regex': 'off',
       // A timer declared before the closure that clears it is read before it is assigned.
       'prefer-const': ['error', {ignoreReadBeforeAssign: true}],
+      // TensorFlow.js comes in through src/lib/engine/tf.ts only, the one place that decides which
+      // packages provide it.
+      'no-restricted-imports': [
+        'error',
+        {paths: [{name: '@tensorflow/tfjs', message: "Import TensorFlow.js from src/lib/engine/tf.ts, the one place that decides which packages provide it."}]},
+      ],
     },
   },
   {

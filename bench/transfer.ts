@@ -8,7 +8,7 @@
 import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../src/lib/engine/tf.js'
 import * as ort from 'onnxruntime-node'
 import {stringify} from 'yaml'
 import {loadConfig} from '../src/lib/config/load.js'

@@ -1,6 +1,6 @@
 // Chooses the TensorFlow.js backend for the whole process (native TensorFlow, wasm or pure JS):
-// the only place that does, so that every other module can simply import '@tensorflow/tfjs'.
-import * as tf from '@tensorflow/tfjs'
+// the only place that does, so that every other module can simply import './tf.js'.
+import * as tf from './tf.js'
 import '@tensorflow/tfjs-backend-wasm'
 import {UserError} from '../errors.js'
 import {registerWasmTrainingKernels} from './kernels/index.js'

@@ -1,6 +1,6 @@
 // The model artifact: a TensorFlow.js layers-model directory (model.json + weights.bin), serialised,
 // saved and loaded through the storage layer. Train writes it; export, serve, predict and monitor read it.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../engine/tf.js'
 import {joinPath, readBytes, readJson, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
 

@@ -1,7 +1,7 @@
 // A pretrained base network (model.base): loaded from its files, cut at its feature layer, checked
 // against data.image, and frozen or partly unfrozen. Layers models become part of the classifier's
 // graph; graph models are used frozen, as feature extractors.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../engine/tf.js'
 import type {BaseConfig, ImageSpec} from '../config/schema.js'
 import {UserError} from '../errors.js'
 import {fetchBase, type BaseFiles, type BaseModelJson} from './base-source.js'

@@ -1,6 +1,6 @@
 // Builds the classifier a model config describes: a preset or an explicit layer list, then the
 // softmax classifier, with seeded weight initialisation.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../engine/tf.js'
 import type {ImageSpec, LayerConfig, ModelConfig} from '../config/schema.js'
 import {UserError} from '../errors.js'
 import {seededDropout} from './dropout.js'

@@ -2,7 +2,7 @@
 // is split across data-parallel workers: one worker with batch B and N workers with B/N each draw
 // exactly the same masks, so they train to the same weights. It keeps the class name 'Dropout' and
 // the stock config, so saved models load anywhere as an ordinary tf.layers Dropout.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../engine/tf.js'
 import seedrandom from 'seedrandom'
 
 /** Where in training the current step is; set by the trainer around each step. */

@@ -2,7 +2,7 @@
 // image -> [input range] -> base layers -> [pooling] -> head -> probabilities. One graph is what is
 // saved, exported (tfjs, ONNX) and served; the base and head sub-models share its layers, so training
 // can run the base in inference mode (or skip it, with cached features) and update the same weights.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../engine/tf.js'
 import type {HeadConfig} from '../config/schema.js'
 import {UserError} from '../errors.js'
 import {seededDropout} from './dropout.js'

@@ -1,6 +1,6 @@
 // `ml train --summary`: the model a config builds, layer by layer, as Keras prints it (tfjs's own
 // model.summary does the text), plus the same facts as data for --json.
-import type * as tf from '@tensorflow/tfjs'
+import type * as tf from '../engine/tf.js'
 import type {ImageSpec, ModelConfig} from '../config/schema.js'
 import {resolvePath, type LoadedConfig} from '../config/load.js'
 import {readManifest} from '../data/store.js'

@@ -1,6 +1,6 @@
 // Training checkpoints: model weights, optimizer state, data position and RNG states, written into
 // a staging folder and renamed into place, so a killed run always leaves a complete checkpoint.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../engine/tf.js'
 
 type NamedTensor = {name: string; tensor: tf.Tensor}
 import {exists, joinPath, listNames, readBytes, readJson, readText, remove, swapDir, writeFileAtomic} from '../storage/index.js'

@@ -1,6 +1,6 @@
 // Model quality on a split: loss, accuracy, per-class precision/recall/F1 and the confusion matrix.
 // Shared by validation during training, `ml evaluate` and export (accuracy of quantized models).
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../engine/tf.js'
 import type {DecodedSplit} from '../data/types.js'
 import {disposeBatch, makeBatch, sequentialOrder} from './pipeline.js'
 

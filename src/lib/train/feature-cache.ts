@@ -5,7 +5,7 @@
 import {createHash, randomBytes} from 'node:crypto'
 import {mkdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../engine/tf.js'
 import type {DecodedSplit} from '../data/types.js'
 import {UserError} from '../errors.js'
 import {convertToOnnx, ONNX_INPUT, ONNX_OUTPUT} from '../export/onnx.js'

@@ -1,6 +1,6 @@
 // The training input pipeline: a seeded shuffle per epoch, augmentation, and batches of float
 // tensors built from the uint8 split held in memory (pixels / 255, the one normalisation).
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../engine/tf.js'
 import type {TrainConfig} from '../config/schema.js'
 import type {DecodedSplit} from '../data/types.js'
 import type {Rng} from './rng.js'

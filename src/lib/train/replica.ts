@@ -1,6 +1,6 @@
 // One model replica: its weights, optimizer and data. A single-process run has one; data-parallel
 // training has one per worker, each computing gradients on its slice of every global batch.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../engine/tf.js'
 import type {MlConfig} from '../config/schema.js'
 import type {DecodedSplit} from '../data/types.js'
 import {joinPath} from '../storage/index.js'

@@ -1,6 +1,6 @@
 // Learning-rate schedules (train.schedule): a pure function of the position in training, so that a
 // resumed or data-parallel run uses exactly the rate an uninterrupted single-process one would.
-import type * as tf from '@tensorflow/tfjs'
+import type * as tf from '../engine/tf.js'
 import type {MlConfig} from '../config/schema.js'
 import {stepsPerEpoch} from './pipeline.js'
 

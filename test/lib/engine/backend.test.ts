@@ -3,7 +3,7 @@ import {execFile} from 'node:child_process'
 import {describe, it} from 'node:test'
 import {fileURLToPath} from 'node:url'
 import {promisify} from 'node:util'
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../../../src/lib/engine/tf.js'
 import {backendName, initEngine} from '../../../src/lib/engine/backend.js'
 import {UserError} from '../../../src/lib/errors.js'
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {before, describe, it} from 'node:test'
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../../../src/lib/engine/tf.js'
 import {initEngine} from '../../../src/lib/engine/backend.js'
 import {WASM_TRAINING_KERNELS} from '../../../src/lib/engine/kernels/index.js'
 import {seededRandom} from '../../support/random.js'

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../../../src/lib/engine/tf.js'
 import {initEngine} from '../../../src/lib/engine/backend.js'
 
 const CASES: Array<{shape: number[]; reps: number[]; dtype: 'float32' | 'int32' | 'bool'}> = [

@@ -2,7 +2,7 @@
 // layer lists, a functional graph and quantized weights, on real MNIST test digits.
 import assert from 'node:assert/strict'
 import {before, describe, it} from 'node:test'
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../../../src/lib/engine/tf.js'
 import onnxProto from 'onnx-proto'
 import type {ImageSpec, ModelConfig} from '../../../src/lib/config/schema.js'
 import {readMnist} from '../../../src/lib/data/mnist.js'

@@ -2,7 +2,7 @@
 // TensorFlow.js's own decodeWeights turns back into the expected float32 values.
 import assert from 'node:assert/strict'
 import {describe, it} from 'node:test'
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../../../src/lib/engine/tf.js'
 import {quantizable, quantizeArtifacts, quantizeUint8, splitWeights, toFloat16, type ModelJson} from '../../../src/lib/export/quantize.js'
 import {rngFor} from '../../../src/lib/train/rng.js'
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {before, describe, it} from 'node:test'
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../../../src/lib/engine/tf.js'
 import * as ort from 'onnxruntime-node'
 import {initEngine} from '../../../src/lib/engine/backend.js'
 import {convertToOnnx} from '../../../src/lib/export/onnx.js'

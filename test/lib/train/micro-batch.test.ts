@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../../../src/lib/engine/tf.js'
 import {loadConfig} from '../../../src/lib/config/load.js'
 import {runIngest} from '../../../src/lib/data/ingest.js'
 import {initEngine} from '../../../src/lib/engine/backend.js'

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {after, before, describe, it} from 'node:test'
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../../../src/lib/engine/tf.js'
 import {loadConfig} from '../../../src/lib/config/load.js'
 import {TrainSchema} from '../../../src/lib/config/schema.js'
 import {runIngest} from '../../../src/lib/data/ingest.js'

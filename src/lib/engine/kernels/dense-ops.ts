@@ -1,6 +1,6 @@
 // Faster wasm versions of three generic kernels that dominate a training step once convolutions
 // are fast: BatchMatMul with a transposed operand, Sum over leading axes (bias gradients), Identity.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../tf.js'
 import {callStock} from './stock.js'
 import {alloc, free, heap, transpose, type KernelArgs, type TensorInfo} from './wasm-util.js'
 

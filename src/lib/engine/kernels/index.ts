@@ -1,6 +1,6 @@
 // Installs the training kernels the wasm backend lacks (or runs slowly) so that CNNs train on it;
 // the engine calls this once it has chosen wasm.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../tf.js'
 import {conv2DBackpropFilterConfig, conv2DBackpropInputConfig} from './conv2d-backprop.js'
 import {batchMatMulConfig, identityConfig, sumConfig} from './dense-ops.js'
 import {depthwiseBackpropFilterConfig, depthwiseBackpropInputConfig} from './depthwise-backprop.js'

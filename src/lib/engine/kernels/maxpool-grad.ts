@@ -1,6 +1,6 @@
 // MaxPoolGrad for the wasm backend as one pass over the wasm heap: several times faster than the
 // stock kernel, and with the cpu backend's rule that a window's gradient goes to its first maximum.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../tf.js'
 import {
   alloc, assertChannelsLast, heap, pair, type KernelArgs, type PadAttr, type RoundingMode, type TensorInfo,
 } from './wasm-util.js'

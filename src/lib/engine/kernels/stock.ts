@@ -1,6 +1,6 @@
 // The wasm backend's own kernels as they were before we replaced any, so that a replacement can
 // hand the cases it does not speed up back to the original.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../tf.js'
 import type {KernelArgs, TensorInfo} from './wasm-util.js'
 
 const originals = new Map<string, tf.KernelFunc>()

@@ -1,6 +1,6 @@
 // Tile for wasm as block copies: the stock kernel walks every output element and was the largest
 // cost of a batch-norm backward pass (tfjs-core's batchNorm gradient tiles per-channel factors).
-import type {TensorInfo} from '@tensorflow/tfjs'
+import type {TensorInfo} from '../tf.js'
 import type {KernelArgs} from './wasm-util.js'
 
 type Typed = Float32Array | Int32Array | Uint8Array

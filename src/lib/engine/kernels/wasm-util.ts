@@ -1,6 +1,6 @@
 // Plumbing for building wasm kernels out of the wasm backend's own kernels: calling a registered
 // kernel directly, reading and writing tensors in the wasm heap, and freeing intermediates.
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../tf.js'
 import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm'
 
 export type TensorInfo = tf.TensorInfo

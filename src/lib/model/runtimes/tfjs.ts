@@ -1,5 +1,5 @@
 // A TensorFlow.js layers model as an InferenceModel (whichever tfjs backend the engine chose).
-import * as tf from '@tensorflow/tfjs'
+import * as tf from '../../engine/tf.js'
 import {loadModel} from '../artifact.js'
 import type {InferenceModel} from './types.js'
 
