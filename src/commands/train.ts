@@ -115,12 +115,29 @@ ${MlCommand.exitCodesHelp}`
     try {
       const withConfig = [...argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config' && !a.startsWith('--config=')), '--config', job.configUri, '--target', 'local']
       const {flags} = await this.parse(Train, withConfig)
-      const loaded = await this.loadConfig(flags.config, {'data.store': job.channelDir, 'train.target': 'local', 'train.epochs': flags.epochs, 'train.backend': flags.backend})
+      const fixed = {'data.store': job.channelDir, 'train.target': 'local', 'train.epochs': flags.epochs, 'train.backend': flags.backend}
+      // A tuning job's trial: its values come as hyperparameters under the ids of tune.parameters.
+      const {metricLine, trialOverrides: sageMakerTrialOverrides} = await import('../lib/train/sagemaker-tune.js')
+      const first = await this.loadConfig(flags.config, fixed)
+      const tuned = sageMakerTrialOverrides(first.config.tune, job.hyperparameters)
+      const isTrial = Object.keys(tuned).length > 0
+      const loaded = isTrial ? await this.loadConfig(flags.config, {...fixed, ...tuned}) : first
+      const metric = loaded.config.tune?.metric ?? 'valAccuracy'
       const {runTraining} = await import('../lib/train/trainer.js')
       const interrupt = this.abortOnSignals()
       try {
-        this.note(`SageMaker training job ${job.job}: config ${job.configUri}, dataset ${job.channelDir}`)
-        const summary = await runTraining({loaded, resume: undefined, runId: undefined, signal: interrupt.signal, onEvent: () => {}})
+        this.note(`SageMaker training job ${job.job}: config ${job.configUri}, dataset ${job.channelDir}${isTrial ? `, trial values ${Object.entries(tuned).map(([k, v]) => `${k}=${v}`).join(', ')}` : ''}`)
+        const summary = await runTraining({
+          loaded,
+          resume: undefined,
+          runId: undefined,
+          signal: interrupt.signal,
+          // SageMaker reads a tuning trial's metric from the log with the job's metric definition.
+          onEvent: (event) => {
+            const value = event.type === 'epoch' ? (event.metrics as unknown as Record<string, number | undefined>)[metric] : undefined
+            if (isTrial && value !== undefined && Number.isFinite(value)) this.stderrLine(metricLine(metric, value))
+          },
+        })
         const modelDir = await publishSageMakerModel(summary.runDir, job)
         this.say(`run ${summary.runId}: ${summary.epochs} epochs, val_acc ${fmt(summary.valAccuracy)}, model in ${summary.runDir} and ${modelDir}`)
         return {...summary, modelDir}
@@ -139,7 +156,12 @@ ${MlCommand.exitCodesHelp}`
     const interrupt = this.abortOnSignals()
     const spinner = await createSpinner({enabled: !this.jsonEnabled()})
     try {
-      const result = await trainOnSageMaker(loaded, {detach, signal: interrupt.signal, ui: {spinner, note: (m) => this.note(m)}})
+      const {askYesNo, interactive} = await import('../lib/ui/prompt.js')
+      const result = await trainOnSageMaker(loaded, {
+        detach,
+        signal: interrupt.signal,
+        ui: {spinner, note: (m) => this.note(m), ...(interactive() && !this.jsonEnabled() ? {ask: askYesNo} : {})},
+      })
       if (result.detached) this.say(result.job)
       else if (result.run) this.say(`job ${result.job} completed: run ${result.run.runId}, val_acc ${fmt(result.run.final?.valAccuracy)}, model in ${result.run.runDir}`)
       else this.say(`job ${result.job} completed; outputs in ${result.outputDir}`)

@@ -4,7 +4,7 @@ import {Args} from '@oclif/core'
 import {MlCommand} from '../../lib/ui/command.js'
 
 export default class TrainCancel extends MlCommand {
-  static override summary = 'Cancel a Vertex AI training or tuning job, or stop a SageMaker training job (by its name or ARN).'
+  static override summary = 'Cancel a Vertex AI training or tuning job, or stop a SageMaker training or tuning job (by its name or ARN).'
   static override description = `Sends a cancel request for the job and shows its state afterwards (usually JOB_STATE_CANCELLING, then CANCELLED within a minute). Checkpoints already written under the job's output prefix stay. A job that already ended is an error (exit 2). A job id alone is looked up in train.vertex's project and region.
 
 ${MlCommand.exitCodesHelp}`
@@ -19,9 +19,19 @@ ${MlCommand.exitCodesHelp}`
     const {args, flags} = await this.parse(TrainCancel)
     const sagemaker = await import('../../lib/train/sagemaker.js')
     if (sagemaker.isSageMakerJobRef(args.job)) {
-      const view = await sagemaker.stopJob(args.job)
-      this.say(`stop requested for ${view.name}: ${view.state}`)
-      return view
+      const view = sagemaker.isTuningJobArn(args.job) ? undefined : await sagemaker.stopJob(args.job).catch((error: unknown) => {
+        if ((error as {code?: string}).code === 'SAGEMAKER_JOB_NOT_FOUND') return undefined
+        throw error
+      })
+      if (view) {
+        this.say(`stop requested for ${view.name}: ${view.state}`)
+        return view
+      }
+      // Not a training job: a tuning job (stopping it stops its running trials).
+      const {tuningJobStatus} = await import('../../lib/train/sagemaker-tune.js')
+      const tuning = await tuningJobStatus(args.job.replace(/^arn:.*:hyper-parameter-tuning-job\//, ''), {stop: true})
+      this.say(`stop requested for tuning job ${tuning.name}: ${tuning.state}`)
+      return {kind: 'sagemaker-tuning-job', ...tuning}
     }
     const {cancelJob, resolveJobName} = await import('../../lib/train/vertex.js')
     const {optionalVertexLocation} = await import('../../lib/cloud/vertex-client.js')

@@ -5,7 +5,7 @@ import {MlCommand} from '../../lib/ui/command.js'
 import {fmt} from '../../lib/ui/progress.js'
 
 export default class TrainStatus extends MlCommand {
-  static override summary = 'Show the state of a Vertex AI training or tuning job, or of a SageMaker training job.'
+  static override summary = 'Show the state of a Vertex AI training or tuning job, or of a SageMaker training or tuning job.'
   static override description = `Reads the job from Vertex AI: its state, when it was created, started and ended, the error of a failed job and its output prefix. For a succeeded training job it also reads the run the job wrote (final metrics). A job id alone is looked up in train.vertex's project and region; a full name (projects/<project>/locations/<region>/customJobs/<id>, or .../hyperparameterTuningJobs/<id>) needs no config.
 
 ${MlCommand.exitCodesHelp}`
@@ -24,7 +24,11 @@ ${MlCommand.exitCodesHelp}`
     const {args, flags} = await this.parse(TrainStatus)
     const sagemaker = await import('../../lib/train/sagemaker.js')
     if (sagemaker.isSageMakerJobRef(args.job)) {
-      const view = await sagemaker.describeJob(args.job)
+      const view = sagemaker.isTuningJobArn(args.job) ? undefined : await sagemaker.describeJob(args.job).catch((error: unknown) => {
+        if ((error as {code?: string}).code === 'SAGEMAKER_JOB_NOT_FOUND') return undefined
+        throw error
+      })
+      if (!view) return this.tuningStatus(args.job)
       const run = view.state === 'Completed' && view.outputDir ? await sagemaker.jobRunOf(view.outputDir) : undefined
       this.say(`${view.name}: ${view.state}${view.secondaryState && view.secondaryState !== view.state ? ` (${view.secondaryState})` : ''}`)
       for (const [label, value] of [
@@ -57,5 +61,16 @@ ${MlCommand.exitCodesHelp}`
     }
     if (run) this.say(`  run      ${run.runId} (${run.status}), val_acc ${fmt(run.final?.valAccuracy)}, ${run.runDir}`)
     return {...view, ...(run ? {run} : {})}
+  }
+
+  /** A SageMaker tuning job: its state, failure, trial counts and best trial. */
+  private async tuningStatus(ref: string) {
+    const {tuningJobStatus} = await import('../../lib/train/sagemaker-tune.js')
+    const view = await tuningJobStatus(ref.replace(/^arn:.*:hyper-parameter-tuning-job\//, ''))
+    this.say(`${view.name}: ${view.state}`)
+    if (view.failureReason) this.say(`  failure  ${view.failureReason}`)
+    if (view.counters) this.say(`  trials   ${Object.entries(view.counters).map(([k, v]) => `${k} ${v ?? 0}`).join(', ')}`)
+    if (view.best) this.say(`  best     ${view.best}`)
+    return {kind: 'sagemaker-tuning-job', ...view}
   }
 }

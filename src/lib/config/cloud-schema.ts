@@ -67,13 +67,16 @@ export const TuneSchema = z
     algorithm: z
       .enum(['default', 'grid', 'random', 'halving'])
       .default('default')
-      .describe('default = Vertex AI Vizier (Bayesian) on Vertex, successive halving locally; halving: local only.'),
-    target: z.enum(['vertex', 'local']).default('vertex').describe('Where trials run: Vertex AI, or `ml train` processes on this machine (flag --target).'),
+      .describe('default = Bayesian search on Vertex AI (Vizier) and SageMaker, successive halving locally; halving = successive halving locally, Hyperband on SageMaker (not on Vertex AI); grid on SageMaker takes values lists only.'),
+    target: z
+      .enum(['vertex', 'sagemaker', 'local'])
+      .optional()
+      .describe('Where trials run: Vertex AI, SageMaker, or `ml train` processes on this machine (flag --target). Default: sagemaker when train.target is sagemaker, else vertex.'),
     eta: z.number().int().min(2).max(10).default(3).describe('Successive halving: keep the best 1/eta of the trials at each rung, which train eta times longer.'),
     parameters: z.array(TuneParameterSchema).min(1).describe('Config keys to search, each with its range or values.'),
   })
   .refine((t) => new Set(t.parameters.map((p) => p.name)).size === t.parameters.length, {message: 'each parameter name may appear once', path: ['parameters']})
-  .describe('Hyperparameter tuning on Vertex AI (`ml tune`); trials run like `ml train --target vertex` (train.vertex).')
+  .describe('Hyperparameter tuning (`ml tune`): trials run like `ml train --target vertex|sagemaker` (train.vertex or train.sagemaker), or on this machine.')
 
 export type VertexConfig = z.output<typeof VertexSchema>
 export type TuneConfig = z.output<typeof TuneSchema>

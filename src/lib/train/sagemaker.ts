@@ -57,7 +57,7 @@ export function sagemakerError(error: unknown, action: string): Error {
   const name = (error as {name?: string} | undefined)?.name ?? ''
   const message = (error as Error | undefined)?.message ?? String(error)
   if (isAuthError(error)) return new UserError(`no usable AWS credentials for SageMaker: ${message}`, {code: 'AWS_AUTH', exit: 'service', cause: error})
-  if (name === 'ResourceNotFound' || name === 'ValidationException' && /not found|does not exist/i.test(message)) {
+  if (name === 'ResourceNotFound' || name === 'ValidationException' && /not found|could not find|does not exist/i.test(message)) {
     return new UserError(`SageMaker could not ${action}: ${message}`, {code: 'SAGEMAKER_JOB_NOT_FOUND', exit: 'usage', cause: error, suggestions: ['Check the job name and the region (AWS_REGION or train.sagemaker.region).']})
   }
   if (name === 'AccessDeniedException' || statusOf(error) === 403) {
@@ -85,10 +85,13 @@ export function sagemakerSettings(config: MlConfig): SageMakerConfig {
 }
 
 /**
- * True for a job reference `ml train status|cancel` should look up in SageMaker: a training-job ARN,
+ * True for a job reference `ml train status|cancel` should look up in SageMaker: a training or tuning job ARN,
  * or a name that is neither a Vertex AI resource name nor a numeric Vertex job id.
  */
-export const isSageMakerJobRef = (ref: string) => ref.startsWith('arn:aws') ? /:training-job\//.test(ref) : !ref.startsWith('projects/') && !/^\d+$/.test(ref)
+export const isSageMakerJobRef = (ref: string) => ref.startsWith('arn:aws') ? /:(training-job|hyper-parameter-tuning-job)\//.test(ref) : !ref.startsWith('projects/') && !/^\d+$/.test(ref)
+
+/** A tuning job's ARN (or a name, which may be either kind: `ml train status|cancel` tries a training job first). */
+export const isTuningJobArn = (ref: string) => /^arn:aws.*:hyper-parameter-tuning-job\//.test(ref)
 
 /** SageMaker job names: up to 63 letters, digits and hyphens. */
 export const jobName = (name: string) => `${newRunId(name).toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(0, 56)}-${randomBytes(2).toString('hex')}`
@@ -134,10 +137,11 @@ export async function describeJob(name: string, client?: SageMakerClient): Promi
   }
 }
 
-export async function stopJob(name: string): Promise<SageMakerJobView> {
-  const {client, check} = await sagemakerClient()
+export async function stopJob(name: string, shared?: SageMakerClient): Promise<SageMakerJobView> {
+  const own = shared ? undefined : await sagemakerClient()
+  const client = shared ?? own!.client
   try {
-    await check()
+    await own?.check()
     const before = await describeJob(name, client)
     if (FINAL_STATES.has(before.state)) {
       throw new UserError(`job ${name} already ended (${before.state}); nothing to cancel`, {code: 'SAGEMAKER_JOB_ENDED', exit: 'usage', details: before})
@@ -148,7 +152,7 @@ export async function stopJob(name: string): Promise<SageMakerJobView> {
     })
     return await describeJob(name, client)
   } finally {
-    client.destroy()
+    own?.client.destroy()
   }
 }
 
@@ -168,6 +172,8 @@ export function jobFailure(view: SageMakerJobView): UserError {
 export interface SageMakerUi {
   spinner: Spinner
   note(message: string): void
+  /** Asks a yes/no question on the terminal; absent when not interactive. */
+  ask?: (question: string) => Promise<boolean>
 }
 
 export interface SageMakerTrainResult {
@@ -181,7 +187,52 @@ export interface SageMakerTrainResult {
   run?: JobRun
 }
 
-const sleep = (ms: number, signal?: AbortSignal) =>
+/** What a training job and every trial of a tuning job share: the uploaded config and the job's resources. */
+export interface SageMakerJobDefinition {
+  /** s3:// prefix the job writes under (config.yaml, runs/, output/). */
+  outputDir: string
+  configUri: string
+  AlgorithmSpecification: {TrainingImage: string; TrainingInputMode: 'File'}
+  RoleArn: string
+  InputDataConfig: Array<{ChannelName: string; DataSource: {S3DataSource: {S3Uri: string; S3DataType: 'S3Prefix'; S3DataDistributionType: 'FullyReplicated'}}}>
+  OutputDataConfig: {S3OutputPath: string}
+  ResourceConfig: {InstanceType: TrainingInstanceType; InstanceCount: number; VolumeSizeInGB: number}
+  StoppingCondition: {MaxRuntimeInSeconds: number}
+}
+
+/**
+ * Checks that the dataset is on S3, uploads the resolved config under <outputPath>/<name>/ and returns
+ * the job definition that points at it (the dataset store as the `training` channel).
+ */
+export async function prepareSageMakerJob(loaded: LoadedConfig, name: string, command = '`ml train --target sagemaker`'): Promise<SageMakerJobDefinition> {
+  const {config} = loaded
+  const settings = sagemakerSettings(config)
+  const store = resolvePath(loaded, config.data.store)
+  if (!isS3(store)) {
+    throw new UserError(`data.store is ${store}: a SageMaker job reads its dataset from S3`, {
+      code: 'SAGEMAKER_LOCAL_DATA',
+      exit: 'usage',
+      suggestions: ['Ingest into S3: set data.store: s3://<bucket>/<path> and run `ml ingest` (sources may stay local).'],
+    })
+  }
+  const outputDir = joinPath(settings.outputPath, name)
+  const configUri = joinPath(outputDir, 'config.yaml')
+  const uploaded: MlConfig = {...config, data: {...config.data, store}, train: {...config.train, target: 'local', runs: joinPath(outputDir, 'runs')}}
+  await writeFileAtomic(configUri, `# Written by ${command} for SageMaker job ${name}.\n` + stringify(uploaded))
+  return {
+    outputDir,
+    configUri,
+    AlgorithmSpecification: {TrainingImage: settings.image, TrainingInputMode: 'File'},
+    RoleArn: settings.roleArn,
+    InputDataConfig: [{ChannelName: 'training', DataSource: {S3DataSource: {S3Uri: `${store}/`, S3DataType: 'S3Prefix', S3DataDistributionType: 'FullyReplicated'}}}],
+    OutputDataConfig: {S3OutputPath: `${outputDir}/output`},
+    ResourceConfig: {InstanceType: settings.instanceType as TrainingInstanceType, InstanceCount: settings.instanceCount, VolumeSizeInGB: settings.volumeSizeGb},
+    StoppingCondition: {MaxRuntimeInSeconds: settings.maxRuntime},
+  }
+}
+
+/** Waits `ms`, or less when `signal` aborts. */
+export const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
     if (signal?.aborted) return resolve()
     const timer = setTimeout(done, ms)
@@ -193,38 +244,65 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener('abort', done, {once: true})
   })
 
-/** Submits the training job and, unless detached, follows it with the spinner to its end. */
+/**
+ * Reads a job until it reaches one of `finalStates` or `signal` aborts, updating the spinner; a read
+ * that fails with a service error is retried (8 in a row end it).
+ */
+export async function followSageMaker<V extends {state: string}>(
+  read: () => Promise<V>,
+  options: {finalStates: Set<string>; signal?: AbortSignal; onState: (view: V) => void},
+): Promise<V> {
+  let failures = 0
+  for (;;) {
+    let view: V
+    try {
+      view = await read()
+      failures = 0
+    } catch (error) {
+      if (++failures >= 8 || (error instanceof UserError && error.code !== 'SAGEMAKER_UNAVAILABLE')) throw error
+      await sleep(pollIntervalMs(), options.signal)
+      continue
+    }
+    options.onState(view)
+    if (options.finalStates.has(view.state) || options.signal?.aborted) return view
+    await sleep(pollIntervalMs(), options.signal)
+  }
+}
+
+/**
+ * After Ctrl-C while following a job: on a terminal, asks whether to stop the job too (no: it goes on,
+ * and the command returns as detached); elsewhere (CI, --json) stops it, as a CI runner cancelling a
+ * step expects. Returns undefined when the job keeps running; throws INTERRUPTED (exit 130) once stopped.
+ */
+export async function interruptedSageMakerJob(kind: string, name: string, ui: SageMakerUi, stop: () => Promise<{state: string}>, details: Record<string, unknown>): Promise<undefined> {
+  if (ui.ask && !(await ui.ask(`Stop SageMaker ${kind} ${name}? [y/N] `))) {
+    ui.note(`${kind} ${name} keeps running; see it with \`ml train status ${name}\``)
+    return undefined
+  }
+  if (!ui.ask) ui.note(`interrupted (not a terminal, so not asking): stopping ${kind} ${name}`)
+  const after = await stop()
+  throw new UserError(`interrupted: SageMaker ${kind} ${name} was stopped (${after.state})`, {code: 'INTERRUPTED', exit: 'interrupted', details: {...details, state: after.state}})
+}
+
+/**
+ * Submits the training job and, unless detached, follows it with the spinner to its end. Ctrl-C asks
+ * whether to stop the job (terminal) or stops it (elsewhere): see interruptedSageMakerJob.
+ */
 export async function trainOnSageMaker(loaded: LoadedConfig, options: {detach: boolean; signal?: AbortSignal; ui: SageMakerUi}): Promise<SageMakerTrainResult> {
   const {config} = loaded
   const settings = sagemakerSettings(config)
-  const store = resolvePath(loaded, config.data.store)
-  if (!isS3(store)) {
-    throw new UserError(`data.store is ${store}: a SageMaker job reads its dataset from S3`, {
-      code: 'SAGEMAKER_LOCAL_DATA',
-      exit: 'usage',
-      suggestions: ['Ingest into S3: set data.store: s3://<bucket>/<path> and run `ml ingest` (sources may stay local).'],
-    })
-  }
   const {client, check} = await sagemakerClient(settings.region)
   try {
     await check()
     const name = jobName(config.name)
-    const outputDir = joinPath(settings.outputPath, name)
-    const configUri = joinPath(outputDir, 'config.yaml')
-    const uploaded: MlConfig = {...config, data: {...config.data, store}, train: {...config.train, target: 'local', runs: joinPath(outputDir, 'runs')}}
-    await writeFileAtomic(configUri, `# Written by \`ml train --target sagemaker\` for SageMaker training job ${name}.\n` + stringify(uploaded))
+    const {outputDir, configUri, ...definition} = await prepareSageMakerJob(loaded, name)
     const {CreateTrainingJobCommand} = await import('@aws-sdk/client-sagemaker')
     let created
     try {
       created = await client.send(
         new CreateTrainingJobCommand({
           TrainingJobName: name,
-          AlgorithmSpecification: {TrainingImage: settings.image, TrainingInputMode: 'File'},
-          RoleArn: settings.roleArn,
-          InputDataConfig: [{ChannelName: 'training', DataSource: {S3DataSource: {S3Uri: `${store}/`, S3DataType: 'S3Prefix', S3DataDistributionType: 'FullyReplicated'}}}],
-          OutputDataConfig: {S3OutputPath: `${outputDir}/output`},
-          ResourceConfig: {InstanceType: settings.instanceType as TrainingInstanceType, InstanceCount: settings.instanceCount, VolumeSizeInGB: settings.volumeSizeGb},
-          StoppingCondition: {MaxRuntimeInSeconds: settings.maxRuntime},
+          ...definition,
           HyperParameters: {'ml-config': configUri},
           Environment: {ML_CONFIG: configUri},
           Tags: [{Key: 'ml-model', Value: config.name}],
@@ -237,24 +315,14 @@ export async function trainOnSageMaker(loaded: LoadedConfig, options: {detach: b
     const base = {job: name, ...(created.TrainingJobArn ? {arn: created.TrainingJobArn} : {}), outputDir, configUri}
     if (options.detach) return {...base, detached: true, state: 'InProgress'}
     options.ui.spinner.update(`job ${name}: InProgress`)
-    let view: SageMakerJobView
-    let failures = 0
-    for (;;) {
-      try {
-        view = await describeJob(name, client)
-        failures = 0
-      } catch (error) {
-        if (++failures >= 8 || (error instanceof UserError && error.code !== 'SAGEMAKER_UNAVAILABLE')) throw error
-        await sleep(pollIntervalMs(), options.signal)
-        continue
-      }
-      options.ui.spinner.update(`job ${name}: ${view.state}${view.secondaryState && view.secondaryState !== view.state ? ` (${view.secondaryState})` : ''}`)
-      if (FINAL_STATES.has(view.state) || options.signal?.aborted) break
-      await sleep(pollIntervalMs(), options.signal)
-    }
+    const view = await followSageMaker(() => describeJob(name, client), {
+      finalStates: FINAL_STATES,
+      ...(options.signal ? {signal: options.signal} : {}),
+      onState: (v) => options.ui.spinner.update(`job ${name}: ${v.state}${v.secondaryState && v.secondaryState !== v.state ? ` (${v.secondaryState})` : ''}`),
+    })
     options.ui.spinner.stop()
     if (options.signal?.aborted && !FINAL_STATES.has(view.state)) {
-      options.ui.note(`stopped following job ${name}; it goes on (\`ml train cancel ${name}\` stops it)`)
+      await interruptedSageMakerJob('training job', name, options.ui, () => stopJob(name, client), base)
       return {...base, detached: true, state: view.state}
     }
     if (view.state !== 'Completed') throw jobFailure(view)
@@ -269,6 +337,8 @@ export async function trainOnSageMaker(loaded: LoadedConfig, options: {detach: b
 export interface SageMakerJobEnv {
   job: string
   configUri: string
+  /** hyperparameters.json: ml-config, and a tuning trial's values by parameter id (train_learningRate). */
+  hyperparameters: Record<string, string>
   /** The local copy of the dataset store (channel `training`). */
   channelDir: string
   /** Where SageMaker takes the model from (uploaded as model.tar.gz). */
@@ -286,18 +356,23 @@ export async function sageMakerJobEnv(env: NodeJS.ProcessEnv = process.env): Pro
   const job = env.TRAINING_JOB_NAME || (env.SM_TRAINING_ENV ? (JSON.parse(env.SM_TRAINING_ENV) as {job_name?: string}).job_name : undefined)
   if (!job) return undefined
   const root = env.ML_SAGEMAKER_ROOT || '/opt/ml'
-  let configUri = env.ML_CONFIG || undefined
-  if (!configUri) {
-    const file = env.SM_INPUT_CONFIG_DIR ? path.join(env.SM_INPUT_CONFIG_DIR, 'hyperparameters.json') : path.join(root, 'input', 'config', 'hyperparameters.json')
-    const hyperparameters = JSON.parse((await readBytes(file).catch(() => Buffer.from('{}'))).toString()) as Record<string, string>
-    configUri = hyperparameters['ml-config']
+  // The tuned values of a tuning job's trial come as hyperparameters too (SM_HPS holds the same).
+  const file = env.SM_INPUT_CONFIG_DIR ? path.join(env.SM_INPUT_CONFIG_DIR, 'hyperparameters.json') : path.join(root, 'input', 'config', 'hyperparameters.json')
+  const text = (await readBytes(file).catch(() => undefined))?.toString() ?? env.SM_HPS ?? '{}'
+  let hyperparameters: Record<string, string>
+  try {
+    hyperparameters = JSON.parse(text) as Record<string, string>
+  } catch (error) {
+    throw new UserError(`SageMaker job ${job}: ${file} is not valid JSON: ${(error as Error).message}`, {code: 'SAGEMAKER_NO_CONFIG', exit: 'usage', cause: error})
   }
+  const configUri = env.ML_CONFIG || hyperparameters['ml-config']
   if (!configUri) {
     throw new UserError(`SageMaker job ${job}: no ml config (set ML_CONFIG or the ml-config hyperparameter)`, {code: 'SAGEMAKER_NO_CONFIG', exit: 'usage'})
   }
   return {
     job,
     configUri,
+    hyperparameters,
     channelDir: env.SM_CHANNEL_TRAINING || path.join(root, 'input', 'data', 'training'),
     modelDir: env.SM_MODEL_DIR || path.join(root, 'model'),
     failureFile: env.SM_OUTPUT_FAILURE || path.join(env.SM_OUTPUT_DIR || path.join(root, 'output'), 'failure'),

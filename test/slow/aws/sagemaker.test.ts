@@ -7,7 +7,6 @@
 // Before anything else: no test here may reach a host other than this machine.
 import '../../support/loopback-only.js'
 import assert from 'node:assert/strict'
-import http from 'node:http'
 import {mkdir, readFile, readdir, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
@@ -19,6 +18,7 @@ import {awsEnv, createBuckets, putObject, s3Config, uploadMnistS3, useTestCreden
 import {guardNetwork} from '../../support/cloud-fixtures.js'
 import {tempDir} from '../../support/fixtures.js'
 import {MotoServer} from '../../support/moto-server.js'
+import {sagemakerProxy} from '../../support/sagemaker-proxy.js'
 
 const BUCKET = 'ml-sm'
 const CONFIG = `s3://${BUCKET}/proj/ml.yaml`
@@ -27,49 +27,6 @@ const SAGEMAKER = {
   image: '123456789012.dkr.ecr.us-east-1.amazonaws.com/ml:test',
   instanceType: 'ml.g5.xlarge',
   outputPath: `s3://${BUCKET}/proj/sagemaker`,
-}
-
-/** A proxy to moto that lets a test replace the answer to one SageMaker operation. */
-async function sagemakerProxy(target: string) {
-  const upstream = new URL(target)
-  const seen: string[] = []
-  const answers = new Map<string, (body: Record<string, unknown>) => Record<string, unknown> | undefined>()
-  const server = http.createServer((req, res) => {
-    const operation = String(req.headers['x-amz-target'] ?? '').replace(/^SageMaker\./, '')
-    if (operation) seen.push(operation)
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
-      const rewrite = answers.get(operation)
-      const forward = http.request({host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers}, (answer) => {
-        const body: Buffer[] = []
-        answer.on('data', (c: Buffer) => body.push(c))
-        answer.on('end', () => {
-          let data = Buffer.concat(body)
-          let status = answer.statusCode ?? 502
-          if (rewrite) {
-            const parsed = status === 200 ? (JSON.parse(data.toString() || '{}') as Record<string, unknown>) : {}
-            data = Buffer.from(JSON.stringify(rewrite(parsed) ?? {}))
-            status = 200
-          }
-          res.writeHead(status, {'content-type': 'application/x-amz-json-1.1', 'content-length': String(data.length)})
-          res.end(data)
-        })
-      })
-      forward.on('error', () => res.destroy())
-      forward.end(Buffer.concat(chunks))
-    })
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    url: `http://127.0.0.1:${(server.address() as {port: number}).port}`,
-    seen,
-    answers,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections()
-      server.close(() => resolve())
-    }),
-  }
 }
 
 describe('ml train --target sagemaker', () => {

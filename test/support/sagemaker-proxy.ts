@@ -1,0 +1,55 @@
+// A proxy in front of moto's SageMaker that lets a test replace the answer to one operation (x-amz-target),
+// for what moto does not do: jobs that fail, run for a while, stop, or list a tuning job's trials.
+import http from 'node:http'
+
+/** A proxy to moto that lets a test replace the answer to one SageMaker operation. */
+export async function sagemakerProxy(target: string) {
+  const upstream = new URL(target)
+  const seen: string[] = []
+  const waiting: Array<{operation: string; resolve: () => void}> = []
+  const answers = new Map<string, (body: Record<string, unknown>) => Record<string, unknown> | undefined>()
+  const server = http.createServer((req, res) => {
+    const operation = String(req.headers['x-amz-target'] ?? '').replace(/^SageMaker\./, '')
+    if (operation) {
+      seen.push(operation)
+      for (const w of waiting.filter((w) => w.operation === operation)) {
+        waiting.splice(waiting.indexOf(w), 1)
+        w.resolve()
+      }
+    }
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const rewrite = answers.get(operation)
+      const forward = http.request({host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers}, (answer) => {
+        const body: Buffer[] = []
+        answer.on('data', (c: Buffer) => body.push(c))
+        answer.on('end', () => {
+          let data = Buffer.concat(body)
+          let status = answer.statusCode ?? 502
+          if (rewrite) {
+            const parsed = status === 200 ? (JSON.parse(data.toString() || '{}') as Record<string, unknown>) : {}
+            data = Buffer.from(JSON.stringify(rewrite(parsed) ?? {}))
+            status = 200
+          }
+          res.writeHead(status, {'content-type': 'application/x-amz-json-1.1', 'content-length': String(data.length)})
+          res.end(data)
+        })
+      })
+      forward.on('error', () => res.destroy())
+      forward.end(Buffer.concat(chunks))
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${(server.address() as {port: number}).port}`,
+    seen,
+    answers,
+    /** Resolves once the proxy has received `operation` (at once if it already has). */
+    waitFor: (operation: string) => new Promise<void>((resolve) => (seen.includes(operation) ? resolve() : waiting.push({operation, resolve}))),
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections()
+      server.close(() => resolve())
+    }),
+  }
+}
