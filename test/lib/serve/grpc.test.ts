@@ -181,6 +181,12 @@ describe('gRPC port: KServe V2 GRPCInferenceService and TF Serving PredictionSer
       assert.equal(wrong.code, grpc.status.UNAUTHENTICATED, method)
       assert.match(wrong.details, /invalid bearer token/)
     }
+    // Readiness is open, but an anonymous caller's error names no served model.
+    const anonymous = await failure(call(kserve, 'ModelReady', {name: 'nope', version: ''}, null))
+    assert.equal(anonymous.code, grpc.status.NOT_FOUND)
+    assert.doesNotMatch(anonymous.details, /digits|nope/)
+    const named = await failure(call(kserve, 'ModelReady', {name: 'nope', version: ''}))
+    assert.match(named.details, /unknown model "nope".*digits/)
     const predict = await failure(call(tfserving, 'Predict', {model_spec: {name: 'digits'}, inputs: {}}, null))
     assert.equal(predict.code, grpc.status.UNAUTHENTICATED)
   })

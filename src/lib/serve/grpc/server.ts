@@ -146,11 +146,9 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcHandle> {
         if (--inFlight === 0) idle.emit('idle')
       }
       call.once('cancelled', () => finish(499, Code.CANCELLED))
+      const denied = auth?.checkHeader(call.metadata.get('authorization').map(String)[0])
       const run = async () => {
-        if (!method.open && auth) {
-          const denied = auth.checkHeader(call.metadata.get('authorization').map(String)[0])
-          if (denied) throw denied
-        }
+        if (!method.open && denied) throw denied
         return method.handle({
           state,
           // Each method's handler declares the request message it is registered for.
@@ -162,6 +160,8 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcHandle> {
         (response) => finish(200, Code.OK, undefined, response),
         (error: unknown) => {
           const failure = failureOf(error)
+          // Anonymous callers of the open methods (auth on) get the code alone: messages name served models.
+          if (denied && method.open) failure.message = `${Code[failure.code]} (send the bearer token for details)`
           if (failure.internal) log.event('error', 'request-failed', {path, model: state.model, reason: error instanceof Error ? error.stack : String(error)})
           finish(failure.httpStatus, failure.code, failure)
         },
