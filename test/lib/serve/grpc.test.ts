@@ -245,12 +245,15 @@ describe('gRPC port: KServe V2 GRPCInferenceService and TF Serving PredictionSer
     assert.deepEqual(signature.outputs.probabilities.tensor_shape.dim.map((d: {size: number}) => d.size), [-1, 10])
   })
 
-  it('counts gRPC calls in the same metrics as HTTP, under protocol="grpc"', async () => {
+  it('counts gRPC calls in the same metrics as HTTP, under protocol="grpc" (health checks under "health")', async () => {
     const text = await server.metrics.registry.metrics()
     assert.match(text, /ml_serve_requests_total\{model="digits",version="1",protocol="grpc",status="200"\} [1-9]/)
     assert.match(text, /ml_serve_requests_total\{model="digits",version="1",protocol="grpc",status="400"\} [1-9]/)
     assert.match(text, /ml_serve_requests_total\{model="",version="",protocol="grpc",status="401"\} [1-9]/)
     assert.match(text, /nv_inference_request_success\{model="digits",version="1"\} [1-9]/)
+    // Liveness and readiness count as health checks, as over HTTP.
+    assert.match(text, /ml_serve_requests_total\{model="digits",version="1",protocol="health",status="200"\} [1-9]/)
+    assert.match(text, /ml_serve_requests_total\{model="",version="",protocol="health",status="200"\} [1-9]/)
   })
 
   // Last: it stops the server.

@@ -44,7 +44,10 @@ interface Call<Request> {
 }
 
 interface Method<Request> {
-  /** Reachable without a token when auth is on (liveness and readiness, as over HTTP). */
+  /**
+   * Reachable without a token when auth is on: liveness and readiness, counted as protocol "health" as
+   * over HTTP (the SLO checks of `ml monitor` leave health checks out); every other call is "grpc".
+   */
   open?: boolean
   handle(call: Call<Request>): unknown
 }
@@ -118,7 +121,7 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcHandle> {
       const deadlineMs = callDeadline instanceof Date ? callDeadline.getTime() : callDeadline
       // The call's own deadline, when sooner than serve.requestTimeoutMs.
       const deadline = Math.min(started + options.requestTimeoutMs, Number.isFinite(deadlineMs) ? started + (deadlineMs - Date.now()) : Number.POSITIVE_INFINITY)
-      const state: RequestState = {protocol: 'grpc', deadline, cancel: {}, inference: false, leases: []}
+      const state: RequestState = {protocol: method.open ? 'health' : 'grpc', deadline, cancel: {}, inference: false, leases: []}
       inFlight++
       handled++
       metrics?.inFlight.inc()
@@ -135,13 +138,13 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcHandle> {
         const labels = servedLabels(ctx.repository, state.model, state.version)
         if (metrics) {
           metrics.inFlight.dec()
-          if (code === Code.CANCELLED) metrics.clientAborts.inc({protocol: 'grpc'})
-          metrics.requests.inc({...labels, protocol: 'grpc', status: String(httpStatus)})
-          metrics.requestDuration.observe({...labels, protocol: 'grpc'}, seconds)
+          if (code === Code.CANCELLED) metrics.clientAborts.inc({protocol: state.protocol})
+          metrics.requests.inc({...labels, protocol: state.protocol, status: String(httpStatus)})
+          metrics.requestDuration.observe({...labels, protocol: state.protocol}, seconds)
           if (state.inference && labels.model !== '') metrics.inferenceRequest(labels.model, labels.version, httpStatus < 400, seconds)
         }
         if (accessLog.enabled) {
-          accessLog.write({method: 'POST', path, status: httpStatus, grpcStatus: Code[code], ms: Math.round(seconds * 1e6) / 1e3, model: state.model ?? null, version: state.version ?? null, bytes: 0, protocol: 'grpc'})
+          accessLog.write({method: 'POST', path, status: httpStatus, grpcStatus: Code[code], ms: Math.round(seconds * 1e6) / 1e3, model: state.model ?? null, version: state.version ?? null, bytes: 0, protocol: state.protocol})
         }
         if (--inFlight === 0) idle.emit('idle')
       }
