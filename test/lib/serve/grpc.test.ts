@@ -1,10 +1,17 @@
 import assert from 'node:assert/strict'
+import {execFile} from 'node:child_process'
+import {readFile} from 'node:fs/promises'
+import path from 'node:path'
+import {promisify} from 'node:util'
 import {after, before, describe, it} from 'node:test'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import protobuf from 'protobufjs'
 import {KSERVE_PROTO, LOADER_OPTIONS, PROTOS_DIR, TFSERVING_PROTO} from '../../../src/lib/serve/grpc/protos.js'
-import type {ServeHandle} from '../../../src/lib/serve/server.js'
+import {JsonLog} from '../../../src/lib/serve/log.js'
+import {serveOptions} from '../../../src/lib/serve/options.js'
+import {startServer, type ServeHandle} from '../../../src/lib/serve/server.js'
+import {tempDir} from '../../support/fixtures.js'
 import {fp32Body, request, startDigitsServer, type DigitsServer} from '../../support/serve-fixtures.js'
 
 const TOKEN_ENV = 'ML_TEST_GRPC_TOKEN'
@@ -254,6 +261,43 @@ describe('gRPC port: KServe V2 GRPCInferenceService and TF Serving PredictionSer
     // Liveness and readiness count as health checks, as over HTTP.
     assert.match(text, /ml_serve_requests_total\{model="digits",version="1",protocol="health",status="200"\} [1-9]/)
     assert.match(text, /ml_serve_requests_total\{model="",version="",protocol="health",status="200"\} [1-9]/)
+  })
+
+  it('serves gRPC over TLS with serve.tls, as HTTPS', async (t) => {
+    const temp = await tempDir('ml-serve-grpc-tls-')
+    t.after(() => temp.cleanup())
+    const cert = path.join(temp.dir, 'cert.pem')
+    const key = path.join(temp.dir, 'key.pem')
+    try {
+      await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'])
+    } catch (error) {
+      t.skip(`openssl could not make a self-signed certificate (${(error as Error).message.split('\n')[0]})`)
+      return
+    }
+    const version = server.repository.models.get('digits')!.versions.get(1)!
+    const tls = await startServer(serveOptions({
+      repository: path.dirname(path.dirname(version.dir)),
+      models: [{name: 'digits', labels: {}}],
+      port: 0,
+      grpc: {port: 0},
+      instances: 1,
+      pollIntervalMs: 0,
+      accessLog: 'off',
+      engine: 'wasm',
+      tls: {cert, key},
+    }), {log: new JsonLog(undefined)})
+    t.after(() => tls.close())
+    const definition = grpc.loadPackageDefinition(protoLoader.loadSync(KSERVE_PROTO, LOADER_OPTIONS)) as any
+    const secure: Client = new definition.inference.GRPCInferenceService(`127.0.0.1:${tls.grpcPort}`, grpc.credentials.createSsl(await readFile(cert)))
+    const plain: Client = new definition.inference.GRPCInferenceService(`127.0.0.1:${tls.grpcPort}`, grpc.credentials.createInsecure())
+    t.after(() => {
+      secure.close()
+      plain.close()
+    })
+    const answer = await call(secure, 'ModelInfer', {model_name: 'digits', inputs: [{name: 'image', datatype: 'BYTES', shape: [10], contents: {bytes_contents: pngs}}]})
+    assertClose(answer.outputs[0].contents.fp32_contents, httpAnswer)
+    const refused = await failure(call(plain, 'ServerLive', {}))
+    assert.equal(refused.code, grpc.status.UNAVAILABLE)
   })
 
   // Last: it stops the server.
