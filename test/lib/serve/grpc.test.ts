@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import {execFile} from 'node:child_process'
 import {readFile} from 'node:fs/promises'
+import net from 'node:net'
 import path from 'node:path'
 import {promisify} from 'node:util'
 import {after, before, describe, it} from 'node:test'
@@ -298,6 +299,24 @@ describe('gRPC port: KServe V2 GRPCInferenceService and TF Serving PredictionSer
     assertClose(answer.outputs[0].contents.fp32_contents, httpAnswer)
     const refused = await failure(call(plain, 'ServerLive', {}))
     assert.equal(refused.code, grpc.status.UNAVAILABLE)
+  })
+
+  it('a gRPC port in use is the user\'s error (SERVE_LISTEN) naming the port and the flag to change', async () => {
+    const blocker = net.createServer()
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+    try {
+      const port = (blocker.address() as net.AddressInfo).port
+      const version = server.repository.models.get('digits')!.versions.get(1)!
+      const options = serveOptions({repository: path.dirname(path.dirname(version.dir)), models: [{name: 'digits', labels: {}}], port: 0, grpc: {port}, instances: 1, pollIntervalMs: 0, accessLog: 'off', engine: 'wasm'})
+      await assert.rejects(startServer(options, {log: new JsonLog(undefined)}), (error: Error & {code?: string}) => {
+        assert.equal(error.code, 'SERVE_LISTEN')
+        assert.match(error.message, new RegExp(`cannot listen for gRPC on 127\\.0\\.0\\.1:${port}: the port is in use`))
+        assert.match((error as Error & {suggestions?: string[]}).suggestions?.join(' ') ?? '', /--grpc-port/)
+        return true
+      })
+    } finally {
+      blocker.close()
+    }
   })
 
   // Last: it stops the server.
