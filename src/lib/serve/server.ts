@@ -50,8 +50,9 @@ export interface ServeHandle {
   /** Server events: 'draining', 'closed'. */
   events: EventEmitter
   ready(): boolean
+  /** Requests (HTTP and gRPC) received and not yet answered. */
   inFlight(): number
-  /** Requests received since start. */
+  /** Requests (HTTP and gRPC) received since start. */
   handled(): number
   /** Readiness turns false, listening stops, queued and in-flight requests finish, instances stop. */
   close(): Promise<void>
@@ -238,8 +239,8 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
     ...parts,
     events: running.events,
     ready: () => running.ready(),
-    inFlight: () => accounting.inFlight,
-    handled: () => accounting.handled,
+    inFlight: () => accounting.inFlight + (grpc?.inFlight() ?? 0),
+    handled: () => accounting.handled + (grpc?.handled() ?? 0),
     close: () => running.close(),
     shutdown: (shutdownOptions) => running.shutdown(shutdownOptions),
   }

@@ -322,13 +322,16 @@ describe('gRPC port: KServe V2 GRPCInferenceService and TF Serving PredictionSer
   // Last: it stops the server.
   it('shutdown answers the calls in flight, then refuses new ones', async () => {
     const body = {model_name: 'digits', inputs: [{name: 'image', datatype: 'BYTES', shape: [10], contents: {bytes_contents: pngs}}]}
+    const handledBefore = server.handled()
     const held = Array.from({length: 6}, () => call(kserve, 'ModelInfer', body))
-    // Until the server has received all six (each counts as in flight from its first byte).
-    while ((await server.metrics.inFlight.get()).values[0]!.value < 6) await new Promise((resolve) => setImmediate(resolve))
+    // Until the server has received all six (the handle counts gRPC calls with HTTP requests).
+    while (server.inFlight() < 6) await new Promise((resolve) => setImmediate(resolve))
     const closed = server.close()
     const answers = await Promise.all(held)
     for (const answer of answers) assertClose(answer.outputs[0].contents.fp32_contents, httpAnswer)
     await closed
+    assert.equal(server.inFlight(), 0)
+    assert.equal(server.handled(), handledBefore + 6)
     const refused = await failure(call(kserve, 'ServerLive', {}))
     assert.equal(refused.code, grpc.status.UNAVAILABLE)
   })
