@@ -43,7 +43,7 @@ export const PROCESS = {
 } as const
 
 /** Protocols of model requests (the others are health checks, /metrics and unknown paths). */
-export const MODEL_PROTOCOLS = /kserve|tfserving|raw/
+export const MODEL_PROTOCOLS = /kserve|tfserving|raw|grpc/
 
 /** 5xx answers are the server's failures; 4xx are the client's and do not count against the SLO. */
 export const SERVER_ERROR = /5../

@@ -385,6 +385,12 @@ export const ServeSchema = z.strictObject({
     })
     .optional()
     .describe('Serve HTTPS with this certificate and key.'),
+  grpc: z
+    .strictObject({
+      port: z.number().int().min(0).max(65_535).describe('gRPC port (0 = any free port); 8001 is Triton\'s, 8500 TF Serving\'s. Flag --grpc-port, env ML_GRPC_PORT.'),
+    })
+    .optional()
+    .describe('Also serve gRPC on a second port (off by default): the KServe V2 GRPCInferenceService and TF Serving\'s PredictionService, with the same batching, metrics, auth and TLS as HTTP.'),
 })
 
 const DURATION_UNITS = {ms: 0.001, s: 1, m: 60, h: 3600} as const

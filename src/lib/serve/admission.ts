@@ -37,7 +37,11 @@ export class Admission {
   admit(req: IncomingMessage, state: RequestState, model: string, selector: VersionSelector): void {
     const declared = Number(req.headers['content-length'])
     // A chunked body may be as large as the limit allows.
-    const size = Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, this.limits.maxBodyBytes) : this.limits.maxBodyBytes
+    this.admitBytes(Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, this.limits.maxBodyBytes) : this.limits.maxBodyBytes, state, model, selector)
+  }
+
+  /** admit() for a request of `size` bytes already received (a gRPC message). */
+  admitBytes(size: number, state: RequestState, model: string, selector: VersionSelector): void {
     // Refusing a large body before reading it is cheaper with the connection closed than with the body read to discard.
     const shed = (message: string) => {
       const error = unavailable(message)

@@ -11,6 +11,8 @@ import type {ServeOptions} from './options.js'
 export interface BearerAuth {
   /** undefined when the request carries the token, else the 401 to answer. */
   check(req: IncomingMessage): HttpError | undefined
+  /** The same verdict on an Authorization value (gRPC sends it as `authorization` metadata). */
+  checkHeader(header: string | undefined): HttpError | undefined
 }
 
 // Digests have one length whatever was sent, so that timingSafeEqual can compare them.
@@ -30,9 +32,10 @@ export function bearerAuth(options: ServeOptions): BearerAuth | undefined {
     })
   }
   const token = digest(value)
-  return {
-    check(req) {
-      const header = req.headers.authorization ?? ''
+  const auth: BearerAuth = {
+    check: (req) => auth.checkHeader(req.headers.authorization),
+    checkHeader(sent) {
+      const header = sent ?? ''
       const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
       if (match === null) {
         return new HttpError(401, header ? 'the Authorization header must be "Bearer <token>"' : 'a bearer token is required (Authorization: Bearer <token>)', {'WWW-Authenticate': 'Bearer realm="ml"'})
@@ -43,6 +46,7 @@ export function bearerAuth(options: ServeOptions): BearerAuth | undefined {
       return undefined
     },
   }
+  return auth
 }
 
 /** The PEM pair from serve.tls, checked to form a usable context; undefined when TLS is off. */

@@ -6,7 +6,7 @@ import type {ServeOptions} from './options.js'
 import type {Lease, ModelRepository, ModelVersion, VersionSelector} from './repository.js'
 import type {CancelToken, Scheduler} from './scheduler.js'
 
-export type Protocol = 'kserve' | 'tfserving' | 'raw' | 'health' | 'metrics' | 'other'
+export type Protocol = 'kserve' | 'tfserving' | 'raw' | 'health' | 'metrics' | 'grpc' | 'other'
 
 export interface ServeContext {
   options: ServeOptions

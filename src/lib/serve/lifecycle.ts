@@ -32,9 +32,16 @@ export async function stopParts(parts: ServerParts): Promise<void> {
  */
 const DRAIN_REFUSE_MS = 500
 
+/** Another listener drained with the HTTP port (the gRPC port): it stops taking calls and finishes its own. */
+export interface DrainedListener {
+  close(): Promise<void>
+}
+
 export class Lifecycle {
   /** Server events: 'draining', 'closed'. */
   readonly events = new EventEmitter()
+  /** Closed from the start of the drain, and awaited before the queue drains and the parts stop. */
+  readonly listeners: DrainedListener[] = []
   private isDraining = false
   private isRefusing = false
   private shutdownStarted: number | undefined
@@ -83,12 +90,14 @@ export class Lifecycle {
     // closes, but open connections stay a moment too: http.Server.close() would also close idle
     // keep-alive connections at once, under a request being written into one.
     this.isRefusing = true
+    const listenersClosed = Promise.all(this.listeners.map((listener) => listener.close()))
     await delay(DRAIN_REFUSE_MS)
     const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve()))
     const grace = new AbortController()
     await Promise.race([closed, delay(DRAIN_REFUSE_MS, undefined, {signal: grace.signal}).catch(() => undefined)])
     grace.abort()
     await accounting.idle()
+    await listenersClosed
     server.closeIdleConnections()
     await parts.scheduler.drain()
     server.closeAllConnections()

@@ -18,7 +18,7 @@ export class ServeMetrics {
 
   readonly requests = new Counter({
     name: SERVE.requests,
-    help: 'HTTP requests by model, version, protocol (kserve, tfserving, raw, health, metrics, other) and status code.',
+    help: 'HTTP requests and gRPC calls by model, version, protocol (kserve, tfserving, raw, grpc, health, metrics, other) and status code (a gRPC call: the HTTP status of the same failure).',
     labelNames: ['model', 'version', 'protocol', 'status'] as const,
     registers: [this.registry],
   })

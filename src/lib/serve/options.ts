@@ -53,6 +53,8 @@ export interface ServeOptions {
   accessLog: string
   auth?: {tokenEnv: string}
   tls?: {cert: string; key: string}
+  /** The gRPC listener (KServe V2 and TF Serving PredictionService) on its own port; undefined: none. */
+  grpc?: {port: number}
   /** TensorFlow.js backend preference (train.backend), initialised in every worker thread. */
   engine: EnginePreference
   imageLimits: ImageLimits
@@ -67,6 +69,7 @@ export interface ServeOverrides {
   threads?: number
   processes?: number
   shutdownDelayMs?: number
+  grpcPort?: number
 }
 
 /** `name` or `name@alias` (serve only the version the alias points at). */
@@ -143,6 +146,7 @@ export function resolveServeOptions(loaded: LoadedConfig | undefined, overrides:
     shutdownDelayMs: overrides.shutdownDelayMs ?? serve.shutdownDelayMs,
     accessLog,
     auth: serve.auth,
+    grpc: overrides.grpcPort !== undefined ? {port: overrides.grpcPort} : serve.grpc,
     tls: serve.tls ? {cert: resolvePath(base, serve.tls.cert), key: resolvePath(base, serve.tls.key)} : undefined,
     engine: loaded?.config.train.backend ?? 'auto',
     imageLimits: loaded ? {maxPixels: loaded.config.data.maxPixels, maxFileBytes: loaded.config.data.maxFileBytes} : {maxPixels: 40_000_000, maxFileBytes: 50 * 1024 * 1024},

@@ -59,7 +59,7 @@ try {
   const options = JSON.parse(process.env[OPTIONS_ENV] ?? '') as ServeOptions
   handle = await startServer(options, {metricsText: aggregatedMetrics, logFields: {pid: process.pid}})
   AggregatorRegistry.setRegistries([handle.metrics.registry])
-  await send({type: 'ml:listening', port: handle.port, url: handle.url, models: servedModels(handle)})
+  await send({type: 'ml:listening', port: handle.port, url: handle.url, models: servedModels(handle), ...(handle.grpcPort === undefined ? {} : {grpcPort: handle.grpcPort})})
 } catch (error) {
   await send({type: 'ml:fatal', error: errorToJson(error).error})
   process.exitCode = 1

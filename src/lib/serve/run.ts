@@ -13,6 +13,8 @@ import {startServer, type ServeHandle} from './server.js'
 export interface ListeningInfo {
   url: string
   port: number
+  /** The gRPC port, when serve.grpc is on. */
+  grpcPort?: number
   processes: number
   instances: number
   models: Array<{name: string; versions: number[]}>
@@ -21,6 +23,8 @@ export interface ListeningInfo {
 export interface ServeSummary {
   url: string
   port: number
+  /** The gRPC port, when serve.grpc is on. */
+  grpcPort?: number
   processes: number
   instances: number
   /** Requests received, by every process (one killed by a signal cannot report its own). */
@@ -37,7 +41,7 @@ export interface ServeHooks {
 
 /** IPC between the primary and its server processes. */
 export type ClusterMessage =
-  | {type: 'ml:listening'; port: number; url: string; models: ListeningInfo['models']}
+  | {type: 'ml:listening'; port: number; url: string; models: ListeningInfo['models']; grpcPort?: number}
   | {type: 'ml:fatal'; error: {code: string; message: string; exitCode: number; suggestions?: string[]}}
   | {type: 'ml:metrics-request'; id: number}
   | {type: 'ml:metrics'; id: number; text: string}
@@ -97,12 +101,13 @@ async function runSingle(options: ServeOptions, hooks: ServeHooks): Promise<Serv
   const models = servedModels(handle)
   // Handled before `listening` is announced: whoever reads it may signal at once.
   const signalled = nextSignal(log, options.shutdownDelayMs, () => void handle.shutdown({skipDelay: true}))
-  log.event('info', 'listening', {url: handle.url, port: handle.port, pid: process.pid, instances: options.instances, backend: handle.pool.backend, models})
-  hooks.onListening?.({url: handle.url, port: handle.port, processes: 1, instances: options.instances, models})
+  const grpcPort = handle.grpcPort === undefined ? {} : {grpcPort: handle.grpcPort}
+  log.event('info', 'listening', {url: handle.url, port: handle.port, ...grpcPort, pid: process.pid, instances: options.instances, backend: handle.pool.backend, models})
+  hooks.onListening?.({url: handle.url, port: handle.port, ...grpcPort, processes: 1, instances: options.instances, models})
   const signal = await signalled
   log.event('info', 'signal', {signal})
   await handle.shutdown()
-  return {url: handle.url, port: handle.port, processes: 1, instances: options.instances, requests: handle.handled(), restarts: 0, signal, uptimeSeconds: Math.round((Date.now() - started) / 1000)}
+  return {url: handle.url, port: handle.port, ...grpcPort, processes: 1, instances: options.instances, requests: handle.handled(), restarts: 0, signal, uptimeSeconds: Math.round((Date.now() - started) / 1000)}
 }
 
 function exitName(code: number): ExitCodeName {
@@ -125,7 +130,7 @@ async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<Ser
   let stopping = false
   let restarts = 0
   let requests = 0
-  let listening: {port: number; url: string; models: ListeningInfo['models']} | undefined
+  let listening: {port: number; url: string; models: ListeningInfo['models']; grpcPort?: number} | undefined
   const recentDeaths: number[] = []
   const restartTimers = new Set<NodeJS.Timeout>()
 
@@ -204,7 +209,7 @@ async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<Ser
     await stopAll(true)
     throw error
   }
-  const info = {url: listening!.url, port: listening!.port, processes: options.processes, instances: options.instances, models: listening!.models}
+  const info = {url: listening!.url, port: listening!.port, ...(listening!.grpcPort === undefined ? {} : {grpcPort: listening!.grpcPort}), processes: options.processes, instances: options.instances, models: listening!.models}
   // Handled before `listening` is announced: whoever reads it may signal at once.
   const signalled = nextSignal(log, options.shutdownDelayMs, () => {
     for (const worker of workers()) if (worker.isConnected()) worker.send({type: 'ml:shutdown', skipDelay: true} satisfies ClusterMessage)
@@ -217,5 +222,5 @@ async function runCluster(options: ServeOptions, hooks: ServeHooks): Promise<Ser
   cluster.removeAllListeners('message')
   cluster.removeAllListeners('exit')
   log.event('info', 'stopped', {restarts})
-  return {url: info.url, port: info.port, processes: options.processes, instances: options.instances, requests, restarts, signal, uptimeSeconds: Math.round((Date.now() - started) / 1000)}
+  return {url: info.url, port: info.port, ...(info.grpcPort === undefined ? {} : {grpcPort: info.grpcPort}), processes: options.processes, instances: options.instances, requests, restarts, signal, uptimeSeconds: Math.round((Date.now() - started) / 1000)}
 }

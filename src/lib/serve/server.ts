@@ -13,6 +13,7 @@ import type {Reply, RequestState, ServeContext} from './context.js'
 import {HttpError, unavailable} from './http-error.js'
 import {Lifecycle, stopParts, type ServerParts} from './lifecycle.js'
 import {JsonLog, openAccessLog, type AccessLogTarget} from './log.js'
+import {startGrpc, type GrpcHandle} from './grpc/server.js'
 import {ServeMetrics} from './metrics.js'
 import type {ServeOptions} from './options.js'
 import {servingEngine} from '../engine/inference.js'
@@ -40,6 +41,8 @@ export interface StartOptions {
 export interface ServeHandle {
   url: string
   port: number
+  /** The gRPC port (serve.grpc), when one listens. */
+  grpcPort?: number
   metrics: ServeMetrics
   pool: InstancePool
   scheduler: Scheduler
@@ -47,8 +50,9 @@ export interface ServeHandle {
   /** Server events: 'draining', 'closed'. */
   events: EventEmitter
   ready(): boolean
+  /** Requests (HTTP and gRPC) received and not yet answered. */
   inFlight(): number
-  /** Requests received since start. */
+  /** Requests (HTTP and gRPC) received since start. */
   handled(): number
   /** Readiness turns false, listening stops, queued and in-flight requests finish, instances stop. */
   close(): Promise<void>
@@ -211,7 +215,18 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
     await stopParts(parts)
     throw listenError(error, options)
   }
+  let grpc: GrpcHandle | undefined
+  if (options.grpc) {
+    try {
+      grpc = await startGrpc({ctx, auth, admission, log, accessLog: accessLog.log, tls})
+    } catch (error) {
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+      await stopParts(parts)
+      throw error
+    }
+  }
   lifecycle = new Lifecycle(server, parts, accounting, log, options.shutdownDelayMs)
+  if (grpc) lifecycle.listeners.push(grpc)
   const port = (server.address() as AddressInfo).port
   const scheme = tls ? 'https' : 'http'
   const host = options.host.includes(':') ? `[${options.host}]` : options.host
@@ -219,12 +234,13 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
   return {
     url: `${scheme}://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`,
     port,
+    ...(grpc ? {grpcPort: grpc.port} : {}),
     metrics,
     ...parts,
     events: running.events,
     ready: () => running.ready(),
-    inFlight: () => accounting.inFlight,
-    handled: () => accounting.handled,
+    inFlight: () => accounting.inFlight + (grpc?.inFlight() ?? 0),
+    handled: () => accounting.handled + (grpc?.handled() ?? 0),
     close: () => running.close(),
     shutdown: (shutdownOptions) => running.shutdown(shutdownOptions),
   }
