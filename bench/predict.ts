@@ -86,7 +86,7 @@ async function main(): Promise<void> {
     await initEngine(loaded.config.train.backend)
     const folder = path.join(dir, 'predict-input')
     await materialiseMnist(folder, 'test', 0, IMAGES)
-    const {files} = await collectInputs([folder])
+    const files = (await collectInputs([folder])).files.filter((f): f is string => typeof f === 'string')
 
     const onnx = await predictBench(files, model.versionDir, 'onnx')
     const tfjs = await predictBench(files, model.versionDir, 'tfjs')
