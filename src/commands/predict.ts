@@ -94,6 +94,7 @@ ${MlCommand.exitCodesHelp}`
         batchSize: flags['batch-size'],
         limits: {maxPixels: loaded.config.data.maxPixels, maxFileBytes: loaded.config.data.maxFileBytes},
         collect: writer === undefined,
+        onBatch: () => writer?.flush(),
         onResult: async (r) => {
           progress.update(++done)
           if (writer) await writer.write(r)

@@ -45,6 +45,8 @@ export function jsonRow(result: Prediction | PredictFailure): Record<string, unk
 export interface RowWriter {
   /** Writes one row; resolves when the stream can take more (its backpressure). */
   write(result: Prediction | PredictFailure): Promise<void>
+  /** Resolves once every row written so far has reached the file (or pipe). */
+  flush(): Promise<void>
   /** Flushes and closes a file (stdout stays open). */
   close(): Promise<void>
   rows: number
@@ -53,8 +55,10 @@ export interface RowWriter {
 /** Writes rows to `stream` (stdout, or a file opened by openRowWriter). */
 export function rowWriter(stream: Writable, format: OutputFormat, topK: number, closeStream: boolean): RowWriter {
   let headerDone = format !== 'csv'
+  let last: Promise<void> = Promise.resolve()
   const writer: RowWriter = {
     rows: 0,
+    flush: () => last,
     async write(result) {
       let text = ''
       if (!headerDone) {
@@ -63,8 +67,14 @@ export function rowWriter(stream: Writable, format: OutputFormat, topK: number, 
       }
       text += format === 'csv' ? stringify([csvRecord(result, topK)]) : JSON.stringify(jsonRow(result)) + '\n'
       writer.rows++
+      // Writes complete in order: the last one's callback means every row so far is out.
+      let ready = true
+      last = new Promise<void>((resolve, reject) => {
+        ready = stream.write(text, (error) => (error ? reject(error) : resolve()))
+      })
+      last.catch(() => {})
       // events.once rejects when the stream errors meanwhile (a full disk, a closed pipe).
-      if (!stream.write(text)) await once(stream, 'drain')
+      if (!ready) await once(stream, 'drain')
     },
     async close() {
       if (!headerDone) {

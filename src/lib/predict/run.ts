@@ -43,6 +43,8 @@ export interface PredictFilesOptions {
    * before the next result (an output stream's backpressure), while later batches keep decoding.
    */
   onResult?: (result: Prediction | PredictFailure) => void | Promise<void>
+  /** Called after each batch's results (e.g. to flush an output file, so that finished rows are on disk). */
+  onBatch?: () => void | Promise<void>
   /** Keep every prediction in the returned array (default true); false when they stream to an output. Failures are always kept. */
   collect?: boolean
   /**
@@ -126,6 +128,7 @@ export async function predictFiles(options: PredictFilesOptions): Promise<{predi
       const pending = options.onResult?.(result)
       if (pending) await pending
     }
+    await options.onBatch?.()
   }
   const seconds = (performance.now() - started) / 1000
   return {

@@ -1,13 +1,16 @@
 // What `ml predict` reads: globs (expanded here when the shell did not), lists of paths (@file and
 // --list), CSV files with a column of paths (relative to the CSV), and the rows it writes.
 import assert from 'node:assert/strict'
-import {mkdir, writeFile} from 'node:fs/promises'
+import {mkdir, readFile, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {PassThrough} from 'node:stream'
 import {after, before, describe, it} from 'node:test'
 import {parse} from 'csv-parse/sync'
+import sharp from 'sharp'
 import {collectInputs} from '../../../src/lib/predict/files.js'
-import {csvHeader, formatOfFile, rowWriter} from '../../../src/lib/predict/output.js'
+import {csvHeader, formatOfFile, openRowWriter, rowWriter} from '../../../src/lib/predict/output.js'
+import {predictFiles} from '../../../src/lib/predict/run.js'
+import type {Predictor} from '../../../src/lib/serve/predictor.js'
 import {isUserError} from '../../../src/lib/errors.js'
 import {tempDir} from '../../support/fixtures.js'
 
@@ -75,5 +78,37 @@ describe('ml predict inputs and rows', () => {
     const rows = parse((csv.read() as Buffer).toString()) as string[][]
     assert.deepEqual(rows, [csvHeader(2), [ok.file, '7', '0.9', '1', '0.05', ''], ['b.png', '', '', '', '', bad.error]])
     assert.equal(cw.rows, 2)
+  })
+
+  it('streams: the rows of a batch are in the output file before the next batch runs, and a crash later leaves them there', async () => {
+    const files: string[] = []
+    for (let i = 0; i < 7; i++) {
+      const file = path.join(dir, `digit-${i}.png`)
+      await sharp(Buffer.alloc(28 * 28, i * 30), {raw: {width: 28, height: 28, channels: 1}}).png().toFile(file)
+      files.push(file)
+    }
+    const out = path.join(dir, 'stream.jsonl')
+    const writer = await openRowWriter(out, 'jsonl', 1)
+    const seenBeforeBatch: number[] = []
+    let calls = 0
+    // A stand-in engine: class 1 when the image is bright; on its third batch it fails (an engine crash).
+    const predictor = {
+      inputShape: [28, 28, 1],
+      preprocessing: {width: 28, height: 28, channels: 1, scale: 1 / 255, offset: 0},
+      labels: ['dark', 'bright'],
+      async predictBatch(input: Float32Array, n: number) {
+        seenBeforeBatch.push((await readFile(out, 'utf8')).split('\n').filter(Boolean).length)
+        if (++calls === 3) throw new Error('engine crashed')
+        return Float32Array.from({length: n * 2}, (_, j) => (j % 2 === 1 ? input[Math.floor(j / 2) * 784]! : 1 - input[Math.floor(j / 2) * 784]!))
+      },
+      topK(p: Float32Array, row: number) {
+        return p[row * 2 + 1]! > p[row * 2]! ? [{label: 'bright', index: 1, score: p[row * 2 + 1]!}] : [{label: 'dark', index: 0, score: p[row * 2]!}]
+      },
+    } as unknown as Predictor
+    await assert.rejects(predictFiles({predictor, files, topK: 1, batchSize: 3, collect: false, onResult: (r) => writer.write(r), onBatch: () => writer.flush()}), /engine crashed/)
+    await writer.close()
+    assert.deepEqual(seenBeforeBatch, [0, 3, 6])
+    const rows = (await readFile(out, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as {file: string; label: string})
+    assert.deepEqual(rows.map((r) => [path.basename(r.file), r.label]), [0, 1, 2, 3, 4, 5].map((i) => [`digit-${i}.png`, i * 30 > 127 ? 'bright' : 'dark']))
   })
 })
