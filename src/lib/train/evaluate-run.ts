@@ -3,6 +3,7 @@
 // sub-folders), matching the data's classes to the model's labels by name. Batches are decoded on
 // this thread a couple ahead while the engine runs the current one in its worker thread. The test
 // report of a run on its own dataset is saved in the run directory.
+import os from 'node:os'
 import path from 'node:path'
 import {resolvePath, type LoadedConfig} from '../config/load.js'
 import type {SplitName} from '../config/schema.js'
@@ -29,6 +30,8 @@ export interface EvaluateOptions {
   batchSize?: number
   /** Inference engine: auto (ONNX Runtime when the model converts and it is installed), onnx or tfjs. */
   engine?: RuntimePreference
+  /** ONNX Runtime's threads (default: every core but the one decoding). */
+  threads?: number
   /** Called after each batch with images scored so far and the total. */
   onProgress?: (done: number, total: number) => void
 }
@@ -106,7 +109,11 @@ export async function evaluate(options: EvaluateOptions): Promise<Evaluation> {
   const info = runDir === undefined ? undefined : await readRunInfo(runDir)
   const location = options.data ?? info?.dataset.store ?? resolvePath(loaded, loaded.config.data.store)
   const engine = await initEngine(loaded.config.train.backend)
-  const predictor = await Predictor.load(resolved.dir, {runtime: options.engine ?? 'auto', worker: {engine: loaded.config.train.backend}})
+  // Records are decoded on this thread while the engine runs: ONNX Runtime gets the other cores, as
+  // its threads meet at a barrier after every operator and one of them preempted by the decoder
+  // stalls them all (measured by bench:predict: slower than decoding and scoring one after the other).
+  const threads = options.threads ?? Math.max(1, os.availableParallelism() - 1)
+  const predictor = await Predictor.load(resolved.dir, {runtime: options.engine ?? 'auto', worker: {engine: loaded.config.train.backend, threads}})
   try {
     const source = await openLabelledSource(location, {split: options.split, preprocessing: predictor.preprocessing, limits: {maxPixels: loaded.config.data.maxPixels, maxFileBytes: loaded.config.data.maxFileBytes}})
     const scored = await scoreSource(predictor, source, options)
