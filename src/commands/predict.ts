@@ -69,8 +69,6 @@ ${MlCommand.exitCodesHelp}`
         suggestions: ['Name image files, folders or patterns matching .png, .jpg, .jpeg, .webp, .gif, .tif, .tiff or .avif files.'],
       })
     }
-    // The output file is opened before the model loads: a typo in its folder fails in a second.
-    const writer = flags.output ? await openRowWriter(flags.output, format as 'jsonl' | 'csv', flags['top-k']) : format === 'text' ? undefined : rowWriter(process.stdout, format, flags['top-k'], false)
     const {initEngine} = await import('../lib/engine/backend.js')
     const {Predictor} = await import('../lib/serve/predictor.js')
     const {resolveModel} = await import('../lib/model/repository.js')
@@ -80,6 +78,14 @@ ${MlCommand.exitCodesHelp}`
     const resolved = await resolveModel(loaded, {model: flags.model, run: flags.run})
     const predictor = await Predictor.load(resolved.dir, {runtime: flags.engine as 'auto' | 'onnx' | 'tfjs', worker: {engine: loaded.config.train.backend}})
     const model = {dir: resolved.dir, source: resolved.source, name: resolved.description, engine: predictor.engine.label}
+    // The output file is replaced only once the model has loaded: a failure before leaves it as it was.
+    let writer
+    try {
+      writer = flags.output ? await openRowWriter(flags.output, format as 'jsonl' | 'csv', flags['top-k']) : format === 'text' ? undefined : rowWriter(process.stdout, format, flags['top-k'], false)
+    } catch (error) {
+      predictor.dispose()
+      throw error
+    }
     this.note(`model: ${resolved.description} (${resolved.dir}) on ${predictor.engine.label}`)
     for (const note of predictor.engine.notes) this.note(`note: ${note}`)
     // The bar when rows go to a file or a pipe; lines on a terminal are their own progress.
