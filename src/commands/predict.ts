@@ -89,7 +89,8 @@ ${MlCommand.exitCodesHelp}`
     this.note(`model: ${resolved.description} (${resolved.dir}) on ${predictor.engine.label}`)
     for (const note of predictor.engine.notes) this.note(`note: ${note}`)
     // The bar when rows go to a file or a pipe; lines on a terminal are their own progress.
-    const progress = createProgress({label: 'predict', total: inputs.files.length, unit: 'images', enabled: !this.jsonEnabled() && (writer !== undefined || !process.stdout.isTTY) && inputs.files.length > 1})
+    const barShown = !this.jsonEnabled() && (writer !== undefined || !process.stdout.isTTY) && inputs.files.length > 1
+    const progress = createProgress({label: 'predict', total: inputs.files.length, unit: 'images', enabled: barShown})
     let done = 0
     let result
     try {
@@ -105,7 +106,9 @@ ${MlCommand.exitCodesHelp}`
           progress.update(++done)
           if (writer) await writer.write(r)
           else if ('top' in r) this.say(`${r.file}: ${r.top.map((t) => `${t.label} (${t.score.toFixed(3)})`).join(', ')}`)
-          if ('error' in r && (writer === undefined || flags.output)) progress.log(r.error)
+          // Failures on stderr too (above the bar), whatever else carries them.
+          if ('error' in r && barShown) progress.log(r.error)
+          else if ('error' in r) this.note(r.error)
         },
       })
     } finally {
