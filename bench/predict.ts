@@ -18,7 +18,13 @@ import {evaluateRun} from '../src/lib/train/evaluate-run.js'
 import {tempDir} from '../test/support/fixtures.js'
 import {trainServeModel} from '../test/support/serve-fixtures.js'
 
-const IMAGES = 10_000
+// --images <n> (default 10,000) and --only predict|evaluate keep a rerun short.
+const argValue = (name: string) => {
+  const at = process.argv.indexOf(name)
+  return at > 0 ? process.argv[at + 1] : undefined
+}
+const IMAGES = Number(argValue('--images') ?? 10_000)
+const ONLY = argValue('--only') as 'predict' | 'evaluate' | undefined
 const BATCH = 64
 const TARGET_OVERLAP_RATIO = 1.25
 
@@ -86,10 +92,10 @@ async function main(): Promise<void> {
     await initEngine(loaded.config.train.backend)
     const folder = path.join(dir, 'predict-input')
     await materialiseMnist(folder, 'test', 0, IMAGES)
-    const {files} = await collectInputs([folder])
+    const files = (await collectInputs([folder])).files.filter((f): f is string => typeof f === 'string')
 
-    const onnx = await predictBench(files, model.versionDir, 'onnx')
-    const tfjs = await predictBench(files, model.versionDir, 'tfjs')
+    const onnx = ONLY === 'evaluate' ? undefined : await predictBench(files, model.versionDir, 'onnx')
+    const tfjs = ONLY === 'evaluate' ? undefined : await predictBench(files, model.versionDir, 'tfjs')
 
     note(`ml evaluate on the ${IMAGES}-image test split, per engine`)
     const runDir = path.join(path.dirname(model.config), loaded.config.train.runs, (await readFile(path.join(path.dirname(model.config), loaded.config.train.runs, 'LATEST'), 'utf8')).trim())
@@ -122,17 +128,17 @@ async function main(): Promise<void> {
         met: r.seconds / Math.max(decodeAlone, inferenceAlone) <= TARGET_OVERLAP_RATIO,
       }
     }
-    const evaluateOnnx = await evaluate('onnx')
-    const evaluateTfjs = await evaluate('tfjs')
+    const evaluateOnnx = ONLY === 'predict' ? undefined : await evaluate('onnx')
+    const evaluateTfjs = ONLY === 'predict' ? undefined : await evaluate('tfjs')
     const result = {
       images: IMAGES,
       batchSize: BATCH,
       cores: os.availableParallelism(),
       predict: {onnxruntime: onnx, tfjs},
-      predictSpeedup: round(onnx.imagesPerSec / tfjs.imagesPerSec),
+      predictSpeedup: onnx && tfjs ? round(onnx.imagesPerSec / tfjs.imagesPerSec) : undefined,
       evaluate: {onnxruntime: evaluateOnnx, tfjs: evaluateTfjs},
-      evaluateSpeedup: round(evaluateOnnx.imagesPerSec / evaluateTfjs.imagesPerSec),
-      evaluateInferenceSpeedup: round(evaluateTfjs.inferenceAloneSeconds / evaluateOnnx.inferenceAloneSeconds),
+      evaluateSpeedup: evaluateOnnx && evaluateTfjs ? round(evaluateOnnx.imagesPerSec / evaluateTfjs.imagesPerSec) : undefined,
+      evaluateInferenceSpeedup: evaluateOnnx && evaluateTfjs ? round(evaluateTfjs.inferenceAloneSeconds / evaluateOnnx.inferenceAloneSeconds) : undefined,
       loadAverageAtStart: round(loadAverage),
       seconds: Math.round((performance.now() - started) / 1000),
     }

@@ -1,10 +1,12 @@
-// `ml predict` over many files: files are read and decoded in libuv's thread pool (sharp) one batch
-// ahead while the engine runs the current batch, so that decoding and inference overlap.
+// `ml predict` over many files: files are read and decoded in libuv's thread pool (sharp) a few
+// batches ahead while the engine (in its worker thread) runs the current batch, so that decoding and
+// inference overlap; results come out in input order, batch by batch, as soon as each is done.
 import {readFile} from 'node:fs/promises'
 import type {ImageLimits} from '../data/image.js'
 import {UserError} from '../errors.js'
 import {DEFAULT_IMAGE_LIMITS, type Predictor, type TopK} from '../serve/predictor.js'
 import {preprocessImage} from '../serve/predictor.js'
+import type {PredictInput} from './files.js'
 
 export interface Prediction {
   file: string
@@ -17,7 +19,10 @@ export interface PredictFailure {
 }
 
 export interface PredictStats {
+  /** Images classified. */
   images: number
+  /** Inputs that could not be (missing, unreadable, undecodable). */
+  failed: number
   seconds: number
   imagesPerSec: number
   /** Seconds the engine spent running batches (the rest is decoding not hidden behind it). */
@@ -27,12 +32,21 @@ export interface PredictStats {
 
 export interface PredictFilesOptions {
   predictor: Predictor
-  files: string[]
+  files: PredictInput[]
   topK: number
   batchSize?: number
+  /** Batches decoded ahead of the one the engine runs (default 2). */
+  prefetch?: number
   limits?: ImageLimits
-  /** Called for each file in input order, as soon as its batch is done. */
-  onResult?: (result: Prediction | PredictFailure) => void
+  /**
+   * Called for each file in input order, as soon as its batch is done; a returned promise is awaited
+   * before the next result (an output stream's backpressure), while later batches keep decoding.
+   */
+  onResult?: (result: Prediction | PredictFailure) => void | Promise<void>
+  /** Called after each batch's results (e.g. to flush an output file, so that finished rows are on disk). */
+  onBatch?: () => void | Promise<void>
+  /** Keep every prediction in the returned array (default true); false when they stream to an output. Failures are always kept. */
+  collect?: boolean
   /**
    * Decode with sharp in the thread pool (default), or with the JS decoder on the main thread where
    * it can (serialised with inference): the benchmark compares both.
@@ -42,7 +56,9 @@ export interface PredictFilesOptions {
 
 type Decoded = {file: string; input: Float32Array} | PredictFailure
 
-async function decodeFile(file: string, predictor: Predictor, limits: ImageLimits, threadPool: boolean): Promise<Decoded> {
+async function decodeFile(input: PredictInput, predictor: Predictor, limits: ImageLimits, threadPool: boolean): Promise<Decoded> {
+  if (typeof input !== 'string') return input
+  const file = input
   try {
     const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => {
       const why = error.code === 'ENOENT' ? 'no such file' : error.code === 'EISDIR' ? 'is a folder' : error.message
@@ -56,26 +72,40 @@ async function decodeFile(file: string, predictor: Predictor, limits: ImageLimit
 }
 
 /** Decodes every file of a batch at once: sharp queues them on the thread pool. */
-function decodeBatch(files: string[], predictor: Predictor, limits: ImageLimits, threadPool: boolean): Promise<Decoded[]> {
+function decodeBatch(files: PredictInput[], predictor: Predictor, limits: ImageLimits, threadPool: boolean): Promise<Decoded[]> {
   return Promise.all(files.map((file) => decodeFile(file, predictor, limits, threadPool)))
 }
 
 export async function predictFiles(options: PredictFilesOptions): Promise<{predictions: Prediction[]; failed: PredictFailure[]; stats: PredictStats}> {
   const {predictor, files} = options
   const batchSize = options.batchSize ?? 64
+  const prefetch = Math.max(1, options.prefetch ?? 2)
   const limits = options.limits ?? DEFAULT_IMAGE_LIMITS
   const threadPool = options.threadPoolDecode ?? true
+  const collect = options.collect ?? true
   const size = predictor.inputShape[0] * predictor.inputShape[1] * predictor.inputShape[2]
   const predictions: Prediction[] = []
   const failed: PredictFailure[] = []
+  let images = 0
+  let failures = 0
   const started = performance.now()
   let inferenceMs = 0
-  let next: Promise<Decoded[]> | undefined = files.length ? decodeBatch(files.slice(0, batchSize), predictor, limits, threadPool) : undefined
-  for (let start = 0; next !== undefined; start += batchSize) {
-    const decoded = await next
-    // The next batch is queued for decoding before this one runs, so that the two overlap.
-    const following = start + batchSize
-    next = following < files.length ? decodeBatch(files.slice(following, following + batchSize), predictor, limits, threadPool) : undefined
+  // Batches being decoded, in input order: the engine takes the first while the others decode.
+  const ahead: Array<Promise<Decoded[]>> = []
+  let queued = 0
+  const fill = () => {
+    while (ahead.length < prefetch + 1 && queued < files.length) {
+      const batch = decodeBatch(files.slice(queued, queued + batchSize), predictor, limits, threadPool)
+      // Settled later, in order; a rejection (a bug, not bad input) must not go unhandled meanwhile.
+      batch.catch(() => {})
+      ahead.push(batch)
+      queued += batchSize
+    }
+  }
+  fill()
+  while (ahead.length > 0) {
+    const decoded = await ahead.shift()!
+    fill()
     const ok = decoded.filter((d): d is {file: string; input: Float32Array} => 'input' in d)
     let probabilities: Float32Array = new Float32Array(0)
     if (ok.length) {
@@ -88,15 +118,22 @@ export async function predictFiles(options: PredictFilesOptions): Promise<{predi
     let row = 0
     for (const d of decoded) {
       const result = 'input' in d ? {file: d.file, top: predictor.topK(probabilities, row++, options.topK)} : d
-      if ('top' in result) predictions.push(result)
-      else failed.push(result)
-      options.onResult?.(result)
+      if ('top' in result) {
+        images++
+        if (collect) predictions.push(result)
+      } else {
+        failures++
+        failed.push(result)
+      }
+      const pending = options.onResult?.(result)
+      if (pending) await pending
     }
+    await options.onBatch?.()
   }
   const seconds = (performance.now() - started) / 1000
   return {
     predictions,
     failed,
-    stats: {images: predictions.length, seconds, imagesPerSec: seconds > 0 ? predictions.length / seconds : 0, inferenceSeconds: inferenceMs / 1000, batchSize},
+    stats: {images, failed: failures, seconds, imagesPerSec: seconds > 0 ? images / seconds : 0, inferenceSeconds: inferenceMs / 1000, batchSize},
   }
 }

@@ -51,7 +51,7 @@ export class Predictor {
     const preprocessing = await sidecar<Preprocessing>(MODEL_FILES.preprocessing)
     const inputShape: [number, number, number] = [preprocessing.height, preprocessing.width, preprocessing.channels]
     const opened = await openModel(dir, inputShape, {runtime: 'tfjs', ...options})
-    const model = options.worker ? await moveToWorker(opened, dir, inputShape, labels.length, options.worker.engine) : opened.model
+    const model = options.worker ? await moveToWorker(opened, dir, inputShape, labels.length, options.worker.engine, options.worker.threads) : opened.model
     return new Predictor(dir, model, labels, preprocessing, opened.choice)
   }
 
@@ -84,20 +84,21 @@ export interface PredictorOptions extends OpenOptions {
   /**
    * Run the model in a worker thread (a one-instance InstancePool), so that the event loop stays
    * free to read and decode the next images while a batch runs: ONNX Runtime's and TensorFlow.js's
-   * runs are synchronous on the thread that calls them. `engine` is the TensorFlow.js backend preference.
+   * runs are synchronous on the thread that calls them. `engine` is the TensorFlow.js backend preference;
+   * `threads` ONNX Runtime's intra-op threads there (default batchInferenceThreads(): every core).
    */
-  worker?: {engine: EnginePreference}
+  worker?: {engine: EnginePreference; threads?: number}
 }
 
 /** Moves an opened model into a worker thread: the same engine choice, loaded there. */
-export async function moveToWorker(opened: OpenedModel, dir: string, inputShape: [number, number, number], numClasses: number, engine: EnginePreference): Promise<InferenceModel> {
+export async function moveToWorker(opened: OpenedModel, dir: string, inputShape: [number, number, number], numClasses: number, engine: EnginePreference, threads = batchInferenceThreads()): Promise<InferenceModel> {
   const model = opened.model
   model.dispose()
   const {InstancePool} = await import('./pool.js')
   const {JsonLog} = await import('./log.js')
   const pool = await InstancePool.start(1, engine, new JsonLog(undefined))
   try {
-    await pool.load({key: 'model', dir, runtime: model.runtime, onnxBytes: opened.onnxBytes, threads: batchInferenceThreads(), providers: model.providers, inputShape, numClasses, warmup: [1]})
+    await pool.load({key: 'model', dir, runtime: model.runtime, onnxBytes: opened.onnxBytes, threads, providers: model.providers, inputShape, numClasses, warmup: [1]})
   } catch (error) {
     await pool.close()
     throw error

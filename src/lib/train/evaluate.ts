@@ -96,9 +96,18 @@ export interface EvaluationReport {
 }
 
 export function scorePredictions(split: DecodedSplit, predictions: Predictions, classes: string[]): EvaluationReport {
+  return {...scoreLabels(split.split, split.labels.subarray(0, split.count), predictions.predicted.subarray(0, split.count), predictions.loss, classes), accuracy: predictions.accuracy}
+}
+
+/** The report for true and predicted class indices (into `classes`) of `labels.length` images. */
+export function scoreLabels(split: string, labels: Int32Array, predicted: Int32Array, loss: number, classes: string[]): EvaluationReport {
   const k = classes.length
   const matrix = Array.from({length: k}, () => new Array<number>(k).fill(0))
-  for (let i = 0; i < split.count; i++) matrix[split.labels[i]!]![predictions.predicted[i]!]! += 1
+  let correct = 0
+  for (let i = 0; i < labels.length; i++) {
+    matrix[labels[i]!]![predicted[i]!]! += 1
+    if (labels[i] === predicted[i]) correct++
+  }
   const perClass = classes.map((label, c) => {
     const tp = matrix[c]![c]!
     const support = matrix[c]!.reduce((a, b) => a + b, 0)
@@ -110,10 +119,10 @@ export function scorePredictions(split: DecodedSplit, predictions: Predictions, 
   })
   const withSupport = perClass.filter((c) => c.support > 0)
   return {
-    split: split.split,
-    count: split.count,
-    accuracy: predictions.accuracy,
-    loss: predictions.loss,
+    split,
+    count: labels.length,
+    accuracy: labels.length ? correct / labels.length : 0,
+    loss,
     perClass,
     confusionMatrix: matrix,
     macroF1: withSupport.length ? withSupport.reduce((a, c) => a + c.f1, 0) / withSupport.length : 0,

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import {mkdir, readdir, readFile, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
+import {parse} from 'csv-parse/sync'
 import {initEngine} from '../../../src/lib/engine/backend.js'
 import {collectInputs} from '../../../src/lib/predict/files.js'
 import {predictFiles} from '../../../src/lib/predict/run.js'
@@ -51,7 +52,7 @@ describe('ml predict (and ml evaluate) on the inference engine', () => {
     try {
       assert.equal(predictor.engine.runtime, 'onnx', predictor.engine.notes.join('; '))
       const seen: string[] = []
-      const batched = await predictFiles({predictor, files: [...files, path.join(dir, 'nope.png')], topK: 2, batchSize: 7, onResult: (r) => seen.push(r.file)})
+      const batched = await predictFiles({predictor, files: [...files, path.join(dir, 'nope.png')], topK: 2, batchSize: 7, onResult: (r) => void seen.push(r.file)})
       assert.deepEqual(seen, [...files, path.join(dir, 'nope.png')])
       assert.deepEqual(batched.failed.map((f) => f.error), [`${path.join(dir, 'nope.png')}: no such file`])
       assert.equal(batched.stats.images, 40)
@@ -91,6 +92,36 @@ describe('ml predict (and ml evaluate) on the inference engine', () => {
     assert.equal(empty.code, 2)
     assert.equal(empty.json.error.code, 'PREDICT_NO_IMAGES')
     assert.doesNotMatch(JSON.stringify(empty.json), /EISDIR/)
+  })
+
+  it('the CLI streams CSV rows for a CSV of paths: a missing or undecodable file is a row with its error, the rest classified, exit 3', async () => {
+    const folder = path.join(dir, 'data', 'test', '4')
+    const names = (await readdir(folder)).sort()
+    await writeFile(path.join(dir, 'broken.png'), 'not a png')
+    const csv = path.join(dir, 'batch.csv')
+    await writeFile(csv, ['id,path', ...names.map((n, i) => `${i},data/test/4/${n}`), 'x,missing.png', 'y,broken.png'].join('\n') + '\n')
+    const out = path.join(dir, 'out.csv')
+    const r = await runJson<{error: {code: string; details: {images: number; failedCount: number; rows: number; output: string}}}>(['predict', '--csv', csv, '--output', out, '--top-k', '2', '--batch-size', '3', '--config', config])
+    assert.equal(r.code, 3, r.stderr)
+    assert.equal(r.json.error.code, 'PREDICT_FAILED')
+    assert.deepEqual([r.json.error.details.images, r.json.error.details.failedCount, r.json.error.details.rows], [names.length, 2, names.length + 2])
+    const rows = parse(await readFile(out, 'utf8'), {columns: true}) as Array<Record<string, string>>
+    assert.deepEqual(rows.map((row) => row.file), [...names.map((n) => path.join(dir, 'data', 'test', '4', n)), path.join(dir, 'missing.png'), path.join(dir, 'broken.png')])
+    for (const row of rows.slice(0, names.length)) assert.ok(row.label !== '' && row.label_2 !== '' && Number(row.score) >= Number(row.score_2) && row.error === '', JSON.stringify(row))
+    assert.match(rows.at(-2)!.error!, /missing\.png: no such file/)
+    assert.match(rows.at(-1)!.error!, /broken\.png: /)
+  })
+
+  it('the CLI expands a quoted glob and streams JSON Lines to stdout; --json with rows to stdout is refused', async () => {
+    const pattern = path.join(dir, 'data', 'test', '[56]', '*.png')
+    const expected = [...(await readdir(path.join(dir, 'data', 'test', '5'))).map((n) => path.join(dir, 'data', 'test', '5', n)).sort(), ...(await readdir(path.join(dir, 'data', 'test', '6'))).map((n) => path.join(dir, 'data', 'test', '6', n)).sort()]
+    const r = await runCli(['predict', pattern, '--format', 'jsonl', '--config', config])
+    assert.equal(r.code, 0, r.stderr)
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as {file: string; label: string; score: number})
+    assert.deepEqual(lines.map((l) => l.file), expected)
+    for (const l of lines) assert.ok(typeof l.label === 'string' && l.score > 0 && l.score <= 1)
+    const refused = await runJson<{error: {code: string}}>(['predict', pattern, '--format', 'jsonl', '--config', config])
+    assert.deepEqual([refused.code, refused.json.error.code], [2, 'PREDICT_FORMAT'])
   })
 
   it('ml evaluate runs on ONNX Runtime with the accuracy of TensorFlow.js, and reports images/s', async () => {
