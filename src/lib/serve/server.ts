@@ -9,7 +9,7 @@ import {isUserError, UserError} from '../errors.js'
 import {Admission} from './admission.js'
 import {RequestAccounting} from './accounting.js'
 import {bearerAuth, loadTls} from './auth.js'
-import type {Reply, RequestState, ServeContext} from './context.js'
+import {routedSelector, type Reply, type RequestState, type ServeContext} from './context.js'
 import {HttpError, unavailable} from './http-error.js'
 import {Lifecycle, stopParts, type ServerParts} from './lifecycle.js'
 import {JsonLog, openAccessLog, type AccessLogTarget} from './log.js'
@@ -116,6 +116,8 @@ function send(res: ServerResponse, reply: Reply, state: RequestState, draining: 
   if (res.headersSent || res.destroyed) return
   const headers: Record<string, string | number> = {...reply.headers}
   if (draining) headers.Connection = 'close'
+  // Which version answered (a canary split may have chosen it), in every protocol's answer.
+  if (state.inference && state.version !== undefined) headers['X-Model-Version'] = state.version
   if (reply.body === undefined) {
     headers['Content-Length'] = 0
     res.writeHead(reply.status, headers)
@@ -163,7 +165,7 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     const started = performance.now()
-    const state: RequestState = {protocol: 'other', deadline: started + options.requestTimeoutMs, cancel: {}, inference: false, leases: []}
+    const state: RequestState = {protocol: 'other', deadline: started + options.requestTimeoutMs, cancel: {}, inference: false, leases: [], headers: req.headers}
     const url = req.url ?? '/'
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
@@ -175,7 +177,7 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
     })
     accounting.begin(req, res, path, state, started)
     const body = (target?: BodyTarget) => {
-      if (target !== undefined) admission.admit(req, state, target.model, target.selector)
+      if (target !== undefined) admission.admit(req, state, target.model, routedSelector(ctx, state, target.model, target.selector))
       return readBody(req, options.maxBodyBytes)
     }
     const input = {req, path, queryText: q < 0 ? '' : url.slice(q + 1), body, denied: () => auth?.check(req)}
