@@ -437,6 +437,15 @@ export const MonitorSchema = z
       })
       .prefault({})
       .describe('Objectives checked by `ml monitor --check` (exit 6 when one is violated) and shown in red on the dashboard.'),
+    canary: z
+      .strictObject({
+        minRequests: positiveInt.default(100).describe('Requests the canary and the stable version each need in the window before a verdict (else: wait, exit 7).'),
+        errorRateMargin: fraction.default(0.01).describe("Rollback when the canary's 5xx rate exceeds the stable version's by more than this (0.01: one percentage point)."),
+        p99Ratio: z.number().min(1).default(1.2).describe("Rollback when the canary's p99 latency exceeds the stable p99 times this, and by more than p99MarginMs."),
+        p99MarginMs: z.number().min(0).default(5).describe('Smallest p99 difference, in ms, that counts against the canary.'),
+      })
+      .prefault({})
+      .describe('`ml monitor --check` on a canary split (serve.models[].split): promote (exit 0), rollback (exit 6) or wait (exit 7).'),
   })
   .describe('`ml monitor`: live dashboard, snapshots and SLO checks of `ml serve` targets.')
 

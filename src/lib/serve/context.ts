@@ -72,6 +72,11 @@ export function routedSelector(ctx: Pick<ServeContext, 'repository'>, state: Req
     const key = Array.isArray(value) ? value[0] : value
     const chosen = ctx.repository.route(model, state.inference, key === '' ? undefined : key)
     state.routed = {model, ...chosen}
+    // Counted against the chosen version even when it is refused before a handler runs (503 at admission).
+    if (chosen !== undefined) {
+      state.model = model
+      state.version = String(chosen.version)
+    }
   }
   return state.routed.version === undefined ? selector : {version: String(state.routed.version)}
 }
