@@ -20,6 +20,7 @@ import {InstancePool} from './pool.js'
 import {readBody} from './protocols/http.js'
 import {kserveRoutes} from './protocols/kserve.js'
 import {operationsRoutes} from './protocols/operations.js'
+import {pageRoutes} from './protocols/page.js'
 import {route, type BodyTarget, type Route} from './protocols/routes.js'
 import {sagemakerRoutes} from './protocols/sagemaker.js'
 import {tfservingRoutes} from './protocols/tfserving.js'
@@ -63,8 +64,8 @@ export interface ServeHandle {
 /** Answered even while a draining server refuses requests (see Lifecycle). */
 const HEALTH_PATHS = new Set(['/healthz', '/livez', '/readyz', '/v2/health/live', '/v2/health/ready', '/ping'])
 
-/** Every protocol's routes, health checks first (they are open, and the most frequent). */
-const ROUTES: readonly Route[] = [...operationsRoutes, ...kserveRoutes, ...tfservingRoutes, ...sagemakerRoutes]
+/** Every protocol's routes, health checks first (they are open, and the most frequent), then the page and /openapi.json. */
+export const ROUTES: readonly Route[] = [...operationsRoutes, ...kserveRoutes, ...tfservingRoutes, ...sagemakerRoutes, ...pageRoutes(() => ROUTES)]
 
 const serverVersion = (createRequire(import.meta.url)('../../../../package.json') as {version: string}).version
 
