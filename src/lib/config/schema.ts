@@ -297,7 +297,7 @@ export const ExportSchema = z.strictObject({
 // A version named by number or by label/alias (as in TF Serving URLs and `ml models alias`).
 const versionRef = z.union([positiveInt, z.string().regex(/^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/, {error: 'expected a version number or a label/alias name'})])
 
-const ServeSplitSchema = z
+export const ServeSplitSchema = z
   .strictObject({
     stable: versionRef.default('production').describe('The version most requests go to: a number, a label or an alias (default: alias production).'),
     canary: versionRef.default('canary').describe('The version under trial: a number, a label or an alias (default: alias canary).'),

@@ -5,6 +5,7 @@ import {mkdtemp, readdir, rm, stat} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {z} from 'zod'
+import {ServeSplitSchema} from '../config/schema.js'
 import {onnxAvailability, selectInference, type ExecutionProvider} from '../engine/inference.js'
 import {listVersions, MODEL_FILES, readAliases, resolveLabel, versionsToServe} from '../model/repository.js'
 import {downloadDir, exists, isRemote, joinPath, listEntries, listNames, readJson} from '../storage/index.js'
@@ -18,6 +19,8 @@ import {Splitter, type SplitRole, type TrafficSplit} from './split.js'
 import type {LoadSpec, Runtime} from './worker-protocol.js'
 
 export const ONNX_FILE = 'model.onnx'
+/** <repository>/<model>/split.json: a canary split that replaces serve.models[].split, re-read on every scan. */
+export const SPLIT_FILE = 'split.json'
 
 /** TF Serving's state names, plus FAILED for a version that could not be loaded. */
 export type VersionState = 'LOADING' | 'AVAILABLE' | 'UNLOADING' | 'FAILED'
@@ -54,6 +57,8 @@ export interface ModelEntry {
   pin?: string
   /** Canary: requests naming no version are split between two versions. */
   split?: {config: TrafficSplit; splitter: Splitter; shown: Array<{version: string; role: SplitRole}>}
+  /** serve.models[].split, in force while the model folder has no split.json. */
+  configSplit?: TrafficSplit
   versions: Map<number, ModelVersion>
 }
 
@@ -112,6 +117,8 @@ export class ModelRepository extends EventEmitter {
   private scanned = false
   /** The aliases file as last read, per model (to report a move that waits only once). */
   private readonly aliasesRead = new Map<string, Record<string, number>>()
+  /** The last problem logged per model's split.json (said once, not on every scan). */
+  private readonly splitProblems = new Map<string, string>()
   /** Where versions on Cloud Storage are copied to be loaded (made on first use). */
   private cache: Promise<string> | undefined
 
@@ -134,7 +141,7 @@ export class ModelRepository extends EventEmitter {
         labels: model.labels,
         aliases: {},
         ...(model.pin ? {pin: model.pin} : {}),
-        ...(model.split ? {split: {config: model.split, splitter: new Splitter(model.split.percent), shown: []}} : {}),
+        ...(model.split ? {split: {config: model.split, splitter: new Splitter(model.split.percent), shown: []}, configSplit: model.split} : {}),
         versions: new Map(),
       }
       this.models.set(model.name, entry)
@@ -196,6 +203,7 @@ export class ModelRepository extends EventEmitter {
     const limit = this.options.versionPolicy === 'all' ? Number.POSITIVE_INFINITY : this.options.versionPolicy.latest
     const wanted = new Set<number>()
     const aliases = await this.readAliases(entry)
+    if (entry.pin === undefined) this.setSplit(entry, await this.readSplit(entry))
     const {candidates, always} = versionsToServe(onDisk, aliases, entry.pin)
     const ensure = async (version: number) => {
       const dir = joinPath(this.options.repository, entry.name, String(version))
@@ -348,6 +356,37 @@ export class ModelRepository extends EventEmitter {
     this.metrics.modelLoads.inc({...labels, result: 'unloaded'})
     this.log.event('info', 'model-unloaded', {model: entry.name, version: record.version})
     this.emit('unloaded', record)
+  }
+
+  /**
+   * The split in force: the model folder's split.json when there is one, else serve.models[].split.
+   * A file that cannot be read or is invalid leaves the split in use as it is (and is logged).
+   */
+  private async readSplit(entry: ModelEntry): Promise<TrafficSplit | undefined> {
+    const file = joinPath(this.options.repository, entry.name, SPLIT_FILE)
+    try {
+      if (!(await exists(file))) return entry.configSplit
+      const parsed = ServeSplitSchema.safeParse(await readJson(file))
+      if (parsed.success) return parsed.data
+      const reason = parsed.error.issues.map((i) => `${i.path.join('.') || '(file)'}: ${i.message}`).join('; ')
+      if (this.splitProblems.get(entry.name) !== reason) this.log.event('warn', 'split-invalid', {model: entry.name, file, reason})
+      this.splitProblems.set(entry.name, reason)
+    } catch (error) {
+      this.log.event('warn', 'split-unreadable', {model: entry.name, file, reason: message(error)})
+    }
+    return entry.split?.config
+  }
+
+  /** Puts a split in force; a changed one starts counting afresh. */
+  private setSplit(entry: ModelEntry, split: TrafficSplit | undefined): void {
+    const current = entry.split?.config
+    if (JSON.stringify(current) === JSON.stringify(split)) return
+    if (split === undefined) {
+      for (const old of entry.split?.shown ?? []) this.metrics.trafficSplit.remove({model: entry.name, ...old})
+      entry.split = undefined
+    } else entry.split = {config: split, splitter: new Splitter(split.percent), shown: entry.split?.shown ?? []}
+    this.splitProblems.delete(entry.name)
+    this.log.event('info', 'split-changed', {model: entry.name, split: split ?? null, ...(current ? {previous: current} : {})})
   }
 
   /** A split's version for a role: its number, or the version its label or alias names now. */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import {cp} from 'node:fs/promises'
+import {cp, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
 import {ServeSchema} from '../../../src/lib/config/schema.js'
@@ -13,7 +13,7 @@ import {startServer, type ServeHandle} from '../../../src/lib/serve/server.js'
 import {fnv1a, Splitter} from '../../../src/lib/serve/split.js'
 import {readJson} from '../../../src/lib/storage/index.js'
 import {tempDir} from '../../support/fixtures.js'
-import {fp32Body, request, testDigits, trainServeModel, type ServeModel} from '../../support/serve-fixtures.js'
+import {captureLog, fp32Body, request, testDigits, trainServeModel, type ServeModel} from '../../support/serve-fixtures.js'
 
 describe('Splitter', () => {
   it('sends exactly the percentage by count, spread evenly', () => {
@@ -72,6 +72,7 @@ describe('canary traffic split in ml serve', () => {
   let server: ServeHandle
   let aliased: ServeHandle
   let body: object
+  const log = captureLog()
 
   const options = (fields: Partial<ServeOptions>) =>
     serveOptions({repository: model.repository, port: 0, instances: 1, maxBatchSize: 8, pollIntervalMs: 0, accessLog: 'off', engine: 'wasm', runtime: 'tfjs', ...fields})
@@ -98,7 +99,7 @@ describe('canary traffic split in ml serve', () => {
     server = await startServer(options({models: [{name: 'digits', labels: {}, split: {stable: 1, canary: 2, percent: 25}}]}), {log: new JsonLog(undefined)})
     await setAlias(model.repository, 'digits', 'production', 1)
     await setAlias(model.repository, 'digits', 'canary', 3)
-    aliased = await startServer(options({models: [{name: 'digits', labels: {}, split: {stable: 'production', canary: 'canary', percent: 50, stickyHeader: 'X-User'}}]}), {log: new JsonLog(undefined)})
+    aliased = await startServer(options({models: [{name: 'digits', labels: {}, split: {stable: 'production', canary: 'canary', percent: 50, stickyHeader: 'X-User'}}]}), {log: log.log})
   })
 
   after(async () => {
@@ -148,5 +149,29 @@ describe('canary traffic split in ml serve', () => {
     await setAlias(model.repository, 'digits', 'canary', 2)
     await aliased.repository.scan()
     assert.deepEqual(await versions(aliased.url, 4), ['3', '2', '3', '2'])
+  })
+
+  it("re-reads the model folder's split.json on every scan: a ramp, a bad file kept out, the config's split back", async () => {
+    const file = path.join(model.repository, 'digits', 'split.json')
+    const splitOf = async () => select(parseExposition(await aliased.metrics.registry.metrics()), SERVE.trafficSplit).map((s) => `${s.labels.version}:${s.labels.role}:${s.value}`).sort()
+    await writeFile(file, JSON.stringify({percent: 100}))
+    await aliased.repository.scan()
+    assert.deepEqual(await versions(aliased.url, 3), ['2', '2', '2'])
+    assert.deepEqual(await splitOf(), ['2:canary:100', '3:stable:0'])
+    await writeFile(file, JSON.stringify({stable: 1, canary: 'canary', percent: 0}))
+    await aliased.repository.scan()
+    assert.deepEqual(await versions(aliased.url, 3), ['1', '1', '1'])
+    // A broken file changes nothing and is logged once.
+    await writeFile(file, JSON.stringify({percent: 'half'}))
+    await aliased.repository.scan()
+    await aliased.repository.scan()
+    assert.deepEqual(await versions(aliased.url, 2), ['1', '1'])
+    assert.equal(log.events.filter((e) => e.event === 'split-invalid').length, 1)
+    assert.match(String(log.events.find((e) => e.event === 'split-invalid')!.reason), /percent/)
+    await rm(file)
+    await aliased.repository.scan()
+    assert.deepEqual(await versions(aliased.url, 4), ['3', '2', '3', '2'])
+    assert.deepEqual(await splitOf(), ['2:canary:50', '3:stable:50'])
+    assert.deepEqual(log.events.filter((e) => e.event === 'split-changed').map((e) => (e.split as {percent: number} | null)?.percent), [100, 0, 50])
   })
 })
