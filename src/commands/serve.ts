@@ -66,7 +66,7 @@ ${MlCommand.exitCodesHelp}`
     const summary = await runServe(options, {
       onListening: (info) => {
         const models = info.models.map((m) => `${m.name} (versions ${m.versions.join(', ')})`).join(', ')
-        this.note(`serving ${models} at ${info.url} with ${info.processes} process(es) x ${info.instances} instance(s); Ctrl-C to stop`)
+        this.note(`serving ${models} at ${info.url} with ${info.processes} process(es) x ${info.instances} instance(s); try it at ${info.url}/; Ctrl-C to stop`)
       },
     })
     this.note(`stopped on ${summary.signal} after ${summary.requests} request(s)`)
