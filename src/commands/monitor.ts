@@ -7,7 +7,7 @@ export default class Monitor extends MlCommand {
   static override summary = 'Watch ml serve targets, a training run and a Kafka ingest; check SLOs.'
   static override description = `A live terminal dashboard of one or more \`ml serve\` targets (--url, repeatable, or monitor.targets): per model version requests/s, 5xx error rate, p50/p95/p99 latency (from the histogram buckets, as PromQL histogram_quantile), average batch size, queue depth, with CPU and memory per target and sparklines over monitor.history. --run follows a training run (loss and accuracy curves, images/s, epoch progress); --ingest follows a Kafka ingest's metrics endpoint (rate, lag, rejects). q or Ctrl-C quits.
 
---once prints one snapshot (two scrapes --interval-ms apart; --json for scripts). --check scrapes twice --window apart and judges monitor.slo (p99Ms, errorRate, drift): exit 6 with a report when an objective is violated. --run <run> --png <file> writes the training curves as a PNG.
+--once prints one snapshot (two scrapes --interval-ms apart; --json for scripts). --check scrapes twice --window apart and judges monitor.slo (p99Ms, errorRate, drift): exit 6 with a report when an objective is violated. On a server splitting traffic (serve.models[].split), --check also compares the canary version's 5xx rate and p99 latency with the stable version's (monitor.canary): promote (exit 0), rollback (exit 6) or wait: not enough requests (exit 7). --run <run> --png <file> writes the training curves as a PNG.
 
 ${MlCommand.exitCodesHelp}`
 
@@ -16,6 +16,7 @@ ${MlCommand.exitCodesHelp}`
     '<%= config.bin %> monitor --run mnist-20261124-101500',
     '<%= config.bin %> monitor --url http://127.0.0.1:8080 --once --json',
     '<%= config.bin %> monitor --check --window 60s',
+    '<%= config.bin %> monitor --url http://127.0.0.1:8080 --check --window 5m --json',
     '<%= config.bin %> monitor --run runs/latest-run --png curves.png',
   ]
 
@@ -35,6 +36,7 @@ ${MlCommand.exitCodesHelp}`
     'p99-ms': Flags.string({summary: 'p99 latency objective in ms (overrides monitor.slo.p99Ms).'}),
     'error-rate': Flags.string({summary: 'Error-rate objective, e.g. 0.01 (overrides monitor.slo.errorRate).'}),
     drift: Flags.string({summary: 'Drift objective: highest PSI of predicted classes (overrides monitor.slo.drift).'}),
+    'min-requests': Flags.integer({summary: 'Requests the canary and stable versions each need before --check judges a canary (overrides monitor.canary.minRequests).', min: 1}),
     dataset: Flags.string({summary: 'Dataset store whose manifest gives the training class priors for drift (default data.store).'}),
     png: Flags.string({summary: 'With --run: write the training curves to this PNG file and exit.'}),
     frames: Flags.integer({summary: 'Stop the dashboard after this many frames.', min: 1, hidden: true}),
@@ -51,12 +53,12 @@ ${MlCommand.exitCodesHelp}`
     }
     if (flags.check) {
       const {runCheck} = await import('../lib/monitor/once.js')
-      const {formatSloReport} = await import('../lib/monitor/slo.js')
-      const {sloFailure} = await import('../lib/monitor/command.js')
+      const {formatCheckReport} = await import('../lib/monitor/canary.js')
+      const {checkFailure} = await import('../lib/monitor/command.js')
       this.note(`measuring over ${settings.windowSeconds} s...`)
-      const report = await runCheck({targets: settings.targets, windowSeconds: settings.windowSeconds, settings: settings.slo, priors: settings.priors, token: settings.token})
-      for (const line of formatSloReport(report)) this.say(line)
-      if (!report.ok) throw sloFailure(report)
+      const report = await runCheck({targets: settings.targets, windowSeconds: settings.windowSeconds, settings: settings.slo, canary: settings.canary, priors: settings.priors, token: settings.token})
+      for (const line of formatCheckReport(report)) this.say(line)
+      if (!report.ok) throw checkFailure(report)
       return report
     }
     if (flags.once) {

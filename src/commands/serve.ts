@@ -76,7 +76,7 @@ ${MlCommand.exitCodesHelp}`
       onListening: (info) => {
         const models = info.models.map((m) => `${m.name} (versions ${m.versions.join(', ')})`).join(', ')
         const grpc = info.grpcPort === undefined ? '' : ` (gRPC on port ${info.grpcPort})`
-        this.note(`serving ${models} at ${info.url}${grpc} with ${info.processes} process(es) x ${info.instances} instance(s); Ctrl-C to stop`)
+        this.note(`serving ${models} at ${info.url}${grpc} with ${info.processes} process(es) x ${info.instances} instance(s); try it at ${info.url}/; Ctrl-C to stop`)
       },
     })
     this.note(`stopped on ${summary.signal} after ${summary.requests} request(s)`)

@@ -16,6 +16,8 @@ export const ExitCode = {
   service: 5,
   /** A service level objective was violated (`ml monitor --check`). */
   slo: 6,
+  /** Too little data to decide yet (`ml monitor --check` on a canary: check again later). */
+  pending: 7,
   /** Interrupted by SIGINT/SIGTERM before finishing (what was done is kept). */
   interrupted: 130,
 } as const
@@ -29,7 +31,8 @@ export const EXIT_CODES_HELP = `EXIT CODES
   3    input data missing, unreadable or corrupt
   4    training failed
   5    a remote service or peer failed
-  6    a service level objective was violated (ml monitor --check)
+  6    a service level objective was violated, or a canary must roll back (ml monitor --check)
+  7    not enough requests yet to judge a canary (ml monitor --check): check again later
   130  interrupted (work already done is kept)`
 
 export interface UserErrorOptions {

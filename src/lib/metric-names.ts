@@ -20,7 +20,12 @@ export const SERVE = {
   inputBrightness: 'ml_serve_input_brightness',
   inputWidth: 'ml_serve_input_width_pixels',
   inputHeight: 'ml_serve_input_height_pixels',
+  // Canary: the share of requests each version of a split model gets (labels model, version, role).
+  trafficSplit: 'ml_serve_traffic_split_percent',
 } as const
+
+/** The roles of the two versions of a canary split (label `role` of SERVE.trafficSplit). */
+export const SPLIT_ROLES = ['stable', 'canary'] as const
 
 /** Triton's names (labels model, version), so that existing Triton dashboards work unchanged. */
 export const TRITON = {

@@ -294,6 +294,22 @@ export const ExportSchema = z.strictObject({
     .refine((t) => (t.preferredBatchSize ?? []).every((b) => b <= t.maxBatchSize), {message: 'preferredBatchSize entries must not exceed maxBatchSize'}),
 })
 
+// A version named by number or by label/alias (as in TF Serving URLs and `ml models alias`).
+const versionRef = z.union([positiveInt, z.string().regex(/^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/, {error: 'expected a version number or a label/alias name'})])
+
+export const ServeSplitSchema = z
+  .strictObject({
+    stable: versionRef.default('production').describe('The version most requests go to: a number, a label or an alias (default: alias production).'),
+    canary: versionRef.default('canary').describe('The version under trial: a number, a label or an alias (default: alias canary).'),
+    percent: z.number().min(0).max(100).describe("Share of requests without a version sent to the canary, as KServe's canaryTrafficPercent, e.g. 10."),
+    stickyHeader: z
+      .string()
+      .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, {error: 'expected an HTTP header name'})
+      .optional()
+      .describe('A request header (e.g. x-user-id) whose value keeps each caller on one version; requests without it are split by count.'),
+  })
+  .describe('Canary traffic split between two versions of the model (requests naming a version or label are not split). Aliases are followed when they move.')
+
 const ServeModelSchema = z.union([
   z.string().min(1),
   z.strictObject({
@@ -302,6 +318,7 @@ const ServeModelSchema = z.union([
       .record(z.string().regex(/^[a-zA-Z][a-zA-Z0-9_-]*$/), positiveInt)
       .optional()
       .describe('Version labels for TF Serving URLs (/labels/<label>), e.g. {stable: 3, canary: 4}.'),
+    split: ServeSplitSchema.optional(),
   }),
 ])
 
@@ -313,7 +330,7 @@ export const ServeSchema = z.strictObject({
     .array(ServeModelSchema)
     .min(1)
     .optional()
-    .describe('Models to serve: names (name@alias: only the version that alias points at), or {name, labels}. Default: every model folder in the repository.'),
+    .describe('Models to serve: names (name@alias: only the version that alias points at), or {name, labels, split}. Default: every model folder in the repository.'),
   versionPolicy: z
     .union([z.literal('all'), z.strictObject({latest: positiveInt})])
     .default('all')
@@ -426,6 +443,15 @@ export const MonitorSchema = z
       })
       .prefault({})
       .describe('Objectives checked by `ml monitor --check` (exit 6 when one is violated) and shown in red on the dashboard.'),
+    canary: z
+      .strictObject({
+        minRequests: positiveInt.default(100).describe('Requests the canary and the stable version each need in the window before a verdict (else: wait, exit 7).'),
+        errorRateMargin: fraction.default(0.01).describe("Rollback when the canary's 5xx rate exceeds the stable version's by more than this (0.01: one percentage point)."),
+        p99Ratio: z.number().min(1).default(1.2).describe("Rollback when the canary's p99 latency exceeds the stable p99 times this, and by more than p99MarginMs."),
+        p99MarginMs: z.number().min(0).default(5).describe('Smallest p99 difference, in ms, that counts against the canary.'),
+      })
+      .prefault({})
+      .describe('`ml monitor --check` on a canary split (serve.models[].split): promote (exit 0), rollback (exit 6) or wait (exit 7).'),
   })
   .describe('`ml monitor`: live dashboard, snapshots and SLO checks of `ml serve` targets.')
 

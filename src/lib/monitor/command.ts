@@ -13,6 +13,7 @@ import {renderDashboard} from './render.js'
 import {readRun, resolveRun} from './run-follow.js'
 import {metricsUrl} from './scrape.js'
 import {formatSloReport, type SloReport, type SloSettings} from './slo.js'
+import {formatCanary, type CanarySettings, type CheckReport} from './canary.js'
 
 export interface MonitorFlags {
   config: string
@@ -27,6 +28,7 @@ export interface MonitorFlags {
   'p99-ms'?: string
   'error-rate'?: string
   drift?: string
+  'min-requests'?: number
   dataset?: string
   png?: string
 }
@@ -39,6 +41,8 @@ export interface MonitorSettings {
   historySeconds: number
   windowSeconds: number
   slo: SloSettings
+  /** The canary decision's thresholds (monitor.canary). */
+  canary: CanarySettings
   priors?: Record<string, number>
   token?: string
   collector: CollectorOptions
@@ -141,10 +145,8 @@ export async function resolveMonitor(flags: MonitorFlags, load: ConfigLoader): P
   if (flags.png) {
     if (!run) throw usage('--png needs --run <run>')
   } else if (flags.check) {
+    // With no objectives, the check is about the canary splits the targets show (once.ts runCheck).
     if (targets.length === 0) throw usage('nothing to check: no targets', ['Pass --url http://host:port, or set monitor.targets in ml.yaml.'])
-    if (slo.p99Ms === undefined && slo.errorRate === undefined && slo.drift === undefined) {
-      throw usage('no objectives to check', ['Set monitor.slo.p99Ms, monitor.slo.errorRate or monitor.slo.drift in ml.yaml, or pass --p99-ms, --error-rate or --drift.'])
-    }
   } else if (targets.length === 0 && !run && !ingest) {
     throw usage('nothing to watch', ['Pass --url http://host:port (repeatable), --run <run> or --ingest <metrics URL>, or set monitor.targets in ml.yaml.'])
   }
@@ -162,10 +164,38 @@ export async function resolveMonitor(flags: MonitorFlags, load: ConfigLoader): P
     historySeconds,
     windowSeconds,
     slo,
+    canary: {...monitor.canary, ...(flags['min-requests'] === undefined ? {} : {minRequests: flags['min-requests']})},
     priors,
     token,
     collector: {targets, ingest, run, historySeconds, windowSeconds, priors, token, timeoutMs: Math.max(1000, Math.min(10_000, intervalMs || 5000))},
   }
+}
+
+/**
+ * The UserError of a check that did not pass, the whole report for --json: a canary to roll back or a
+ * violated objective exit 6, a canary without enough requests yet exits 7 (check again later).
+ */
+export function checkFailure(report: CheckReport): UserError {
+  const rollback = report.canary.filter((c) => c.verdict === 'rollback')
+  const sloFailed = report.checks.some((c) => c.status === 'violated')
+  if (rollback.length === 0 && !sloFailed && report.verdict === 'wait') {
+    return new UserError(report.canary.filter((c) => c.verdict === 'wait').flatMap(formatCanary).join('\n'), {
+      code: 'CANARY_WAIT',
+      exit: 'pending',
+      details: report,
+      suggestions: ['Check again once more requests have come in, or over a longer --window.'],
+    })
+  }
+  if (rollback.length > 0) {
+    const lines = [...rollback.flatMap(formatCanary), ...(sloFailed ? sloFailure(report).message.split('\n') : [])]
+    return new UserError(lines.join('\n'), {
+      code: 'CANARY_ROLLBACK',
+      exit: 'slo',
+      details: report,
+      suggestions: rollback.map((c) => `Stop the canary: \`ml models alias ${c.stable.version} canary\` (or set serve.models[].split.percent to 0).`),
+    })
+  }
+  return sloFailure(report)
 }
 
 /** The UserError of a failed check: the violated objectives, exit 6, the whole report for --json. */

@@ -6,7 +6,9 @@ import type {IngestStats} from './ingest-stats.js'
 import type {RunSnapshot} from './run-follow.js'
 import {scrape} from './scrape.js'
 import type {TargetStats} from './serve-stats.js'
-import {evaluateSlo, type SloReport, type SloSettings} from './slo.js'
+import type {SloSettings} from './slo.js'
+import {CANARY_DEFAULTS, evaluateCheck, splitsIn, type CanarySettings, type CheckReport} from './canary.js'
+import {UserError} from '../errors.js'
 
 export interface Snapshot {
   at: string
@@ -46,16 +48,30 @@ export interface CheckOptions {
   targets: string[]
   windowSeconds: number
   settings: SloSettings
+  /** Thresholds of the canary decision (default CANARY_DEFAULTS). */
+  canary?: CanarySettings
   priors?: Record<string, number>
   token?: string
   timeoutMs?: number
   signal?: AbortSignal
 }
 
-/** Scrapes every target, waits the window, scrapes again and judges the objectives. */
-export async function runCheck(options: CheckOptions): Promise<SloReport> {
+/**
+ * Scrapes every target, waits the window, scrapes again and judges the objectives and the canary
+ * splits. With no objectives, a first scrape that shows no split is a usage error, said at once.
+ */
+export async function runCheck(options: CheckOptions): Promise<CheckReport> {
   const all = () => Promise.all(options.targets.map((t) => scrape(t, {token: options.token, timeoutMs: options.timeoutMs})))
   const before = await all()
+  const {p99Ms, errorRate, drift} = options.settings
+  if (p99Ms === undefined && errorRate === undefined && drift === undefined && !before.some((b) => b.expo && splitsIn(b.expo).size > 0)) {
+    const down = before.filter((b) => b.error !== undefined).map((b) => `${b.target} (${b.error})`)
+    throw new UserError(`nothing to check: no objectives, and no canary split on ${down.length === before.length ? 'the targets, which cannot be scraped: ' + down.join(', ') : 'the targets'}`, {
+      code: 'MONITOR_USAGE',
+      exit: 'usage',
+      suggestions: ['Set monitor.slo.p99Ms, monitor.slo.errorRate or monitor.slo.drift in ml.yaml, or pass --p99-ms, --error-rate or --drift; or split traffic with serve.models[].split.'],
+    })
+  }
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, options.windowSeconds * 1000)
     options.signal?.addEventListener('abort', () => {
@@ -64,5 +80,5 @@ export async function runCheck(options: CheckOptions): Promise<SloReport> {
     }, {once: true})
   })
   const after = await all()
-  return evaluateSlo(options.settings, before, after, options.priors)
+  return evaluateCheck(options.settings, options.canary ?? CANARY_DEFAULTS, before, after, options.priors)
 }

@@ -57,25 +57,25 @@ function modelsIn(expo: Exposition): Set<string> {
   return names
 }
 
-function predictionCounts(expo: Exposition, model: string): Map<string, number> {
+function predictionCounts(expo: Exposition, model: string, version?: string): Map<string, number> {
   const out = new Map<string, number>()
-  for (const s of expo.samples) if (s.name === SERVE.predictions && s.labels.model === model) out.set(s.labels.class ?? '', (out.get(s.labels.class ?? '') ?? 0) + s.value)
+  for (const s of expo.samples) if (s.name === SERVE.predictions && s.labels.model === model && (version === undefined || s.labels.version === version)) out.set(s.labels.class ?? '', (out.get(s.labels.class ?? '') ?? 0) + s.value)
   return out
 }
 
-/** One model's traffic in the window, summed over its versions and every target scraped twice. */
-export function modelWindow(pairs: ReadonlyArray<[Exposition, Exposition]>, model: string): ModelWindow {
+/** One model's traffic in the window, summed over its versions (or of one `version`) and every target scraped twice. */
+export function modelWindow(pairs: ReadonlyArray<[Exposition, Exposition]>, model: string, version?: string): ModelWindow {
   let requests = 0
   let errors = 0
   const latencies = []
   const predictions: Record<string, number> = {}
-  const match = {model, protocol: MODEL_PROTOCOLS}
+  const match = {model, protocol: MODEL_PROTOCOLS, ...(version === undefined ? {} : {version})}
   for (const [before, after] of pairs) {
     requests += counterIncrease(sumOf(before, SERVE.requests, match), sumOf(after, SERVE.requests, match))
     errors += counterIncrease(sumOf(before, SERVE.requests, {...match, status: SERVER_ERROR}), sumOf(after, SERVE.requests, {...match, status: SERVER_ERROR}))
     latencies.push(histogramIncrease(histogramOf(before, SERVE.requestDuration, match), histogramOf(after, SERVE.requestDuration, match)))
-    const old = predictionCounts(before, model)
-    for (const [c, v] of predictionCounts(after, model)) predictions[c] = (predictions[c] ?? 0) + counterIncrease(old.get(c), v)
+    const old = predictionCounts(before, model, version)
+    for (const [c, v] of predictionCounts(after, model, version)) predictions[c] = (predictions[c] ?? 0) + counterIncrease(old.get(c), v)
   }
   const p99 = histogramQuantile(0.99, mergeHistograms(latencies).buckets)
   return {model, requests, errors, errorRate: requests > 0 ? errors / requests : null, p99Ms: Number.isFinite(p99) ? p99 * 1000 : null, predictions}

@@ -1,5 +1,6 @@
 // What protocol handlers share: the server's parts, the per-request state the access log and metrics
 // read (protocol, model, version), and the one way to run a model version on queued input.
+import type {IncomingHttpHeaders} from 'node:http'
 import type {ServingEngine} from '../engine/inference.js'
 import type {ServeMetrics} from './metrics.js'
 import type {ServeOptions} from './options.js'
@@ -43,6 +44,10 @@ export interface RequestState {
   admission?: Ticket
   /** Response body bytes, for the access log. */
   bytes?: number
+  /** The request's headers (a canary split's sticky header is read from them). */
+  headers?: IncomingHttpHeaders
+  /** The version a canary split chose for this request, once chosen (admission and handler agree). */
+  routed?: {model: string; version?: number; role?: 'stable' | 'canary'}
 }
 
 export interface Reply {
@@ -55,10 +60,31 @@ export interface Reply {
 
 export const json = (body: unknown, status = 200): Reply => ({status, body})
 
+/**
+ * The selector a request resolves to: as sent when it names a version or label, else the version the
+ * model's canary split (if any) chooses, once per request.
+ */
+export function routedSelector(ctx: Pick<ServeContext, 'repository'>, state: RequestState, model: string, selector: VersionSelector): VersionSelector {
+  if (selector.version !== undefined || selector.label !== undefined) return selector
+  if (state.routed?.model !== model) {
+    const header = ctx.repository.stickyHeader(model)
+    const value = header === undefined ? undefined : state.headers?.[header.toLowerCase()]
+    const key = Array.isArray(value) ? value[0] : value
+    const chosen = ctx.repository.route(model, state.inference, key === '' ? undefined : key)
+    state.routed = {model, ...chosen}
+    // Counted against the chosen version even when it is refused before a handler runs (503 at admission).
+    if (chosen !== undefined) {
+      state.model = model
+      state.version = String(chosen.version)
+    }
+  }
+  return state.routed.version === undefined ? selector : {version: String(state.routed.version)}
+}
+
 /** Takes a version for the rest of the request (released by the server when it has answered). */
 export function useVersion(ctx: ServeContext, state: RequestState, model: string, selector: VersionSelector): ModelVersion {
   state.model = model
-  const lease = ctx.repository.acquire(model, selector)
+  const lease = ctx.repository.acquire(model, routedSelector(ctx, state, model, selector))
   state.leases.push(lease)
   state.version = String(lease.version.version)
   return lease.version

@@ -113,6 +113,16 @@ export class ServeMetrics {
     registers: [this.registry],
   })
 
+  // Canary splits (`ml monitor --check` compares the canary version with the stable one).
+  readonly trafficSplit = new Gauge({
+    name: SERVE.trafficSplit,
+    help: 'Share (percent) of requests without a version that a canary split sends to this version, by role (stable, canary).',
+    labelNames: ['model', 'version', 'role'] as const,
+    // Every process of a cluster splits the same way: the aggregate is one process's share, not a sum.
+    aggregator: 'max',
+    registers: [this.registry],
+  })
+
   // Triton's names and types: counters, durations as cumulative microseconds.
   readonly nvSuccess = this.nvCounter(TRITON.success, 'Number of successful inference requests, all batch sizes')
   readonly nvFailure = this.nvCounter(TRITON.failure, 'Number of failed inference requests, all batch sizes')

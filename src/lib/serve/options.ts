@@ -10,6 +10,7 @@ import {planThreads} from '../engine/inference.js'
 import {parseModelRef} from '../model/repository.js'
 import {resolveLocation} from '../storage/index.js'
 import {UserError} from '../errors.js'
+import type {TrafficSplit} from './split.js'
 
 export type ServeConfig = z.output<typeof ServeSchema>
 
@@ -19,6 +20,8 @@ export interface ServedModel {
   labels: Record<string, number>
   /** Served as name@alias: only the version that alias points at (followed when it moves). */
   pin?: string
+  /** Canary: requests naming no version are split between two versions (serve/split.ts). */
+  split?: TrafficSplit
 }
 
 export interface ServeOptions {
@@ -85,6 +88,19 @@ function servedModel(ref: string): ServedModel {
   return {name, labels: {}, ...(alias ? {pin: alias} : {})}
 }
 
+/** A model entry with its traffic split; a split of a model served as name@alias has nothing to split. */
+function withSplit(model: ServedModel, split: TrafficSplit | undefined): ServedModel {
+  if (split === undefined) return model
+  if (model.pin !== undefined) {
+    throw new UserError(`serve.models: ${model.name}@${model.pin} serves one version only, so it cannot have a split`, {
+      code: 'CONFIG_INVALID',
+      exit: 'usage',
+      suggestions: [`Serve it by name ("${model.name}") with split {stable: ${JSON.stringify(split.stable)}, canary: ${JSON.stringify(split.canary)}, percent: ${split.percent}}.`],
+    })
+  }
+  return {...model, split}
+}
+
 /**
  * Turns a loaded config (or, with no config file, the serve defaults and a repository flag) into
  * ServeOptions. Paths in the config are relative to its folder; flag paths to the working directory.
@@ -108,12 +124,14 @@ export function resolveServeOptions(loaded: LoadedConfig | undefined, overrides:
   if (repository === undefined) {
     throw new UserError('no model repository: pass --repository <dir> or --config <ml.yaml>', {code: 'SERVE_NO_REPOSITORY', exit: 'usage'})
   }
-  let models: ServedModel[] | undefined = serve.models?.map((m) => (typeof m === 'string' ? servedModel(m) : {...servedModel(m.name), labels: m.labels ?? {}}))
+  let models: ServedModel[] | undefined = serve.models?.map((m) => (typeof m === 'string' ? servedModel(m) : withSplit({...servedModel(m.name), labels: m.labels ?? {}}, m.split)))
   if (overrides.models?.length) {
     models = overrides.models.map((ref) => {
       const wanted = servedModel(ref)
       const configured = models?.find((m) => m.name === wanted.name)
-      return configured ? {...configured, ...(wanted.pin ? {pin: wanted.pin} : {})} : wanted
+      if (configured === undefined) return wanted
+      // name@alias serves that one version: no split.
+      return wanted.pin ? {name: configured.name, labels: configured.labels, pin: wanted.pin} : configured
     })
   } else if (models === undefined && loaded) {
     // `ml serve --config x` serves what `ml export` wrote for that config.

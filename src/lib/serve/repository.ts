@@ -5,6 +5,7 @@ import {mkdtemp, readdir, rm, stat} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {z} from 'zod'
+import {ServeSplitSchema} from '../config/schema.js'
 import {onnxAvailability, selectInference, type ExecutionProvider} from '../engine/inference.js'
 import {listVersions, MODEL_FILES, readAliases, resolveLabel, versionsToServe} from '../model/repository.js'
 import {downloadDir, exists, isRemote, joinPath, listEntries, listNames, readJson} from '../storage/index.js'
@@ -14,9 +15,12 @@ import type {ServeMetrics} from './metrics.js'
 import type {ServedModel, ServeOptions} from './options.js'
 import type {Preprocessing} from './predictor.js'
 import type {Scheduler} from './scheduler.js'
+import {Splitter, type SplitRole, type TrafficSplit} from './split.js'
 import type {LoadSpec, Runtime} from './worker-protocol.js'
 
 export const ONNX_FILE = 'model.onnx'
+/** <repository>/<model>/split.json: a canary split that replaces serve.models[].split, re-read on every scan. */
+export const SPLIT_FILE = 'split.json'
 
 /** TF Serving's state names, plus FAILED for a version that could not be loaded. */
 export type VersionState = 'LOADING' | 'AVAILABLE' | 'UNLOADING' | 'FAILED'
@@ -51,6 +55,10 @@ export interface ModelEntry {
   aliases: Record<string, number>
   /** Served as name@alias: only that alias's version, following it when it moves. */
   pin?: string
+  /** Canary: requests naming no version are split between two versions. */
+  split?: {config: TrafficSplit; splitter: Splitter; shown: Array<{version: string; role: SplitRole}>}
+  /** serve.models[].split, in force while the model folder has no split.json. */
+  configSplit?: TrafficSplit
   versions: Map<number, ModelVersion>
 }
 
@@ -109,6 +117,8 @@ export class ModelRepository extends EventEmitter {
   private scanned = false
   /** The aliases file as last read, per model (to report a move that waits only once). */
   private readonly aliasesRead = new Map<string, Record<string, number>>()
+  /** The last problem logged per model's split.json (said once, not on every scan). */
+  private readonly splitProblems = new Map<string, string>()
   /** Where versions on Cloud Storage are copied to be loaded (made on first use). */
   private cache: Promise<string> | undefined
 
@@ -126,7 +136,14 @@ export class ModelRepository extends EventEmitter {
   private entry(model: ServedModel): ModelEntry {
     let entry = this.models.get(model.name)
     if (entry === undefined) {
-      entry = {name: model.name, labels: model.labels, aliases: {}, ...(model.pin ? {pin: model.pin} : {}), versions: new Map()}
+      entry = {
+        name: model.name,
+        labels: model.labels,
+        aliases: {},
+        ...(model.pin ? {pin: model.pin} : {}),
+        ...(model.split ? {split: {config: model.split, splitter: new Splitter(model.split.percent), shown: []}, configSplit: model.split} : {}),
+        versions: new Map(),
+      }
       this.models.set(model.name, entry)
     }
     return entry
@@ -186,6 +203,7 @@ export class ModelRepository extends EventEmitter {
     const limit = this.options.versionPolicy === 'all' ? Number.POSITIVE_INFINITY : this.options.versionPolicy.latest
     const wanted = new Set<number>()
     const aliases = await this.readAliases(entry)
+    if (entry.pin === undefined) this.setSplit(entry, await this.readSplit(entry))
     const {candidates, always} = versionsToServe(onDisk, aliases, entry.pin)
     const ensure = async (version: number) => {
       const dir = joinPath(this.options.repository, entry.name, String(version))
@@ -200,8 +218,11 @@ export class ModelRepository extends EventEmitter {
       if (wanted.size >= limit || this.stopped) break
       await ensure(version)
     }
-    for (const version of always) if (!this.stopped) await ensure(version)
+    // The versions of a canary split stay loaded whatever the policy (an alias's version already is).
+    const splitVersions = [entry.split?.config.stable, entry.split?.config.canary].filter((v): v is number => typeof v === 'number' && onDisk.includes(v))
+    for (const version of [...always, ...splitVersions]) if (!this.stopped) await ensure(version)
     this.switchAliases(entry, aliases, wanted)
+    this.showSplit(entry)
     for (const version of [...entry.versions.values()]) {
       if (version.state === 'AVAILABLE' && !wanted.has(version.version)) await this.unloadVersion(entry, version)
       else if (version.state === 'FAILED' && !onDisk.includes(version.version)) entry.versions.delete(version.version)
@@ -335,6 +356,88 @@ export class ModelRepository extends EventEmitter {
     this.metrics.modelLoads.inc({...labels, result: 'unloaded'})
     this.log.event('info', 'model-unloaded', {model: entry.name, version: record.version})
     this.emit('unloaded', record)
+  }
+
+  /**
+   * The split in force: the model folder's split.json when there is one, else serve.models[].split.
+   * A file that cannot be read or is invalid leaves the split in use as it is (and is logged).
+   */
+  private async readSplit(entry: ModelEntry): Promise<TrafficSplit | undefined> {
+    const file = joinPath(this.options.repository, entry.name, SPLIT_FILE)
+    try {
+      if (!(await exists(file))) return entry.configSplit
+      const parsed = ServeSplitSchema.safeParse(await readJson(file))
+      if (parsed.success) return parsed.data
+      const reason = parsed.error.issues.map((i) => `${i.path.join('.') || '(file)'}: ${i.message}`).join('; ')
+      if (this.splitProblems.get(entry.name) !== reason) this.log.event('warn', 'split-invalid', {model: entry.name, file, reason})
+      this.splitProblems.set(entry.name, reason)
+    } catch (error) {
+      this.log.event('warn', 'split-unreadable', {model: entry.name, file, reason: message(error)})
+    }
+    return entry.split?.config
+  }
+
+  /** Puts a split in force; a changed one starts counting afresh. */
+  private setSplit(entry: ModelEntry, split: TrafficSplit | undefined): void {
+    const current = entry.split?.config
+    if (JSON.stringify(current) === JSON.stringify(split)) return
+    if (split === undefined) {
+      for (const old of entry.split?.shown ?? []) this.metrics.trafficSplit.remove({model: entry.name, ...old})
+      entry.split = undefined
+    } else entry.split = {config: split, splitter: new Splitter(split.percent), shown: entry.split?.shown ?? []}
+    this.splitProblems.delete(entry.name)
+    this.log.event('info', 'split-changed', {model: entry.name, split: split ?? null, ...(current ? {previous: current} : {})})
+  }
+
+  /** A split's version for a role: its number, or the version its label or alias names now. */
+  private splitVersion(entry: ModelEntry, role: SplitRole): number | undefined {
+    const ref = entry.split?.config[role]
+    if (ref === undefined) return undefined
+    return typeof ref === 'number' ? ref : resolveLabel(ref, entry.labels, entry.aliases)
+  }
+
+  /** The split in the metrics (SERVE.trafficSplit): each version's share, updated when an alias moves. */
+  private showSplit(entry: ModelEntry): void {
+    if (entry.split === undefined) return
+    const stable = this.splitVersion(entry, 'stable')
+    const canary = this.splitVersion(entry, 'canary')
+    const percent = entry.split.config.percent
+    const shares: Array<{version: string; role: SplitRole; share: number}> = []
+    if (stable !== undefined) shares.push({version: String(stable), role: 'stable', share: canary === undefined || canary === stable ? 100 : 100 - percent})
+    if (canary !== undefined && canary !== stable) shares.push({version: String(canary), role: 'canary', share: stable === undefined ? 100 : percent})
+    for (const old of entry.split.shown) {
+      if (!shares.some((s) => s.version === old.version && s.role === old.role)) this.metrics.trafficSplit.remove({model: entry.name, ...old})
+    }
+    for (const {version, role, share} of shares) this.metrics.trafficSplit.set({model: entry.name, version, role}, share)
+    entry.split.shown = shares.map(({version, role}) => ({version, role}))
+  }
+
+  /**
+   * The version a split sends a request naming no version to: for an inference request the splitter
+   * decides (by count, or by `key`, the sticky header's value), for anything else (metadata) it is
+   * the stable version. A role whose version is not available gives its share to the other; undefined
+   * when the model has no split or neither version is available (the usual choice then applies).
+   */
+  route(name: string, inference: boolean, key?: string): {version: number; role: SplitRole} | undefined {
+    const entry = this.models.get(name)
+    if (entry?.split === undefined) return undefined
+    const available = (role: SplitRole) => {
+      const version = this.splitVersion(entry, role)
+      return version !== undefined && entry.versions.get(version)?.state === 'AVAILABLE' ? version : undefined
+    }
+    const stable = available('stable')
+    const canary = available('canary')
+    if (stable === undefined || canary === undefined || stable === canary) {
+      const only = stable ?? canary
+      return only === undefined ? undefined : {version: only, role: only === stable ? 'stable' : 'canary'}
+    }
+    const role = inference ? entry.split.splitter.next(key) : 'stable'
+    return {version: role === 'canary' ? canary : stable, role}
+  }
+
+  /** The header whose value keeps a caller of this model on one version, if its split has one. */
+  stickyHeader(name: string): string | undefined {
+    return this.models.get(name)?.split?.config.stickyHeader
   }
 
   /** The model, or 404. */

@@ -9,7 +9,7 @@ import {isUserError, UserError} from '../errors.js'
 import {Admission} from './admission.js'
 import {RequestAccounting} from './accounting.js'
 import {bearerAuth, loadTls} from './auth.js'
-import type {Reply, RequestState, ServeContext} from './context.js'
+import {routedSelector, type Reply, type RequestState, type ServeContext} from './context.js'
 import {HttpError, unavailable} from './http-error.js'
 import {Lifecycle, stopParts, type ServerParts} from './lifecycle.js'
 import {JsonLog, openAccessLog, type AccessLogTarget} from './log.js'
@@ -21,6 +21,7 @@ import {InstancePool} from './pool.js'
 import {readBody} from './protocols/http.js'
 import {kserveRoutes} from './protocols/kserve.js'
 import {operationsRoutes} from './protocols/operations.js'
+import {pageRoutes} from './protocols/page.js'
 import {route, type BodyTarget, type Route} from './protocols/routes.js'
 import {sagemakerRoutes} from './protocols/sagemaker.js'
 import {tfservingRoutes} from './protocols/tfserving.js'
@@ -67,8 +68,8 @@ export interface ServeHandle {
 /** Answered even while a draining server refuses requests (see Lifecycle). */
 const HEALTH_PATHS = new Set(['/healthz', '/livez', '/readyz', '/v2/health/live', '/v2/health/ready', '/ping'])
 
-/** Every protocol's routes, health checks first (they are open, and the most frequent). */
-const ROUTES: readonly Route[] = [...operationsRoutes, ...kserveRoutes, ...tfservingRoutes, ...sagemakerRoutes]
+/** Every protocol's routes, health checks first (they are open, and the most frequent), then the page and /openapi.json. */
+export const ROUTES: readonly Route[] = [...operationsRoutes, ...kserveRoutes, ...tfservingRoutes, ...sagemakerRoutes, ...pageRoutes(() => ROUTES)]
 
 const serverVersion = (createRequire(import.meta.url)('../../../../package.json') as {version: string}).version
 
@@ -120,6 +121,8 @@ function send(res: ServerResponse, reply: Reply, state: RequestState, draining: 
   if (res.headersSent || res.destroyed) return
   const headers: Record<string, string | number> = {...reply.headers}
   if (draining) headers.Connection = 'close'
+  // Which version answered (a canary split may have chosen it), in every protocol's answer.
+  if (state.inference && state.version !== undefined) headers['X-Model-Version'] = state.version
   if (reply.body === undefined) {
     headers['Content-Length'] = 0
     res.writeHead(reply.status, headers)
@@ -167,7 +170,7 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     const started = performance.now()
-    const state: RequestState = {protocol: 'other', deadline: started + options.requestTimeoutMs, cancel: {}, inference: false, leases: []}
+    const state: RequestState = {protocol: 'other', deadline: started + options.requestTimeoutMs, cancel: {}, inference: false, leases: [], headers: req.headers}
     const url = req.url ?? '/'
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
@@ -179,7 +182,7 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
     })
     accounting.begin(req, res, path, state, started)
     const body = (target?: BodyTarget) => {
-      if (target !== undefined) admission.admit(req, state, target.model, target.selector)
+      if (target !== undefined) admission.admit(req, state, target.model, routedSelector(ctx, state, target.model, target.selector))
       return readBody(req, options.maxBodyBytes)
     }
     const input = {req, path, queryText: q < 0 ? '' : url.slice(q + 1), body, denied: () => auth?.check(req)}
