@@ -38,12 +38,14 @@ const CLIENT_BATCHES = [8, 64] as const
 const MAX_BATCH = 64
 const QUEUE_DELAY_MS = 2
 const CONNECTIONS = 128
-const SATURATION_SECONDS = 6
+const SATURATION_SECONDS = 5
 const HALF_LOAD_SECONDS = 8
 const RAW_SECONDS = 3
 const SINGLE_SECONDS = 4
-/** The peer's client-batched runs: shorter, so that the whole bench stays near six minutes. */
-const PEER_BATCHED_SECONDS = 4
+/** The peer's client-batched and own-half-load runs: shorter, so that the whole bench stays near six minutes. */
+const PEER_BATCHED_SECONDS = 3
+/** Measured rounds (raw, served, batching off); `--rounds 1` for a quicker run. */
+const ROUNDS = process.argv.includes('--rounds') ? Math.max(1, Math.floor(Number(process.argv[process.argv.indexOf('--rounds') + 1])) || 2) : 2
 /** Targets of issue 24 on this machine. */
 const TARGETS = {jsonVsHttpCeiling: 0.9, clientBatchedVsRaw: 0.8}
 
@@ -340,8 +342,8 @@ async function measurePeer(onnxFile: string, threads: number, bodies: Bodies, ha
     note(`peer: ml's half load, ${Math.round(halfRate)} requests/s for ${HALF_LOAD_SECONDS} s`)
     const halfLoad = await pacedInChild(inferUrl, bodies.fp32, Math.round(halfRate), HALF_LOAD_SECONDS, dir)
     const ownHalfRate = Math.max(1, Math.round(json.imagesPerSec / 2))
-    note(`peer: its own half load, ${ownHalfRate} requests/s for ${HALF_LOAD_SECONDS} s`)
-    const ownHalfLoad = await pacedInChild(inferUrl, bodies.fp32, ownHalfRate, HALF_LOAD_SECONDS, dir)
+    note(`peer: its own half load, ${ownHalfRate} requests/s for ${PEER_BATCHED_SECONDS * 2} s`)
+    const ownHalfLoad = await pacedInChild(inferUrl, bodies.fp32, ownHalfRate, PEER_BATCHED_SECONDS * 2, dir)
     return {json, clientBatched, halfLoad, ownHalfLoad, ownHalfRate, versions: peer.versions}
   } finally {
     await peer.stop()
@@ -368,13 +370,13 @@ async function main(): Promise<void> {
 
     note('HTTP ceiling: a do-nothing Node server under the same load')
     const ceilings = [await httpCeiling(bodies.fp32)]
-    // Raw, served and naive alternate, twice: other processes on the machine slow all of them down,
+    // Raw, served and naive alternate, ROUNDS times: other processes on the machine slow all of them down,
     // so each ratio is taken within a round (back to back) and the rounds' ratios are averaged.
     const raws: Array<Awaited<ReturnType<typeof rawByEngine>>> = []
     const rounds: Saturation[] = []
     const naives: Load[] = []
     let single = 0
-    for (let round = 1; round <= 2; round++) {
+    for (let round = 1; round <= ROUNDS; round++) {
       note(`round ${round}: raw batched inference per engine, batches of ${MAX_BATCH}`)
       raws.push(await rawByEngine(backend, model.versionDir, floats, preprocessing, labels))
       await setServeConfig(model.config, served)
