@@ -170,14 +170,22 @@ process.on('SIGTERM', () => process.exit(0))`
 }
 
 /** The server's batch-size histogram sum and count so far. */
-async function batches(url: string): Promise<{sum: number; count: number}> {
+async function batches(url: string): Promise<{sum: number; count: number; lagMaxMs: number; lagP99Ms: number; minorGcs: number; minorGcSeconds: number}> {
   const text = await new Promise<string>((resolve, reject) => {
     http.get(`${url}/metrics`, (res) => {
       let body = ''
       res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve(body))
     }).on('error', reject)
   })
-  return {sum: sample(text, 'ml_serve_batch_size_sum'), count: sample(text, 'ml_serve_batch_size_count')}
+  return {
+    sum: sample(text, 'ml_serve_batch_size_sum'),
+    count: sample(text, 'ml_serve_batch_size_count'),
+    // Event-loop lag since the previous scrape (prom-client resets it on each), and young-generation GCs so far.
+    lagMaxMs: sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
+    lagP99Ms: sample(text, 'nodejs_eventloop_lag_p99_seconds') * 1000,
+    minorGcs: sample(text, 'nodejs_gc_duration_seconds_count', {kind: 'minor'}),
+    minorGcSeconds: sample(text, 'nodejs_gc_duration_seconds_sum', {kind: 'minor'}),
+  }
 }
 
 /** The access log's entries so far. */
@@ -352,9 +360,17 @@ async function measurePeer(onnxFile: string, threads: number, bodies: Bodies, ha
 
 const failures = (...loads: Load[]) => loads.reduce((n, l) => n + l.non2xx + l.errors, 0)
 
+/** /proc/pressure/cpu "some avg60" (percent), or null where the kernel does not report it. */
+async function cpuPressure(): Promise<number | null> {
+  const text = await readFile('/proc/pressure/cpu', 'utf8').catch(() => '')
+  const match = /^some .*avg60=([\d.]+)/m.exec(text)
+  return match ? Number(match[1]) : null
+}
+
 async function main(): Promise<void> {
   const started = performance.now()
   const loadAverage = os.loadavg()[0]!
+  const cpuPressureStart = await cpuPressure()
   const {dir, cleanup} = await tempDir('ml-bench-serve-')
   try {
     note('training cnn-small on 3000 real MNIST digits (1 epoch) and exporting it (tfjs and onnx)')
@@ -517,7 +533,15 @@ async function main(): Promise<void> {
       p50Ms: round(percentile(halfLoad.latencies, 50)),
       p99Ms: round(percentile(halfLoad.latencies, 99)),
       singleRequestMs: round(single),
-      serverHalfLoad: {p50Ms: round(percentile(serverHalfLoad, 50)), p99Ms: round(serverP99)},
+      // With the server's event-loop lag and young-generation GC pauses over the same seconds: on a quiet
+      // machine a scavenge takes about a millisecond and the lag stays near the 10 ms sampling precision.
+      serverHalfLoad: {
+        p50Ms: round(percentile(serverHalfLoad, 50)),
+        p99Ms: round(serverP99),
+        eventLoopLagMaxMs: round(afterHalfLoad.lagMaxMs),
+        eventLoopLagP99Ms: round(afterHalfLoad.lagP99Ms),
+        minorGcMeanMs: afterHalfLoad.minorGcs > afterSaturation.minorGcs ? round((1000 * (afterHalfLoad.minorGcSeconds - afterSaturation.minorGcSeconds)) / (afterHalfLoad.minorGcs - afterSaturation.minorGcs)) : null,
+      },
       // Batching on against off at the SAME instance count, measured in every round.
       naiveImagesPerSec: Math.round(mean(naives.map((n) => n.imagesPerSec))),
       batchingGain: round(mean(rounds.map((r, i) => r.json.imagesPerSec / naives[i]!.imagesPerSec))),
@@ -566,6 +590,9 @@ async function main(): Promise<void> {
         : {skipped: peerSkipped},
       loadAverageAtStart: round(loadAverage),
       loadAverageAtEnd: round(os.loadavg()[0]!),
+      // Linux pressure stall information: the share of the last minute some runnable task waited for a CPU.
+      cpuPressureAtStart: cpuPressureStart,
+      cpuPressureAtEnd: await cpuPressure(),
       seconds: Math.round((performance.now() - started) / 1000),
     }
     process.stdout.write(JSON.stringify(result, null, 2) + '\n')
