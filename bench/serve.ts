@@ -1,10 +1,14 @@
 // Serving throughput and latency of the MNIST convnet (cnn-small, briefly trained on real digits) as one
-// JSON object: raw batched inference, served saturation, half-load latency, gain over no batching.
+// JSON object: raw batched inference, served saturation, half-load latency, gain over no batching, and
+// the Python peer (KServe's ModelServer with onnxruntime on the same model.onnx) under the same load.
 import autocannon from 'autocannon'
+import {spawn} from 'node:child_process'
+import {existsSync} from 'node:fs'
 import {readFile} from 'node:fs/promises'
 import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
+import {fileURLToPath} from 'node:url'
 import {loadConfig} from '../src/lib/config/load.js'
 import {initEngine, type EnginePreference} from '../src/lib/engine/backend.js'
 import {JsonLog} from '../src/lib/serve/log.js'
@@ -16,7 +20,8 @@ import {readJson} from '../src/lib/storage/index.js'
 import {tempDir} from '../test/support/fixtures.js'
 import {sample} from '../test/support/serve-metrics.js'
 import {setServeConfig, startServe, testDigits, trainServeModel, type ServeChild} from '../test/support/serve-fixtures.js'
-import {pacedInChild} from './paced.js'
+import {PYTHON} from '../test/peers/support/python.js'
+import {pacedInChild, type PacedResult} from './paced.js'
 
 /**
  * The served configuration: the default plan for this machine (planThreads: each process's event loop
@@ -33,10 +38,14 @@ const CLIENT_BATCHES = [8, 64] as const
 const MAX_BATCH = 64
 const QUEUE_DELAY_MS = 2
 const CONNECTIONS = 128
-const SATURATION_SECONDS = 6
+const SATURATION_SECONDS = 5
 const HALF_LOAD_SECONDS = 8
 const RAW_SECONDS = 3
 const SINGLE_SECONDS = 4
+/** The peer's client-batched and own-half-load runs: shorter, so that the whole bench stays near six minutes. */
+const PEER_BATCHED_SECONDS = 3
+/** Measured rounds (raw, served, batching off); `--rounds 1` for a quicker run. */
+const ROUNDS = process.argv.includes('--rounds') ? Math.max(1, Math.floor(Number(process.argv[process.argv.indexOf('--rounds') + 1])) || 2) : 2
 /** Targets of issue 24 on this machine. */
 const TARGETS = {jsonVsHttpCeiling: 0.9, clientBatchedVsRaw: 0.8}
 
@@ -135,7 +144,6 @@ async function load(url: string, bodies: Body[], options: {seconds: number; rate
 
 /** The most requests/s a do-nothing Node server (parse the JSON, answer 10 numbers) takes here. */
 async function httpCeiling(bodies: string[]): Promise<number> {
-  const {spawn} = await import('node:child_process')
   const script = `const http = require('node:http')
 const reply = JSON.stringify({model_name: 'x', model_version: '1', outputs: [{name: 'probabilities', datatype: 'FP32', shape: [1, 10], data: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.1]}]})
 const server = http.createServer((req, res) => {
@@ -162,14 +170,22 @@ process.on('SIGTERM', () => process.exit(0))`
 }
 
 /** The server's batch-size histogram sum and count so far. */
-async function batches(url: string): Promise<{sum: number; count: number}> {
+async function batches(url: string): Promise<{sum: number; count: number; lagMaxMs: number; lagP99Ms: number; minorGcs: number; minorGcSeconds: number}> {
   const text = await new Promise<string>((resolve, reject) => {
     http.get(`${url}/metrics`, (res) => {
       let body = ''
       res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve(body))
     }).on('error', reject)
   })
-  return {sum: sample(text, 'ml_serve_batch_size_sum'), count: sample(text, 'ml_serve_batch_size_count')}
+  return {
+    sum: sample(text, 'ml_serve_batch_size_sum'),
+    count: sample(text, 'ml_serve_batch_size_count'),
+    // Event-loop lag since the previous scrape (prom-client resets it on each), and young-generation GCs so far.
+    lagMaxMs: sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
+    lagP99Ms: sample(text, 'nodejs_eventloop_lag_p99_seconds') * 1000,
+    minorGcs: sample(text, 'nodejs_gc_duration_seconds_count', {kind: 'minor'}),
+    minorGcSeconds: sample(text, 'nodejs_gc_duration_seconds_sum', {kind: 'minor'}),
+  }
 }
 
 /** The access log's entries so far. */
@@ -256,11 +272,105 @@ async function naiveRequestsPerSec(config: string, dir: string, served: Record<s
   }
 }
 
+/** The Python peer: KServe's ModelServer with Python onnxruntime on the same model.onnx (bench/peers/kserve_server.py). */
+interface PeerServer {
+  url: string
+  versions: {onnxruntime: string; kserve: string}
+  stop(): Promise<void>
+}
+
+async function startPeer(onnxFile: string, threads: number): Promise<PeerServer> {
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'peers', 'kserve_server.py')
+  const child = spawn(PYTHON, [script, onnxFile, '--name', 'mnist', '--threads', String(threads)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {...process.env, PYTHONHASHSEED: '0', OMP_NUM_THREADS: String(threads)},
+  })
+  let stderr = ''
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)))
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    await exited
+    clearTimeout(timer)
+  }
+  try {
+    const line = await new Promise<string>((resolve, reject) => {
+      let out = ''
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+        out += d
+        if (out.includes('\n')) resolve(out.slice(0, out.indexOf('\n')))
+      })
+      void exited.then((code) => reject(new Error(`the KServe peer exited (${code}) before listening:\n${stderr}`)))
+    })
+    const started = JSON.parse(line) as {port: number; onnxruntime: string; kserve: string}
+    const url = `http://127.0.0.1:${started.port}`
+    // The socket is bound before the app starts: ready once /v2/health/ready answers 200.
+    for (const until = performance.now() + 120_000; ; ) {
+      const status = await new Promise<number>((resolve) => {
+        http.get(`${url}/v2/health/ready`, (res) => {
+          res.resume()
+          resolve(res.statusCode ?? 0)
+        }).on('error', () => resolve(0))
+      })
+      if (status === 200) break
+      if (child.exitCode !== null || performance.now() > until) throw new Error(`the KServe peer did not become ready:\n${stderr}`)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    return {url, versions: {onnxruntime: started.onnxruntime, kserve: started.kserve}, stop}
+  } catch (error) {
+    await stop()
+    throw error
+  }
+}
+
+interface PeerFigures {
+  json: Load
+  clientBatched: Record<number, Load>
+  /** At our half-load rate, and at half the peer's own saturation. */
+  halfLoad: PacedResult
+  ownHalfLoad: PacedResult
+  ownHalfRate: number
+  versions: PeerServer['versions']
+}
+
+/** The peer under the same loads as ml serve: saturation (one-image JSON, client-batched binary) and paced half load. */
+async function measurePeer(onnxFile: string, threads: number, bodies: Bodies, halfRate: number, dir: string): Promise<PeerFigures> {
+  const peer = await startPeer(onnxFile, threads)
+  try {
+    const inferUrl = `${peer.url}/v2/models/mnist/infer`
+    await load(inferUrl, bodies.fp32, {seconds: 1})
+    note(`peer: one-image JSON requests, ${CONNECTIONS} connections for ${SATURATION_SECONDS} s`)
+    const json = await load(inferUrl, bodies.fp32, {seconds: SATURATION_SECONDS})
+    const clientBatched: Record<number, Load> = {}
+    for (const size of CLIENT_BATCHES) {
+      note(`peer: ${size} images per request (binary tensor data)`)
+      clientBatched[size] = await load(inferUrl, bodies.clientBatched[size]!, {seconds: PEER_BATCHED_SECONDS, imagesPerRequest: size, connections: Math.max(2, Math.ceil(CONNECTIONS / size))})
+    }
+    note(`peer: ml's half load, ${Math.round(halfRate)} requests/s for ${HALF_LOAD_SECONDS} s`)
+    const halfLoad = await pacedInChild(inferUrl, bodies.fp32, Math.round(halfRate), HALF_LOAD_SECONDS, dir)
+    const ownHalfRate = Math.max(1, Math.round(json.imagesPerSec / 2))
+    note(`peer: its own half load, ${ownHalfRate} requests/s for ${PEER_BATCHED_SECONDS * 2} s`)
+    const ownHalfLoad = await pacedInChild(inferUrl, bodies.fp32, ownHalfRate, PEER_BATCHED_SECONDS * 2, dir)
+    return {json, clientBatched, halfLoad, ownHalfLoad, ownHalfRate, versions: peer.versions}
+  } finally {
+    await peer.stop()
+  }
+}
+
 const failures = (...loads: Load[]) => loads.reduce((n, l) => n + l.non2xx + l.errors, 0)
+
+/** /proc/pressure/cpu "some avg60" (percent), or null where the kernel does not report it. */
+async function cpuPressure(): Promise<number | null> {
+  const text = await readFile('/proc/pressure/cpu', 'utf8').catch(() => '')
+  const match = /^some .*avg60=([\d.]+)/m.exec(text)
+  return match ? Number(match[1]) : null
+}
 
 async function main(): Promise<void> {
   const started = performance.now()
   const loadAverage = os.loadavg()[0]!
+  const cpuPressureStart = await cpuPressure()
   const {dir, cleanup} = await tempDir('ml-bench-serve-')
   try {
     note('training cnn-small on 3000 real MNIST digits (1 epoch) and exporting it (tfjs and onnx)')
@@ -276,13 +386,13 @@ async function main(): Promise<void> {
 
     note('HTTP ceiling: a do-nothing Node server under the same load')
     const ceilings = [await httpCeiling(bodies.fp32)]
-    // Raw, served and naive alternate, twice: other processes on the machine slow all of them down,
+    // Raw, served and naive alternate, ROUNDS times: other processes on the machine slow all of them down,
     // so each ratio is taken within a round (back to back) and the rounds' ratios are averaged.
     const raws: Array<Awaited<ReturnType<typeof rawByEngine>>> = []
     const rounds: Saturation[] = []
     const naives: Load[] = []
     let single = 0
-    for (let round = 1; round <= 2; round++) {
+    for (let round = 1; round <= ROUNDS; round++) {
       note(`round ${round}: raw batched inference per engine, batches of ${MAX_BATCH}`)
       raws.push(await rawByEngine(backend, model.versionDir, floats, preprocessing, labels))
       await setServeConfig(model.config, served)
@@ -352,12 +462,35 @@ async function main(): Promise<void> {
     }
     const tfjsNaive = await naiveRequestsPerSec(model.config, dir, {...served, runtime: 'tfjs'}, bodies)
 
+    // The Python peer on the same model.onnx, under the same load generator and connections.
+    const peerThreads = PLAN.instances * PLAN.threads
+    let peer: PeerFigures | undefined
+    let peerSkipped: string | undefined
+    if (!existsSync(PYTHON)) peerSkipped = `the Python peer is not installed (${PYTHON}): run scripts/peers/python.sh`
+    else {
+      note(`Python peer: KServe ModelServer + onnxruntime (${peerThreads} intra-op thread(s), 1 process)`)
+      try {
+        peer = await measurePeer(path.join(model.versionDir, 'model.onnx'), peerThreads, bodies, half, dir)
+      } catch (error) {
+        peerSkipped = `the KServe peer failed: ${(error as Error).message}`
+        note(peerSkipped)
+      }
+    }
+
     const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
     const ceiling = mean(ceilings)
     const raw = mean(raws.map((r) => r.best))
     const perRound = (pick: (r: Saturation) => Load, against: (i: number) => number) => mean(rounds.map((r, i) => pick(r).imagesPerSec / against(i)))
     const jsonVsCeiling = mean(rounds.map((r) => r.json.imagesPerSec)) / ceiling
     const clientBatchedVsRaw = Object.fromEntries(CLIENT_BATCHES.map((size) => [size, round(perRound((r) => r.clientBatched[size]!, (i) => raws[i]!.best))]))
+    // What the one-image JSON ratio can reach at most on these cores: the ceiling's run keeps every core
+    // busy (load generator and server), so a request costs cores/ceiling core-seconds of HTTP and JSON;
+    // serving adds at least the engine's time per image on one thread (the 1 x 1 raw split). Even a
+    // server with no overhead of its own stays under h / (h + e).
+    const httpCoreSecondsPerRequest = os.availableParallelism() / ceiling
+    const oneThread = raws[0]!.splits.findIndex((split) => split.instances === 1 && split.threads === 1)
+    const engineCoreSecondsPerImage = oneThread < 0 ? Number.NaN : 1 / mean(raws.map((r) => r.splits[oneThread]!.imagesPerSec))
+    const jsonBound = httpCoreSecondsPerRequest / (httpCoreSecondsPerRequest + engineCoreSecondsPerImage)
     const serverP99 = percentile(serverHalfLoad, 99)
     const p99TargetMs = 2 * single + QUEUE_DELAY_MS
     const result = {
@@ -382,7 +515,15 @@ async function main(): Promise<void> {
       servedBinaryImagesPerSec: Math.round(mean(rounds.map((r) => r.binary.imagesPerSec))),
       servedClientBatchedImagesPerSec: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, Math.round(mean(rounds.map((r) => r.clientBatched[size]!.imagesPerSec)))])),
       targets: {
-        jsonVsHttpCeiling: {value: round(jsonVsCeiling), target: TARGETS.jsonVsHttpCeiling, met: jsonVsCeiling >= TARGETS.jsonVsHttpCeiling},
+        jsonVsHttpCeiling: {
+          value: round(jsonVsCeiling),
+          target: TARGETS.jsonVsHttpCeiling,
+          met: jsonVsCeiling >= TARGETS.jsonVsHttpCeiling,
+          // The most any server could reach here (see above), and the CPU figures it comes from.
+          boundFromCpu: round(jsonBound),
+          httpMicrosPerRequest: round(httpCoreSecondsPerRequest * 1e6, 1),
+          engineMicrosPerImage: round(engineCoreSecondsPerImage * 1e6, 1),
+        },
         clientBatchedVsRaw: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, {value: clientBatchedVsRaw[size], target: TARGETS.clientBatchedVsRaw, met: clientBatchedVsRaw[size]! >= TARGETS.clientBatchedVsRaw}])),
         // Timed inside the server (access log: request received to response sent).
         serverP99AtHalfLoadMs: {value: round(serverP99), target: round(p99TargetMs), met: serverP99 <= p99TargetMs},
@@ -392,7 +533,15 @@ async function main(): Promise<void> {
       p50Ms: round(percentile(halfLoad.latencies, 50)),
       p99Ms: round(percentile(halfLoad.latencies, 99)),
       singleRequestMs: round(single),
-      serverHalfLoad: {p50Ms: round(percentile(serverHalfLoad, 50)), p99Ms: round(serverP99)},
+      // With the server's event-loop lag and young-generation GC pauses over the same seconds: on a quiet
+      // machine a scavenge takes about a millisecond and the lag stays near the 10 ms sampling precision.
+      serverHalfLoad: {
+        p50Ms: round(percentile(serverHalfLoad, 50)),
+        p99Ms: round(serverP99),
+        eventLoopLagMaxMs: round(afterHalfLoad.lagMaxMs),
+        eventLoopLagP99Ms: round(afterHalfLoad.lagP99Ms),
+        minorGcMeanMs: afterHalfLoad.minorGcs > afterSaturation.minorGcs ? round((1000 * (afterHalfLoad.minorGcSeconds - afterSaturation.minorGcSeconds)) / (afterHalfLoad.minorGcs - afterSaturation.minorGcs)) : null,
+      },
       // Batching on against off at the SAME instance count, measured in every round.
       naiveImagesPerSec: Math.round(mean(naives.map((n) => n.imagesPerSec))),
       batchingGain: round(mean(rounds.map((r, i) => r.json.imagesPerSec / naives[i]!.imagesPerSec))),
@@ -420,7 +569,30 @@ async function main(): Promise<void> {
         rounds.reduce((n, r) => n + failures(r.json, r.binary, ...Object.values(r.clientBatched)), 0) +
         failures(...naives, ...(perCore ? [perCore] : []), b64, tfjsServed.json, tfjsServed.binary, ...Object.values(tfjsServed.clientBatched), tfjsNaive) +
         halfLoad.failed,
+      // The KServe Python ModelServer serving the same model.onnx with Python onnxruntime (bench/peers/kserve_server.py).
+      peerServedImagesPerSec: peer ? Math.round(peer.json.imagesPerSec) : null,
+      vsPeer: peer ? round(mean(rounds.map((r) => r.json.imagesPerSec)) / peer.json.imagesPerSec) : null,
+      peer: peer
+        ? {
+            server: `KServe Python ModelServer ${peer.versions.kserve} (FastAPI on uvicorn, V2 REST), Python onnxruntime ${peer.versions.onnxruntime}`,
+            processes: 1,
+            onnxThreads: peerThreads,
+            dynamicBatching: false,
+            perRequestLogging: false,
+            servedImagesPerSec: Math.round(peer.json.imagesPerSec),
+            servedClientBatchedImagesPerSec: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, Math.round(peer!.clientBatched[size]!.imagesPerSec)])),
+            vsPeerClientBatched: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, round(mean(rounds.map((r) => r.clientBatched[size]!.imagesPerSec)) / peer!.clientBatched[size]!.imagesPerSec)])),
+            // Paced at ml's half-load rate (client-side timing, as ml's p50Ms/p99Ms).
+            halfLoad: {requestsPerSec: Math.round(peer.halfLoad.requestsPerSec), p50Ms: round(percentile(peer.halfLoad.latencies, 50)), p99Ms: round(percentile(peer.halfLoad.latencies, 99)), failed: peer.halfLoad.failed},
+            ownHalfLoad: {targetRequestsPerSec: peer.ownHalfRate, requestsPerSec: Math.round(peer.ownHalfLoad.requestsPerSec), p50Ms: round(percentile(peer.ownHalfLoad.latencies, 50)), p99Ms: round(percentile(peer.ownHalfLoad.latencies, 99)), failed: peer.ownHalfLoad.failed},
+            failedRequests: failures(peer.json, ...Object.values(peer.clientBatched)),
+          }
+        : {skipped: peerSkipped},
       loadAverageAtStart: round(loadAverage),
+      loadAverageAtEnd: round(os.loadavg()[0]!),
+      // Linux pressure stall information: the share of the last minute some runnable task waited for a CPU.
+      cpuPressureAtStart: cpuPressureStart,
+      cpuPressureAtEnd: await cpuPressure(),
       seconds: Math.round((performance.now() - started) / 1000),
     }
     process.stdout.write(JSON.stringify(result, null, 2) + '\n')
