@@ -17,7 +17,7 @@ import {runJson} from '../support/cli.js'
 import {mnistFolders, tempDir} from '../support/fixtures.js'
 import {FAST_CONSUMER, kafkaLog, testKafka} from '../support/kafka-client.js'
 import {createTopics, digitMessage, kafkaConfig, mnistDigits, produce, sha256, storedKeys, type Digit} from '../support/kafka-fixtures.js'
-import {makeCertificates, type Certs} from './support/certs.js'
+import {makeCertificates, type Certs} from '../support/certs.js'
 import {kafkaSkip, RealKafka} from './support/kafka.js'
 import {committedOffsets, endOffsets, readRecords, withAdmin} from './support/kafka-admin.js'
 
