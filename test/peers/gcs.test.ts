@@ -10,7 +10,15 @@ import {after, before, describe, it} from 'node:test'
 import {mnistPng, readMnist} from '../../src/lib/data/mnist.js'
 import {configureGcs, gcsListPrefix} from '../../src/lib/storage/gcs.js'
 import {
-  appendText, createWriter, downloadDir, errorCode, exists, fileSize, listNames, localCopy, openRead, readBytes, readJson, readText, readVersioned, remove, swapDir,
+  appendText,
+  createWriter,
+  downloadDir,
+  errorCode,
+  listNames,
+  readBytes,
+  readText,
+  readVersioned,
+  swapDir,
   writeFileAtomic,
 } from '../../src/lib/storage/index.js'
 import {runJson} from '../support/cli.js'
@@ -19,6 +27,7 @@ import {tempDir} from '../support/fixtures.js'
 import {LOOPBACK_ONLY} from '../support/loopback-only.js'
 import {referencePredictions, startServe} from '../support/serve-fixtures.js'
 import {fakeGcsSkip, FakeGcs} from './support/fake-gcs.js'
+import {roundTrip, streamsAndCopies, type StoreUnderTest} from '../scenarios/storage-contract.js'
 
 const skip = fakeGcsSkip()
 const BUCKET = 'ml-peer'
@@ -44,31 +53,15 @@ after(async () => {
   await cleanup()
 })
 
-async function drain(stream: NodeJS.ReadableStream): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  for await (const chunk of stream) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks)
+const store: StoreUnderTest = {
+  uri: (key) => uri(key),
+  names: async (prefix) => gcs.names(BUCKET, prefix),
+  bytes: async (key) => gcs.get(BUCKET, key),
 }
 
 describe('the storage layer on fake-gcs-server', {skip}, () => {
   it('write, read, list, exists and remove round-trip', async () => {
-    await writeFileAtomic(uri('round/a.json'), JSON.stringify({a: 1}))
-    await writeFileAtomic(uri('round/sub/b.bin'), new Uint8Array([1, 2, 3]))
-    await writeFileAtomic(uri('round/sub/deeper/c.txt'), 'c')
-    assert.deepEqual(await readJson(uri('round/a.json')), {a: 1})
-    assert.deepEqual([...(await readBytes(uri('round/sub/b.bin')))], [1, 2, 3])
-    assert.equal(await readText(uri('round/sub/deeper/c.txt')), 'c')
-    assert.equal(await fileSize(uri('round/sub/b.bin')), 3)
-    assert.equal(await fileSize(uri('round/missing')), undefined)
-    assert.deepEqual(await listNames(uri('round')), ['a.json', 'sub'])
-    assert.deepEqual(await listNames(uri('round/sub')), ['b.bin', 'deeper'])
-    assert.equal(await exists(uri('round/sub')), true)
-    assert.equal(await exists(uri('round/su')), false)
-    assert.deepEqual(await gcs.get(BUCKET, 'round/sub/b.bin'), Buffer.from([1, 2, 3]), 'the emulator holds what was written')
-    await remove(uri('round/sub'))
-    assert.deepEqual(await gcs.names(BUCKET, 'round/'), ['round/a.json'])
-    await remove(uri('round'))
-    assert.deepEqual(await gcs.names(BUCKET, 'round/'), [])
+    await roundTrip(store)
   })
 
   // A missing bucket is not checked here: fake-gcs-server answers it as a missing object, where Cloud
@@ -78,11 +71,7 @@ describe('the storage layer on fake-gcs-server', {skip}, () => {
   })
 
   it('streams reads, makes local copies, and uploads files over 8 MiB with a resumable session', async () => {
-    const small = randomBytes(300_000)
-    await writeFileAtomic(uri('stream/blob'), small)
-    assert.deepEqual(await drain(await openRead(uri('stream/blob'))), small)
-    const copy = await localCopy(uri('stream/blob'))
-    await copy.release()
+    await streamsAndCopies(store)
     const big = randomBytes(9 * 1024 * 1024 + 123)
     const writer = await createWriter(uri('stream/big.bin'))
     for (let i = 0; i < big.length; i += 1 << 20) await writer.write(big.subarray(i, i + (1 << 20)))

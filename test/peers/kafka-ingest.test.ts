@@ -15,9 +15,10 @@ import {DEAD_LETTER_HEADERS} from '../../src/lib/data/sources/kafka.js'
 import {UserError} from '../../src/lib/errors.js'
 import {runJson} from '../support/cli.js'
 import {mnistFolders, tempDir} from '../support/fixtures.js'
-import {FAST_CONSUMER, kafkaLog, testKafka} from '../support/kafka-client.js'
-import {createTopics, digitMessage, kafkaConfig, mnistDigits, produce, sha256, storedKeys, type Digit} from '../support/kafka-fixtures.js'
-import {makeCertificates, type Certs} from './support/certs.js'
+import {kafkaLog, testKafka} from '../support/kafka-client.js'
+import {createTopics, digitMessage, kafkaConfig, mnistDigits, produce, storedKeys, type Digit} from '../support/kafka-fixtures.js'
+import {rebalanceLosesNothing} from '../scenarios/kafka-rebalance.js'
+import {makeCertificates, type Certs} from '../support/certs.js'
 import {kafkaSkip, RealKafka} from './support/kafka.js'
 import {committedOffsets, endOffsets, readRecords, withAdmin} from './support/kafka-admin.js'
 
@@ -161,68 +162,17 @@ describe('ingest from a real Kafka broker', {skip}, () => {
 
   it('drops the uncommitted work of partitions revoked by a rebalance, so that nothing is lost or stored twice', async () => {
     const {ws, topic, group} = names()
-    await createTopics(kafka, [[topic, 4]])
-    const all = digits.slice(0, 240)
-    await produce(kafka, topic, all.map((d, i) => ({...digitMessage(d), partition: i % 4})))
-    const ends = await endOffsets(kafka, topic)
-
-    const other: string[] = []
-    let bAssigned: number[] = []
-    const b = kafka.consumer({groupId: group, ...FAST_CONSUMER})
-    consumers.push(b)
-    b.on(b.events.GROUP_JOIN, (e) => (bAssigned = e.payload.memberAssignment[topic] ?? []))
-    const bPositions = new Map<number, number>()
-    let bDone: () => void
-    const bFinished = new Promise<void>((resolve) => (bDone = resolve))
-    const checkB = () => {
-      if (bAssigned.length > 0 && bAssigned.every((p) => (bPositions.get(p) ?? 0) >= ends[p]!)) bDone()
-    }
-    const checkAll = () => {
-      if (bStarted && other.length > 0 && accepted + other.length === all.length) done()
-    }
-    const controller = new AbortController()
-    let bStarted = false
-    let done: () => void
-    const allHandled = new Promise<void>((resolve) => (done = resolve))
-    let accepted = 0
-    const ingest = runIngest({
-      config: kafkaConfig({brokers: [broker.address()], topics: [topic], groupId: group}, {shardSize: 10_000, concurrency: 2}),
-      baseDir: ws,
-      follow: true,
-      rollIntervalMs: 3_600_000,
-      signal: controller.signal,
-      onProgress: (p: IngestProgress) => {
-        accepted = p.accepted
-        if (!bStarted && p.accepted >= 40) {
-          bStarted = true
-          void (async () => {
-            await b.connect()
-            await b.subscribe({topic, fromBeginning: true})
-            await b.run({
-              eachMessage: async ({partition, message}) => {
-                other.push(sha256(message.value!))
-                bPositions.set(partition, Number(message.offset) + 1)
-                checkB()
-                checkAll()
-              },
-            })
-          })()
-        }
-        checkAll()
-      },
+    await rebalanceLosesNothing({
+      kafka,
+      brokers: [broker.address()],
+      ws,
+      topic,
+      group,
+      digits,
+      consumers,
+      endOffsets: () => endOffsets(kafka, topic),
+      committed: () => committedOffsets(kafka, group, topic),
     })
-    await bFinished
-    assert.ok(bAssigned.length > 0 && bAssigned.length < 4, `B got ${bAssigned}`)
-    await b.disconnect()
-    await allHandled
-    controller.abort()
-    const summary = await ingest
-    assert.equal(summary.accepted + other.length, all.length)
-    const stored = await storedKeys(path.join(ws, 'store'))
-    assert.deepEqual(other.filter((k) => stored.has(k)), [], 'stored by both consumers')
-    assert.equal(new Set(other).size, other.length, 'B got a message twice')
-    assert.deepEqual(new Set([...stored.keys(), ...other]), new Set(all.map((d) => d.key)))
-    assert.deepEqual(await committedOffsets(kafka, group, topic), ends)
   })
 
   it('keeps ingesting across a broker restart (SIGKILL, then the same log dir and ports), storing each image once', async () => {

@@ -2,11 +2,8 @@
 // SDK clients, MNIST digits uploaded as PNGs, a config on s3://, and the environment that points the
 // ml CLI at the emulator (and nowhere else).
 import http from 'node:http'
-import path from 'node:path'
 import {CreateBucketCommand, PutObjectCommand, S3Client} from '@aws-sdk/client-s3'
-import {stringify} from 'yaml'
-import {mnistPng, readMnist} from '../../src/lib/data/mnist.js'
-import {LOOPBACK_ONLY} from './loopback-only.js'
+import {bucketConfig, loopbackEnv, uploadDigits} from './bucket-fixtures.js'
 import {AWS_TEST_ENV, type MotoServer} from './moto-server.js'
 
 /** Puts the fake credentials and region into this process's environment (the SDK's default chain reads them). */
@@ -27,11 +24,7 @@ export async function createBuckets(url: string, ...buckets: string[]): Promise<
 /** Uploads `count` MNIST digits of `split` as PNGs under s3://<bucket>/<prefix>/<digit>/<n>.png. */
 export async function uploadMnistS3(url: string, bucket: string, prefix: string, split: 'train' | 'test', count: number): Promise<void> {
   const client = s3Client(url)
-  const sample = await readMnist(split, 0, count)
-  for (let i = 0; i < count; i++) {
-    const Key = `${prefix}/${sample.labels[i]}/${split}-${String(i).padStart(5, '0')}.png`
-    await client.send(new PutObjectCommand({Bucket: bucket, Key, Body: await mnistPng(sample, i), ContentType: 'image/png'}))
-  }
+  await uploadDigits(prefix, split, count, (Key, png) => client.send(new PutObjectCommand({Bucket: bucket, Key, Body: png, ContentType: 'image/png'})))
   client.destroy()
 }
 
@@ -45,8 +38,7 @@ export async function putObject(url: string, bucket: string, key: string, body: 
 export function awsEnv(moto: MotoServer, dir: string): NodeJS.ProcessEnv {
   return {
     ...AWS_TEST_ENV,
-    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${LOOPBACK_ONLY}`.trim(),
-    ML_TEST_NETLOG: path.join(dir, 'non-loopback.log'),
+    ...loopbackEnv(dir),
     ML_AWS_ENDPOINT: moto.url,
     ML_AWS_RETRIES: '2',
     ML_AWS_MAX_RETRY_DELAY_MS: '200',
@@ -62,29 +54,7 @@ export function awsEnv(moto: MotoServer, dir: string): NodeJS.ProcessEnv {
 
 /** An MNIST config whose data, runs and exports are all on s3://<bucket>/<root>. */
 export function s3Config(bucket: string, root: string, overrides: {train?: object; data?: object; sagemaker?: object} = {}): string {
-  const base = `s3://${bucket}/${root}`
-  return stringify({
-    name: 'digits',
-    data: {
-      sources: [{type: 's3', uri: `${base}/images/train`}, {type: 's3', uri: `${base}/images/test`, split: 'test'}],
-      image: {width: 28, height: 28, channels: 1},
-      split: {validation: 0.1, test: 0, seed: 0},
-      store: `${base}/dataset`,
-      shardSize: 128,
-      ...overrides.data,
-    },
-    model: {preset: 'mlp'},
-    train: {
-      epochs: 1,
-      batchSize: 32,
-      backend: 'wasm',
-      seed: 7,
-      runs: `${base}/runs`,
-      ...(overrides.sagemaker ? {sagemaker: overrides.sagemaker} : {}),
-      ...overrides.train,
-    },
-    export: {dir: `${base}/models`},
-  })
+  return bucketConfig(`s3://${bucket}/${root}`, 's3', overrides, {train: overrides.sagemaker ? {sagemaker: overrides.sagemaker} : {}})
 }
 
 /**

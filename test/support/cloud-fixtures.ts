@@ -1,12 +1,11 @@
 // Fixtures for the Google Cloud tests: real MNIST digits uploaded to the Cloud Storage stand-in, configs
-// on gs://, and the environment that points the ml CLI at the stand-ins (and nowhere else).
+// on gs://, and the environment that points the ml CLI at the stand-ins (and nowhere else); what they
+// share with the S3 ones is in bucket-fixtures.ts.
 import assert from 'node:assert/strict'
 import {readFile} from 'node:fs/promises'
 import path from 'node:path'
-import {stringify} from 'yaml'
-import {mnistPng, readMnist} from '../../src/lib/data/mnist.js'
 import type {GcsServer} from './gcs-server.js'
-import {LOOPBACK_ONLY} from './loopback-only.js'
+import {bucketConfig, loopbackEnv, uploadDigits} from './bucket-fixtures.js'
 import type {VertexServer} from './vertex-server.js'
 
 /**
@@ -24,10 +23,7 @@ export function guardNetwork(dir: string): () => Promise<void> {
 
 /** Uploads `count` MNIST digits of `split` as PNGs under gs://<bucket>/<prefix>/<digit>/<n>.png. */
 export async function uploadMnist(gcs: GcsServer, bucket: string, prefix: string, split: 'train' | 'test', count: number): Promise<void> {
-  const sample = await readMnist(split, 0, count)
-  for (let i = 0; i < count; i++) {
-    gcs.put(bucket, `${prefix}/${sample.labels[i]}/${split}-${String(i).padStart(5, '0')}.png`, await mnistPng(sample, i), 'image/png')
-  }
+  await uploadDigits(prefix, split, count, (key, png) => gcs.put(bucket, key, png, 'image/png'))
 }
 
 /**
@@ -37,8 +33,7 @@ export async function uploadMnist(gcs: GcsServer, bucket: string, prefix: string
  */
 export function cloudEnv(gcs: GcsServer, vertex: VertexServer | undefined, dir: string): NodeJS.ProcessEnv {
   return {
-    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${LOOPBACK_ONLY}`.trim(),
-    ML_TEST_NETLOG: path.join(dir, 'non-loopback.log'),
+    ...loopbackEnv(dir),
     ML_GCS_ENDPOINT: gcs.url,
     ML_GCS_RETRIES: '2',
     ML_GCS_MAX_RETRY_DELAY_MS: '1000',
@@ -67,27 +62,8 @@ export const VERTEX = {
 /** An MNIST config whose data, runs and exports are all on gs://<bucket>/<root>. */
 export function gsConfig(bucket: string, root: string, overrides: {train?: object; data?: object; tune?: object; vertex?: object} = {}): string {
   const base = `gs://${bucket}/${root}`
-  return stringify({
-    name: 'digits',
-    data: {
-      sources: [{type: 'gcs', uri: `${base}/images/train`}, {type: 'gcs', uri: `${base}/images/test`, split: 'test'}],
-      image: {width: 28, height: 28, channels: 1},
-      split: {validation: 0.1, test: 0, seed: 0},
-      store: `${base}/dataset`,
-      shardSize: 128,
-      ...overrides.data,
-    },
-    model: {preset: 'mlp'},
-    train: {
-      epochs: 1,
-      batchSize: 32,
-      backend: 'wasm',
-      seed: 7,
-      runs: `${base}/runs`,
-      vertex: {...VERTEX, baseOutputDir: `${base}/vertex`, ...overrides.vertex},
-      ...overrides.train,
-    },
-    export: {dir: `${base}/models`},
-    ...(overrides.tune ? {tune: overrides.tune} : {}),
+  return bucketConfig(base, 'gcs', overrides, {
+    train: {vertex: {...VERTEX, baseOutputDir: `${base}/vertex`, ...overrides.vertex}},
+    extra: overrides.tune ? {tune: overrides.tune} : {},
   })
 }

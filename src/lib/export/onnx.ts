@@ -386,28 +386,15 @@ const convertReLU: LayerConverter = (g, layer, inputs) => {
   return {...v, name: g.node('Clip', [v.name, g.scalar(`${n}_min`, 0), g.scalar(`${n}_max`, Number(max))], n)}
 }
 
-/** LeakyReLU */
-const convertLeakyReLU: LayerConverter = (g, layer, inputs) => {
-  const c = layer.config
-  const n = layer.name
-  const v = single(layer, inputs)
-  return {...v, name: g.node('LeakyRelu', [v.name], n, [attr('alpha', Number(c.alpha ?? 0.3), 'float')])}
-}
-
-/** ELU */
-const convertELU: LayerConverter = (g, layer, inputs) => {
-  const c = layer.config
-  const n = layer.name
-  const v = single(layer, inputs)
-  return {...v, name: g.node('Elu', [v.name], n, [attr('alpha', Number(c.alpha ?? 1), 'float')])}
-}
-
-/** ThresholdedReLU */
-const convertThresholdedReLU: LayerConverter = (g, layer, inputs) => {
-  const c = layer.config
-  const n = layer.name
-  const v = single(layer, inputs)
-  return {...v, name: g.node('ThresholdedRelu', [v.name], n, [attr('alpha', Number(c.theta ?? 1), 'float')])}
+/**
+ * LeakyReLU, ELU and ThresholdedReLU: one ONNX op with a single float `alpha` attribute, read from the
+ * Keras config key `key` (ThresholdedReLU calls it `theta`) with Keras's default when the config omits it.
+ */
+function alphaActivation(op: string, key: string, fallback: number): LayerConverter {
+  return (g, layer, inputs) => {
+    const v = single(layer, inputs)
+    return {...v, name: g.node(op, [v.name], layer.name, [attr('alpha', Number(layer.config[key] ?? fallback), 'float')])}
+  }
 }
 
 /** Softmax */
@@ -621,9 +608,9 @@ const CONVERTERS: Record<string, LayerConverter> = {
   AlphaDropout: convertDropout,
   Activation: convertActivation,
   ReLU: convertReLU,
-  LeakyReLU: convertLeakyReLU,
-  ELU: convertELU,
-  ThresholdedReLU: convertThresholdedReLU,
+  LeakyReLU: alphaActivation('LeakyRelu', 'alpha', 0.3),
+  ELU: alphaActivation('Elu', 'alpha', 1),
+  ThresholdedReLU: alphaActivation('ThresholdedRelu', 'theta', 1),
   Softmax: convertSoftmax,
   Rescaling: convertRescaling,
   Dense: convertDense,

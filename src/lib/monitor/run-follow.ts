@@ -1,4 +1,4 @@
-// Following a training run: its run.json and metrics.jsonl (local or gs://, through the storage layer),
+// Following a training run: its run.json and metrics.jsonl (local, gs:// or s3://, through the storage layer),
 // turned into progress, throughput and the curves the dashboard and PNG charts draw.
 import {isRemote} from '../storage/index.js'
 import {readEpochMetrics, readRunInfo, resolveRunDir, type EpochMetrics, type RunStatus} from '../model/run-dir.js'

@@ -7,6 +7,7 @@ import type {Readable} from 'node:stream'
 import type {File, Storage} from '@google-cloud/storage'
 import {UserError} from '../errors.js'
 import {importOptional} from '../optional.js'
+import {contentTypeOf, inParallel, storageError, type WrittenContent} from './object-store.js'
 
 /** Files above this size are uploaded with a resumable session (each chunk retried on its own). */
 export const RESUMABLE_THRESHOLD = 8 * 1024 * 1024
@@ -71,7 +72,8 @@ async function storage(): Promise<Storage> {
         maxRetryDelay: Math.max(1, s.maxRetryDelayMs / 1000),
         totalTimeout: 600,
         // Every write here is safe to repeat: plain writes put the same bytes again, and create-only
-        // or generation-matched ones are settled below when a retry meets its own earlier success.
+        // or generation-matched ones are settled by the storage layer when a retry meets its own
+        // earlier success (see gcsRevisionIfHolding).
         // The default (RetryConditional) would not retry uploads without ifGenerationMatch at all.
         idempotencyStrategy: IdempotencyStrategy.RetryAlways,
       },
@@ -150,11 +152,6 @@ interface ApiError {
 const statusOf = (error: unknown) => {
   const code = (error as ApiError | undefined)?.code
   return typeof code === 'number' ? code : typeof code === 'string' && /^\d+$/.test(code) ? Number(code) : undefined
-}
-
-/** Errors callers can react to, with the codes of node:fs where there is one. */
-export function storageError(code: 'ENOENT' | 'EEXIST' | 'ECONFLICT', message: string, cause?: unknown): Error {
-  return Object.assign(new Error(message, {cause}), {code})
 }
 
 /**
@@ -270,50 +267,32 @@ export interface GcsWriteOptions {
   contentType?: string
 }
 
-const md5Base64 = (data: Uint8Array) => createHash('md5').update(data).digest('base64')
-
-/**
- * A precondition that fails on a retry may be our own first attempt, which succeeded but whose answer
- * was lost: the object then holds exactly our bytes, and the write counts as done.
- */
-async function ownEarlierWrite(uri: string, md5: string): Promise<string | undefined> {
-  const info = await gcsStat(uri)
-  return info?.md5Hash === md5 ? info.generation : undefined
-}
-
 function preconditionOpts(options: GcsWriteOptions): {ifGenerationMatch: number} | undefined {
   if (options.createOnly) return {ifGenerationMatch: 0}
   if (options.ifGeneration !== undefined) return {ifGenerationMatch: Number(options.ifGeneration)}
   return undefined
 }
 
-/** Uploads bytes as one object (atomic: readers see the old object or the new one); returns its generation. */
+/**
+ * Uploads bytes as one object (atomic: readers see the old object or the new one); returns its
+ * generation. A failed precondition is EEXIST (create-only) or ECONFLICT.
+ */
 export async function gcsWrite(uri: string, data: string | Uint8Array, options: GcsWriteOptions = {}): Promise<string> {
   const bytes = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
   const file = await fileOf(uri)
   const preconditions = preconditionOpts(options)
-  const kind = options.createOnly ? 'create' : 'match'
-  try {
-    await call(
-      'write',
-      uri,
-      () =>
-        file.save(bytes, {
-          resumable: bytes.length > RESUMABLE_THRESHOLD,
-          ...(bytes.length > RESUMABLE_THRESHOLD ? {chunkSize: CHUNK_SIZE} : {}),
-          contentType: options.contentType ?? contentTypeOf(uri),
-          ...(preconditions ? {preconditionOpts: preconditions} : {}),
-        }),
-      kind,
-    )
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    if (preconditions && (code === 'EEXIST' || code === 'ECONFLICT')) {
-      const generation = await ownEarlierWrite(uri, md5Base64(bytes))
-      if (generation !== undefined) return generation
-    }
-    throw error
-  }
+  await call(
+    'write',
+    uri,
+    () =>
+      file.save(bytes, {
+        resumable: bytes.length > RESUMABLE_THRESHOLD,
+        ...(bytes.length > RESUMABLE_THRESHOLD ? {chunkSize: CHUNK_SIZE} : {}),
+        contentType: options.contentType ?? contentTypeOf(uri),
+        ...(preconditions ? {preconditionOpts: preconditions} : {}),
+      }),
+    options.createOnly ? 'create' : 'match',
+  )
   return String(file.metadata.generation ?? (await gcsStat(uri))?.generation ?? '')
 }
 
@@ -323,40 +302,29 @@ export async function gcsUploadFile(localPath: string, uri: string, options: Gcs
   const s = await storage()
   const size = (await stat(localPath)).size
   const preconditions = preconditionOpts(options)
-  try {
-    const [file] = await call(
-      'write',
-      uri,
-      () =>
-        s.bucket(bucket).upload(localPath, {
-          destination: key,
-          resumable: size > RESUMABLE_THRESHOLD,
-          ...(size > RESUMABLE_THRESHOLD ? {chunkSize: CHUNK_SIZE} : {}),
-          contentType: options.contentType ?? contentTypeOf(uri),
-          ...(preconditions ? {preconditionOpts: preconditions} : {}),
-        }),
-      options.createOnly ? 'create' : 'match',
-    )
-    return String(file.metadata.generation ?? '')
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    if (preconditions && (code === 'EEXIST' || code === 'ECONFLICT')) {
-      const hash = createHash('md5')
-      for await (const chunk of createReadStream(localPath)) hash.update(chunk as Buffer)
-      const generation = await ownEarlierWrite(uri, hash.digest('base64'))
-      if (generation !== undefined) return generation
-    }
-    throw error
-  }
+  const [file] = await call(
+    'write',
+    uri,
+    () =>
+      s.bucket(bucket).upload(localPath, {
+        destination: key,
+        resumable: size > RESUMABLE_THRESHOLD,
+        ...(size > RESUMABLE_THRESHOLD ? {chunkSize: CHUNK_SIZE} : {}),
+        contentType: options.contentType ?? contentTypeOf(uri),
+        ...(preconditions ? {preconditionOpts: preconditions} : {}),
+      }),
+    options.createOnly ? 'create' : 'match',
+  )
+  return String(file.metadata.generation ?? '')
 }
 
-function contentTypeOf(uri: string): string {
-  if (uri.endsWith('.json')) return 'application/json'
-  if (uri.endsWith('.yaml') || uri.endsWith('.yml')) return 'application/yaml'
-  if (uri.endsWith('.jsonl') || uri.endsWith('.md') || uri.endsWith('.txt') || uri.endsWith('.keys') || /\/(LATEST|\.lock)$/.test(uri)) {
-    return 'text/plain; charset=utf-8'
-  }
-  return 'application/octet-stream'
+/** The object's generation when it holds exactly `content` (compared by the MD5 Cloud Storage keeps), else undefined. */
+export async function gcsRevisionIfHolding(uri: string, content: WrittenContent): Promise<string | undefined> {
+  const hash = createHash('md5')
+  if ('bytes' in content) hash.update(content.bytes)
+  else for await (const chunk of createReadStream(content.file)) hash.update(chunk as Buffer)
+  const info = await gcsStat(uri)
+  return info?.md5Hash === hash.digest('base64') ? info.generation : undefined
 }
 
 /** Deletes one object; a missing one is fine. With `ifGeneration`, only that generation (ECONFLICT otherwise). */
@@ -419,14 +387,6 @@ async function gcsListPrefixOnce(bucketName: string, prefix: string): Promise<nu
     s.bucket(bucketName).getFiles({prefix, autoPaginate: false, maxResults: 1, delimiter: '/'}),
   )
   return files.length + (((response as {prefixes?: string[]} | undefined)?.prefixes ?? []) as string[]).length
-}
-
-async function inParallel<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  const lanes = Array.from({length: Math.min(limit, items.length)}, async () => {
-    while (next < items.length) await work(items[next++]!)
-  })
-  await Promise.all(lanes)
 }
 
 /** Deletes an object and everything under it as a "directory". */

@@ -8,6 +8,7 @@ import os from 'node:os'
 import path from 'node:path'
 import type {Readable} from 'node:stream'
 import {UserError} from '../errors.js'
+import type {WrittenContent} from './object-store.js'
 
 export function isRemote(p: string): boolean {
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(p)
@@ -43,8 +44,11 @@ function backend(p: string): 'gs' | 's3' | 'local' {
 
 /** What the storage layer needs of an object store; revisions are generations (gs://) or ETags (s3://). */
 interface ObjectStore {
-  write(uri: string, data: string | Uint8Array, options: WriteOptions): Promise<string>
+  /** One upload; a failed precondition rejects with EEXIST or ECONFLICT (settled by settleConditionalWrite). */
+  write(uri: string, data: Buffer, options: WriteOptions): Promise<string>
   uploadFile(local: string, uri: string, options: WriteOptions): Promise<string>
+  /** The object's revision when it holds exactly `content`, else undefined. */
+  revisionIfHolding(uri: string, content: WrittenContent): Promise<string | undefined>
   read(uri: string): Promise<Buffer>
   readVersioned(uri: string): Promise<{data: Buffer; revision: string} | undefined>
   size(uri: string): Promise<number | undefined>
@@ -64,6 +68,7 @@ async function gcsStore(): Promise<ObjectStore> {
   return {
     write: (uri, data, o) => g.gcsWrite(uri, data, opts(o)),
     uploadFile: (local, uri, o) => g.gcsUploadFile(local, uri, opts(o)),
+    revisionIfHolding: (uri, content) => g.gcsRevisionIfHolding(uri, content),
     read: (uri) => g.gcsRead(uri),
     readVersioned: async (uri) => {
       const result = await g.gcsReadVersioned(uri)
@@ -93,6 +98,7 @@ async function s3Store(): Promise<ObjectStore> {
   return {
     write: (uri, data, o) => b.s3Write(uri, data, opts(o)),
     uploadFile: (local, uri, o) => b.s3UploadFile(local, uri, opts(o)),
+    revisionIfHolding: (uri, content) => b.s3RevisionIfHolding(uri, content),
     read: (uri) => b.s3Read(uri),
     readVersioned: async (uri) => {
       const result = await b.s3ReadVersioned(uri)
@@ -107,6 +113,27 @@ async function s3Store(): Promise<ObjectStore> {
     walk: (dir) => b.s3Walk(dir),
     remove: (uri) => b.s3Remove(uri),
     swapDir: (staged, target) => b.s3SwapDir(staged, target),
+  }
+}
+
+/**
+ * Runs one conditional upload (create-only or revision-matched) to an object store. The clients retry
+ * a request whose answer was lost (with backoff: gcs.ts and cloud/aws.ts configure it); when the
+ * first attempt had landed, the retry fails its own precondition although the object now holds
+ * exactly these bytes. Such a write counts as done, with the object's revision; any other failed
+ * precondition stays EEXIST or ECONFLICT.
+ */
+async function settleConditionalWrite(store: ObjectStore, uri: string, options: WriteOptions, content: WrittenContent, upload: () => Promise<string>): Promise<string> {
+  try {
+    return await upload()
+  } catch (error) {
+    const code = errorCode(error)
+    const conditional = options.createOnly === true || options.ifRevision !== undefined
+    if (conditional && (code === 'EEXIST' || code === 'ECONFLICT')) {
+      const revision = await store.revisionIfHolding(uri, content)
+      if (revision !== undefined) return revision
+    }
+    throw error
   }
 }
 
@@ -144,8 +171,8 @@ export interface WriteOptions {
   createOnly?: boolean
   /**
    * Fail with code ECONFLICT unless the file is still at this revision (from readVersioned). On
-   * Cloud Storage this is a generation precondition and exact; on a local disk it is checked just
-   * before the rename, so concurrent local writers must still hold a lock.
+   * Cloud Storage (a generation precondition) and S3 (If-Match on the ETag) this is exact; on a local
+   * disk it is checked just before the rename, so concurrent local writers must still hold a lock.
    */
   ifRevision?: string
 }
@@ -228,7 +255,10 @@ async function publishLocal(temp: string, file: string, options: WriteOptions): 
  */
 export async function writeFileAtomic(file: string, data: string | Uint8Array, options: WriteOptions = {}): Promise<string> {
   const remote = await remoteOf(file)
-  if (remote) return remote.write(file, data, options)
+  if (remote) {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    return settleConditionalWrite(remote, file, options, {bytes}, () => remote.write(file, bytes, options))
+  }
   await mkdir(path.dirname(file), {recursive: true})
   const temp = tempName(file)
   const handle = await open(temp, 'w')
@@ -261,9 +291,9 @@ export interface FileWriter {
 const SYNC_EVERY_BYTES = 8 << 20
 
 /**
- * Opens a FileWriter for `file`. Locally the data goes to a temp file beside it; for Cloud Storage it
- * is spooled to a local temp file and uploaded on commit (resumable above 8 MiB), which keeps memory
- * flat and lets a failed upload be retried from the start.
+ * Opens a FileWriter for `file`. Locally the data goes to a temp file beside it; for Cloud Storage and
+ * S3 it is spooled to a local temp file and uploaded on commit (resumable or multipart above 8 MiB),
+ * which keeps memory flat and lets a failed upload be retried.
  */
 export async function createWriter(file: string): Promise<FileWriter> {
   const store = await remoteOf(file)
@@ -333,7 +363,7 @@ export async function createWriter(file: string): Promise<FileWriter> {
         }
         await close()
         if (!remote) return await publishLocal(temp, file, options)
-        return await store!.uploadFile(temp, file, options)
+        return await settleConditionalWrite(store!, file, options, {file: temp}, () => store!.uploadFile(temp, file, options))
       } finally {
         if (remote) await cleanup()
       }
@@ -381,7 +411,7 @@ export async function fileSize(file: string): Promise<number | undefined> {
   }
 }
 
-/** A readable stream of a file's bytes (streamed from Cloud Storage for gs://). */
+/** A readable stream of a file's bytes (streamed from the object store for gs:// and s3://). */
 export async function openRead(file: string, options: {highWaterMark?: number} = {}): Promise<Readable> {
   const remote = await remoteOf(file)
   if (remote) return remote.readStream(file)
@@ -407,8 +437,8 @@ export async function localCopy(file: string): Promise<{path: string; release():
 }
 
 /**
- * Appends text to a file (created if missing). On Cloud Storage, where objects cannot be appended
- * to, the object is rewritten with a generation precondition and retried when another writer won.
+ * Appends text to a file (created if missing). On Cloud Storage and S3, where objects cannot be
+ * appended to, the object is rewritten with a revision precondition and retried when another writer won.
  */
 export async function appendText(file: string, text: string): Promise<void> {
   if (backend(file) === 'local') {
@@ -488,7 +518,7 @@ export async function listEntries(dir: string): Promise<Entry[]> {
 
 /**
  * Every file under `dir` (recursively), in name order, streamed: a bucket prefix with millions of
- * objects is listed page by page. Paths are full paths (gs:// URIs for Cloud Storage).
+ * objects is listed page by page. Paths are full paths (gs:// or s3:// URIs for object stores).
  */
 export async function* walkFiles(dir: string): AsyncGenerator<{path: string; size: number}> {
   const remote = await remoteOf(dir)
@@ -504,7 +534,7 @@ export async function* walkFiles(dir: string): AsyncGenerator<{path: string; siz
 }
 
 /**
- * Copies every file under `dir` (a local folder or a gs:// prefix) into the local folder `into`,
+ * Copies every file under `dir` (a local folder, or a gs:// or s3:// prefix) into the local folder `into`,
  * keeping relative paths; returns their number. A name that would land outside `into` (a `..`
  * segment in an object name) is refused.
  */

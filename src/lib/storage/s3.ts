@@ -4,12 +4,13 @@
 // S3-compatible stores (MinIO, Cloudflare R2, moto) are reached through ML_S3_ENDPOINT.
 import {createHash} from 'node:crypto'
 import {createReadStream, createWriteStream} from 'node:fs'
-import {stat} from 'node:fs/promises'
+import {readFile, stat} from 'node:fs/promises'
 import type {Readable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import type {S3Client} from '@aws-sdk/client-s3'
 import {awsSettingsFromEnv, clientOptions, credentialCheck, isAuthError, AWS_AUTH_HELP, statusOf, awsAuthError, type AwsSettings} from '../cloud/aws.js'
 import {UserError} from '../errors.js'
+import {contentTypeOf, inParallel, storageError, type WrittenContent} from './object-store.js'
 
 /** Uploads above this are multipart, in parts of this size (S3's minimum part is 5 MiB). */
 export const PART_SIZE = 8 * 1024 * 1024
@@ -64,11 +65,6 @@ function objectOf(uri: string): S3Location {
   const location = parseS3Uri(uri)
   if (!location.key) throw new UserError(`${uri} names a bucket, not an object`, {code: 'STORAGE_URI', exit: 'usage'})
   return location
-}
-
-/** Errors callers can react to, with the codes of node:fs where there is one. */
-function storageError(code: 'ENOENT' | 'EEXIST' | 'ECONFLICT', message: string, cause?: unknown): Error {
-  return Object.assign(new Error(message, {cause}), {code})
 }
 
 /**
@@ -208,45 +204,33 @@ function conditions(options: S3WriteOptions): {IfNoneMatch?: string; IfMatch?: s
   return {}
 }
 
-/**
- * A precondition that fails on a retry may be our own first attempt, which succeeded but whose answer
- * was lost: the object then holds exactly our bytes (its ETag is the one we computed), and the write
- * counts as done.
- */
-async function ownEarlierWrite(uri: string, etag: string): Promise<string | undefined> {
-  const info = await s3Stat(uri)
-  return info?.etag === etag ? info.etag : undefined
-}
-
 const md5 = (data: Uint8Array) => createHash('md5').update(data).digest()
 
-/** Uploads bytes as one object (a PUT is atomic: readers see the old object or the new one); returns its ETag. */
+/**
+ * Uploads bytes as one object (a PUT is atomic: readers see the old object or the new one); returns
+ * its ETag. A failed precondition is EEXIST (create-only) or ECONFLICT.
+ */
 export async function s3Write(uri: string, data: string | Uint8Array, options: S3WriteOptions = {}): Promise<string> {
   const bytes = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
-  if (bytes.length > PART_SIZE) return uploadBody(uri, bytes, options, () => expectedEtag(partsOf(bytes)))
+  if (bytes.length > PART_SIZE) return uploadBody(uri, bytes, options)
   const {bucket, key} = objectOf(uri)
   const {PutObjectCommand} = await commands()
-  const precondition = conditions(options)
-  try {
-    const put = await call(
-      'write',
-      uri,
-      (c) => c.send(new PutObjectCommand({Bucket: bucket, Key: key, Body: bytes, ContentType: options.contentType ?? contentTypeOf(uri), ...precondition})),
-      options.createOnly ? 'create' : 'match',
-    )
-    return put.ETag ?? ''
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    if ((code === 'EEXIST' || code === 'ECONFLICT') && Object.keys(precondition).length > 0) {
-      const etag = await ownEarlierWrite(uri, `"${md5(bytes).toString('hex')}"`)
-      if (etag !== undefined) return etag
-    }
-    throw error
-  }
+  const put = await call(
+    'write',
+    uri,
+    (c) => c.send(new PutObjectCommand({Bucket: bucket, Key: key, Body: bytes, ContentType: options.contentType ?? contentTypeOf(uri), ...conditions(options)})),
+    options.createOnly ? 'create' : 'match',
+  )
+  return put.ETag ?? ''
 }
 
 function* partsOf(bytes: Buffer): Generator<Buffer> {
   for (let at = 0; at < bytes.length; at += PART_SIZE) yield bytes.subarray(at, at + PART_SIZE)
+}
+
+async function* fileParts(localPath: string): AsyncGenerator<Buffer> {
+  // Chunks of exactly PART_SIZE (the last one shorter), the parts lib-storage uploads.
+  for await (const chunk of createReadStream(localPath, {highWaterMark: PART_SIZE})) yield chunk as Buffer
 }
 
 /**
@@ -264,60 +248,40 @@ async function expectedEtag(parts: Iterable<Buffer> | AsyncIterable<Buffer>): Pr
   return `"${md5(Buffer.concat(digests)).toString('hex')}-${digests.length}"`
 }
 
+/** The object's ETag when it holds exactly `content` as uploaded here (single PUT or PART_SIZE parts), else undefined. */
+export async function s3RevisionIfHolding(uri: string, content: WrittenContent): Promise<string | undefined> {
+  const etag = await expectedEtag('bytes' in content ? partsOf(content.bytes) : fileParts(content.file))
+  const info = await s3Stat(uri)
+  return info?.etag === etag ? info.etag : undefined
+}
+
 /** Multipart (above PART_SIZE) or single upload through lib-storage, with the write's preconditions. */
-async function uploadBody(uri: string, body: Buffer | Readable, options: S3WriteOptions, etag: string | (() => Promise<string>)): Promise<string> {
+async function uploadBody(uri: string, body: Buffer | Readable, options: S3WriteOptions): Promise<string> {
   const {bucket, key} = objectOf(uri)
   const {Upload} = await import('@aws-sdk/lib-storage')
-  const precondition = conditions(options)
-  try {
-    const done = await call(
-      'write',
-      uri,
-      (c) =>
-        new Upload({
-          client: c,
-          partSize: PART_SIZE,
-          queueSize: PART_CONCURRENCY,
-          // On failure the upload is aborted, so no parts are left to be billed.
-          leavePartsOnError: false,
-          // If-None-Match / If-Match apply to CompleteMultipartUpload (and to a single PUT).
-          params: {Bucket: bucket, Key: key, Body: body, ContentType: options.contentType ?? contentTypeOf(uri), ...precondition},
-        }).done(),
-      options.createOnly ? 'create' : 'match',
-    )
-    return done.ETag ?? (await s3Stat(uri))?.etag ?? ''
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    if ((code === 'EEXIST' || code === 'ECONFLICT') && Object.keys(precondition).length > 0) {
-      const own = await ownEarlierWrite(uri, typeof etag === 'string' ? etag : await etag())
-      if (own !== undefined) return own
-    }
-    throw error
-  }
+  const done = await call(
+    'write',
+    uri,
+    (c) =>
+      new Upload({
+        client: c,
+        partSize: PART_SIZE,
+        queueSize: PART_CONCURRENCY,
+        // On failure the upload is aborted, so no parts are left to be billed.
+        leavePartsOnError: false,
+        // If-None-Match / If-Match apply to CompleteMultipartUpload (and to a single PUT).
+        params: {Bucket: bucket, Key: key, Body: body, ContentType: options.contentType ?? contentTypeOf(uri), ...conditions(options)},
+      }).done(),
+    options.createOnly ? 'create' : 'match',
+  )
+  return done.ETag ?? (await s3Stat(uri))?.etag ?? ''
 }
 
 /** Uploads a local file (multipart in PART_SIZE parts above that size, so a failed part is resent alone); returns the ETag. */
 export async function s3UploadFile(localPath: string, uri: string, options: S3WriteOptions = {}): Promise<string> {
   const size = (await stat(localPath)).size
-  const parts = async function* () {
-    for await (const chunk of createReadStream(localPath, {highWaterMark: PART_SIZE})) yield chunk as Buffer
-  }
   // lib-storage reads the stream in PART_SIZE parts; a read stream with that highWaterMark yields exactly those.
-  return uploadBody(uri, size <= PART_SIZE ? await drainFile(localPath) : createReadStream(localPath), options, () => expectedEtag(parts()))
-}
-
-async function drainFile(localPath: string): Promise<Buffer> {
-  const {readFile} = await import('node:fs/promises')
-  return readFile(localPath)
-}
-
-function contentTypeOf(uri: string): string {
-  if (uri.endsWith('.json')) return 'application/json'
-  if (uri.endsWith('.yaml') || uri.endsWith('.yml')) return 'application/yaml'
-  if (uri.endsWith('.jsonl') || uri.endsWith('.md') || uri.endsWith('.txt') || uri.endsWith('.keys') || /\/(LATEST|\.lock)$/.test(uri)) {
-    return 'text/plain; charset=utf-8'
-  }
-  return 'application/octet-stream'
+  return uploadBody(uri, size <= PART_SIZE ? await readFile(localPath) : createReadStream(localPath), options)
 }
 
 /** Deletes one object; a missing one is fine (S3 answers 204 either way). */
@@ -393,14 +357,6 @@ export async function* s3Walk(dir: string): AsyncGenerator<{path: string; size: 
     // Zero-byte "folder" placeholders that the console creates are not files.
     for (const object of page.objects) if (!object.key.endsWith('/')) yield {path: s3Uri(bucket, object.key), size: object.size}
   }
-}
-
-async function inParallel<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  const lanes = Array.from({length: Math.min(limit, items.length)}, async () => {
-    while (next < items.length) await work(items[next++]!)
-  })
-  await Promise.all(lanes)
 }
 
 /** Deletes an object and everything under it as a "directory" (DeleteObjects, 1000 keys a request). */

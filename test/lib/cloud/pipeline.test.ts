@@ -7,16 +7,16 @@ import {readdir} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
-import {mnistPng, readMnist} from '../../../src/lib/data/mnist.js'
 import {DatasetStore, readManifest} from '../../../src/lib/data/store.js'
 import {configureGcs} from '../../../src/lib/storage/gcs.js'
-import {downloadDir, readJson} from '../../../src/lib/storage/index.js'
+import {downloadDir} from '../../../src/lib/storage/index.js'
 import {UserError} from '../../../src/lib/errors.js'
 import {runJson} from '../../support/cli.js'
 import {cloudEnv, gsConfig, guardNetwork, uploadMnist} from '../../support/cloud-fixtures.js'
 import {tempDir} from '../../support/fixtures.js'
-import {referencePredictions, startServe} from '../../support/serve-fixtures.js'
+import {startServe} from '../../support/serve-fixtures.js'
 import {GcsServer} from '../../support/gcs-server.js'
+import {classifyDigits, ingestsIntoBucket, referenceTop, testDigits, trainsIntoBucket, type ProjectBucket} from '../../scenarios/project-on-bucket.js'
 import {VertexServer} from '../../support/vertex-server.js'
 
 const BUCKET = 'ml-data'
@@ -29,6 +29,13 @@ describe('a project entirely on gs://', () => {
   let cleanup: () => Promise<void>
   let env: NodeJS.ProcessEnv
   let checkNetwork: () => Promise<void>
+  const bucket: ProjectBucket = {
+    scheme: 'gs',
+    bucket: BUCKET,
+    names: async (prefix) => gcs.names(BUCKET, prefix),
+    text: async (key) => gcs.get(BUCKET, key)!.data.toString(),
+    useFromHere: () => configureGcs({endpoint: gcs.url, auth: 'none'}),
+  }
 
   before(async () => {
     ;({dir, cleanup} = await tempDir('ml-cloud-pipeline-'))
@@ -52,47 +59,16 @@ describe('a project entirely on gs://', () => {
   })
 
   it('ingests a gcs source into a gs:// store, with quarantine and dedupe', async () => {
-    const {code, json, stderr} = await runJson<Record<string, any>>(['ingest', '--config', CONFIG], {env, cwd: dir})
-    assert.equal(code, 0, stderr)
-    assert.equal(json.store, `gs://${BUCKET}/proj/dataset`)
-    assert.equal(json.datasetVersion, 1)
-    assert.equal(json.accepted + json.duplicates, 360)
-    assert.deepEqual(json.rejectedByReason, {'unsupported-format': 1, 'no-label': 1})
-    assert.equal(json.classes, 10)
-    const names = gcs.names(BUCKET, 'proj/dataset/')
-    assert.ok(names.includes('proj/dataset/manifest.json'))
-    assert.ok(names.includes('proj/dataset/manifests/v0001.json'))
-    assert.ok(names.some((n) => /shards\/train-000001-00000\.tfrecord$/.test(n)))
-    assert.ok(!names.includes('proj/dataset/.lock'), 'the writer lock is released')
-    const quarantine = gcs.get(BUCKET, 'proj/dataset/quarantine.jsonl')!.data.toString()
-    assert.match(quarantine, /"origin":"gs:\/\/ml-data\/proj\/images\/train\/3\/broken\.png","reason":"unsupported-format"/)
-    assert.doesNotMatch(quarantine, /DS_Store/, 'hidden objects are skipped like hidden files')
-    // The first manifest was created only-if-absent, the lock likewise.
-    const creates = gcs.requests.filter((r) => r.upload && r.query.ifGenerationMatch === '0').map((r) => r.query.name)
-    assert.ok(creates.includes('proj/dataset/manifest.json') && creates.includes('proj/dataset/.lock'), creates.join(', '))
-
-    const again = await runJson<Record<string, any>>(['ingest', '--config', CONFIG], {env, cwd: dir})
-    assert.equal(again.code, 0, again.stderr)
-    assert.equal(again.json.datasetVersion, 1, 'nothing new: same version')
-    assert.equal(again.json.accepted, 0)
+    await ingestsIntoBucket(bucket, {env, cwd: dir}, () => {
+      // The first manifest was created only-if-absent, the lock likewise.
+      const creates = gcs.requests.filter((r) => r.upload && r.query.ifGenerationMatch === '0').map((r) => r.query.name)
+      assert.ok(creates.includes('proj/dataset/manifest.json') && creates.includes('proj/dataset/.lock'), creates.join(', '))
+    })
   })
 
   it('trains with the run directory on gs://', async () => {
-    const {code, json, stderr} = await runJson<Record<string, any>>(['train', '--config', CONFIG], {env, cwd: dir})
-    assert.equal(code, 0, stderr)
-    assert.ok(json.runDir.startsWith(`gs://${BUCKET}/proj/runs/digits-`), json.runDir)
-    const runKey = json.runDir.slice(`gs://${BUCKET}/`.length)
-    const files = gcs.names(BUCKET, `${runKey}/`).map((n) => n.slice(runKey.length + 1))
-    for (const f of ['run.json', 'config.json', 'labels.json', 'metrics.jsonl', 'model/model.json', 'model/weights.bin', 'checkpoints/LATEST']) {
-      assert.ok(files.includes(f), `${f} in ${files.join(', ')}`)
-    }
+    const files = await trainsIntoBucket(bucket, {env, cwd: dir})
     assert.ok(files.some((f) => /^checkpoints\/epoch-0001-step-000000\/state\.json$/.test(f)))
-    assert.ok(!files.some((f) => f.includes('.staging-')), 'no staging folder left behind')
-    configureGcs({endpoint: gcs.url, auth: 'none'})
-    const info = await readJson<{status: string; dataset: {store: string}}>(`${json.runDir}/run.json`)
-    assert.equal(info.status, 'completed')
-    assert.equal(info.dataset.store, `gs://${BUCKET}/proj/dataset`)
-    assert.equal(gcs.get(BUCKET, 'proj/runs/LATEST')?.data.toString().trim(), json.runId)
   })
 
   it('exports to a gs:// model repository and registers the version in Vertex AI', async () => {
@@ -128,28 +104,13 @@ describe('a project entirely on gs://', () => {
       const loaded = await server.waitForEvent((e) => e.event === 'model-loaded' && e.version === 1)
       assert.equal(loaded.model, 'digits')
       assert.equal((await serveCopies()).length, copiesBefore.length + 1, 'the version was copied to a local folder to load')
-      const sample = await readMnist('test', 0, 8)
-      const classify = async (version: number) => {
-        const answers: string[] = []
-        for (let i = 0; i < sample.count; i++) {
-          const response = await fetch(`${server.url}/v1/models/digits/versions/${version}:classify`, {method: 'POST', headers: {'Content-Type': 'image/png'}, body: await mnistPng(sample, i)})
-          assert.equal(response.status, 200, await response.clone().text())
-          const body = (await response.json()) as {results: Array<Array<[string, number]>>}
-          answers.push(body.results[0]![0]![0])
-        }
-        return answers
-      }
-      const v1 = await classify(1)
+      const digits = await testDigits(8)
+      const v1 = await classifyDigits(server.url, 1, digits)
       // The reference: the same version copied here and run in this process.
-      configureGcs({endpoint: gcs.url, auth: 'none'})
+      bucket.useFromHere()
       const local = path.join(dir, 'digits-1')
       await downloadDir(`gs://${BUCKET}/proj/models/digits/1`, local)
-      const digits = await Promise.all(Array.from({length: sample.count}, async (_, i) => ({label: String(sample.labels[i]), png: await mnistPng(sample, i)})))
-      const {predictor, expected} = await referencePredictions(local, digits)
-      const top = Array.from({length: sample.count}, (_, i) => {
-        const row = expected.subarray(i * predictor.labels.length, (i + 1) * predictor.labels.length)
-        return predictor.labels[row.indexOf(Math.max(...row))]!
-      })
+      const {top, labels} = await referenceTop(local, digits)
       assert.deepEqual(v1, top)
       // What Vertex AI sends to the registered predictRoute, and the answer it expects.
       const predicted = await fetch(`${server.url}/v1/models/digits/versions/1:predict`, {
@@ -159,7 +120,7 @@ describe('a project entirely on gs://', () => {
       })
       assert.equal(predicted.status, 200, await predicted.clone().text())
       const predictions = ((await predicted.json()) as {predictions: number[][]}).predictions
-      assert.deepEqual(predictions.map((p) => predictor.labels[p.indexOf(Math.max(...p))]), top)
+      assert.deepEqual(predictions.map((p) => labels[p.indexOf(Math.max(...p))]), top)
       assert.equal((await fetch(`${server.url}/v2/health/ready`)).status, 200)
       // A new version appears in the bucket: copied server-side, as a CI job would publish it.
       for (const name of gcs.names(BUCKET, 'proj/models/digits/1/')) {
@@ -167,7 +128,7 @@ describe('a project entirely on gs://', () => {
         gcs.put(BUCKET, name.replace('/digits/1/', '/digits/2/'), object.data, object.contentType)
       }
       await server.waitForEvent((e) => e.event === 'model-loaded' && e.version === 2)
-      assert.deepEqual(await classify(2), v1, 'the same weights give the same answers')
+      assert.deepEqual(await classifyDigits(server.url, 2, digits), v1, 'the same weights give the same answers')
       const ready = await fetch(`${server.url}/v2/models/digits/versions/2/ready`)
       assert.equal(ready.status, 200)
     } finally {

@@ -15,17 +15,11 @@ import {
   baseName,
   createWriter,
   errorCode,
-  exists,
-  fileSize,
   listNames,
-  localCopy,
-  openRead,
   parentOf,
   readBytes,
-  readJson,
   readText,
   readVersioned,
-  remove,
   resolveLocation,
   swapDir,
   writeFileAtomic,
@@ -33,6 +27,7 @@ import {
 import {UserError} from '../../../src/lib/errors.js'
 import {guardNetwork} from '../../support/cloud-fixtures.js'
 import {GcsServer} from '../../support/gcs-server.js'
+import {roundTrip, streamsAndCopies, type StoreUnderTest} from '../../scenarios/storage-contract.js'
 
 const BUCKET = 'ml-test'
 let gcs: GcsServer
@@ -59,34 +54,16 @@ afterEach(() => standIn())
 
 const uri = (key: string) => `gs://${BUCKET}/${key}`
 
-async function drain(stream: NodeJS.ReadableStream): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  for await (const chunk of stream) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks)
+const store: StoreUnderTest = {
+  uri,
+  names: async (prefix) => gcs.names(BUCKET, prefix),
+  contentType: async (key) => gcs.get(BUCKET, key)?.contentType,
+  bytes: async (key) => gcs.get(BUCKET, key)?.data,
 }
 
 describe('gs:// paths', () => {
   it('write, read, list, exists and remove round-trip', async () => {
-    await writeFileAtomic(uri('round/a.json'), JSON.stringify({a: 1}))
-    await writeFileAtomic(uri('round/sub/b.bin'), new Uint8Array([1, 2, 3]))
-    await writeFileAtomic(uri('round/sub/deeper/c.txt'), 'c')
-    assert.deepEqual(await readJson(uri('round/a.json')), {a: 1})
-    assert.deepEqual([...(await readBytes(uri('round/sub/b.bin')))], [1, 2, 3])
-    assert.equal(await readText(uri('round/sub/deeper/c.txt')), 'c')
-    assert.equal(await fileSize(uri('round/sub/b.bin')), 3)
-    assert.equal(await fileSize(uri('round/missing')), undefined)
-    assert.deepEqual(await listNames(uri('round')), ['a.json', 'sub'])
-    assert.deepEqual(await listNames(uri('round/sub')), ['b.bin', 'deeper'])
-    assert.deepEqual(await listNames(uri('nothing-here')), [])
-    assert.equal(await exists(uri('round/a.json')), true)
-    assert.equal(await exists(uri('round/sub')), true, 'a prefix with objects under it is a folder')
-    assert.equal(await exists(uri('round/su')), false, 'a partial name is not a folder')
-    assert.equal(gcs.get(BUCKET, 'round/a.json')?.contentType, 'application/json')
-    await remove(uri('round/sub'))
-    assert.deepEqual(gcs.names(BUCKET, 'round/'), ['round/a.json'])
-    await remove(uri('round'))
-    assert.deepEqual(gcs.names(BUCKET, 'round/'), [])
-    await remove(uri('round')) // missing is fine
+    await roundTrip(store)
   })
 
   it('a missing object reads as ENOENT, like a missing local file', async () => {
@@ -116,12 +93,7 @@ describe('gs:// paths', () => {
   })
 
   it('streams reads and makes local copies', async () => {
-    const data = randomBytes(300_000)
-    await writeFileAtomic(uri('stream/blob'), data)
-    assert.deepEqual(await drain(await openRead(uri('stream/blob'))), data)
-    const copy = await localCopy(uri('stream/blob'))
-    assert.deepEqual(await readFile(copy.path), data)
-    await copy.release()
+    await streamsAndCopies(store)
   })
 
   it('serves ranged media downloads, compose and metageneration preconditions to the client', async () => {

@@ -12,8 +12,9 @@ import {DEAD_LETTER_HEADERS} from '../../../src/lib/data/sources/kafka.js'
 import {UserError} from '../../../src/lib/errors.js'
 import {tempDir} from '../../support/fixtures.js'
 import {KafkaBroker} from '../../support/kafka-broker.js'
-import {FAST_CONSUMER, kafkaLog, testKafka} from '../../support/kafka-client.js'
+import {kafkaLog, testKafka} from '../../support/kafka-client.js'
 import {createTopics, digitMessage, kafkaConfig, mnistDigits, produce, sha256, storedKeys, type Digit} from '../../support/kafka-fixtures.js'
+import {rebalanceLosesNothing} from '../../scenarios/kafka-rebalance.js'
 
 let broker: KafkaBroker
 let kafka: Kafka
@@ -186,74 +187,16 @@ describe('ingest from Kafka', () => {
 
   it('drops the uncommitted work of partitions revoked by a rebalance, so that nothing is lost or stored twice', async () => {
     const {ws, topic, group} = names()
-    await createTopics(kafka, [[topic, 4]])
-    const all = digits.slice(0, 240)
-    await produce(kafka, topic, all.map((d, i) => ({...digitMessage(d), partition: i % 4})))
-    const ends = offsetsOf(topic, 4)
-
-    // Consumer B records what it gets and commits after every batch.
-    const other: string[] = []
-    let bAssigned: number[] = []
-    const b = kafka.consumer({groupId: group, ...FAST_CONSUMER})
-    consumers.push(b)
-    b.on(b.events.GROUP_JOIN, (e) => (bAssigned = e.payload.memberAssignment[topic] ?? []))
-    const bPositions = new Map<number, number>()
-    let bDone: () => void
-    const bFinished = new Promise<void>((resolve) => (bDone = resolve))
-    const checkB = () => {
-      if (bAssigned.length > 0 && bAssigned.every((p) => (bPositions.get(p) ?? 0) >= ends[p]!)) bDone()
-    }
-    // Everything is accounted for once what A holds (stored or buffered) and what B got add up.
-    const checkAll = () => {
-      if (bStarted && other.length > 0 && accepted + other.length === all.length) done()
-    }
-
-    const controller = new AbortController()
-    let bStarted = false
-    let done: () => void
-    const allHandled = new Promise<void>((resolve) => (done = resolve))
-    let accepted = 0
-    const ingest = runIngest({
-      // No commit can happen before the abort: the dropped work must be what was never committed.
-      config: kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group}, {shardSize: 10_000, concurrency: 2}),
-      baseDir: ws,
-      follow: true,
-      rollIntervalMs: 3_600_000,
-      signal: controller.signal,
-      onProgress: (p: IngestProgress) => {
-        accepted = p.accepted
-        if (!bStarted && p.accepted >= 40) {
-          bStarted = true
-          void (async () => {
-            await b.connect()
-            await b.subscribe({topic, fromBeginning: true})
-            await b.run({
-              eachMessage: async ({partition, message}) => {
-                other.push(sha256(message.value!))
-                bPositions.set(partition, Number(message.offset) + 1)
-                checkB()
-                checkAll()
-              },
-            })
-          })()
-        }
-        checkAll()
-      },
+    await rebalanceLosesNothing({
+      kafka,
+      brokers: [broker.address],
+      ws,
+      topic,
+      group,
+      digits,
+      consumers,
+      endOffsets: async () => offsetsOf(topic, 4),
+      committed: async () => [0, 1, 2, 3].map((p) => broker.committed(group, topic, p)),
     })
-    await bFinished
-    assert.ok(bAssigned.length > 0 && bAssigned.length < 4, `B got ${bAssigned}`)
-    await b.disconnect()
-    for (const p of bAssigned) assert.equal(broker.committed(group, topic, p), ends[p], 'B committed what it consumed')
-    await allHandled
-    controller.abort()
-    const summary = await ingest
-    assert.equal(summary.accepted + other.length, all.length)
-
-    const stored = await storedKeys(path.join(ws, 'store'))
-    const overlap = other.filter((k) => stored.has(k))
-    assert.deepEqual(overlap, [], 'stored by both consumers')
-    assert.equal(new Set(other).size, other.length, 'B got a message twice')
-    assert.deepEqual(new Set([...stored.keys(), ...other]), new Set(all.map((d) => d.key)))
-    assert.deepEqual([0, 1, 2, 3].map((p) => broker.committed(group, topic, p)), ends)
   })
 })

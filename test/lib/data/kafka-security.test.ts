@@ -2,17 +2,16 @@
 // broker certificate from a CA made here, mutual TLS, SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, and the failures
 // (wrong CA, no client certificate, bad files, wrong password) ending at once with what to fix.
 import assert from 'node:assert/strict'
-import {execFile} from 'node:child_process'
 import {once} from 'node:events'
-import {mkdir, readFile, writeFile} from 'node:fs/promises'
+import {writeFile} from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
-import {promisify} from 'node:util'
 import type {KafkaConfig} from 'kafkajs'
 import {stringify} from 'yaml'
 import {runIngest} from '../../../src/lib/data/ingest.js'
 import {UserError} from '../../../src/lib/errors.js'
+import {makeCertificates, type Certs} from '../../support/certs.js'
 import {runJson} from '../../support/cli.js'
 import {mnistFolders, tempDir} from '../../support/fixtures.js'
 import {API, KafkaBroker, VERSIONS} from '../../support/kafka-broker.js'
@@ -27,38 +26,6 @@ const PASSWORD_ENV = 'ML_TEST_KAFKA_PASSWORD'
 // kafkajs would retry a connection error for about 20 s with the product's settings: a failure
 // that ends well within this was reported without retrying.
 const PROMPT_MS = 5000
-
-interface Certs {
-  /** Folder of the PEM files: ca, other-ca (a CA nobody uses), server, client (and their .key). */
-  dir: string
-  ca: Buffer
-  server: {cert: Buffer; key: Buffer}
-  client: {cert: Buffer; key: Buffer}
-}
-
-/** A throwaway CA, a server certificate for 127.0.0.1 and a client certificate it signed, and a second CA. */
-async function makeCertificates(dir: string): Promise<Certs> {
-  const openssl = (...args: string[]) => promisify(execFile)('openssl', args, {cwd: dir})
-  const newKey = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
-  await mkdir(dir, {recursive: true})
-  for (const ca of ['ca', 'other-ca']) {
-    await openssl('req', '-x509', ...newKey, '-keyout', `${ca}.key`, '-out', `${ca}.pem`, '-days', '1', '-subj', `/CN=ml-test-${ca}`,
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign')
-  }
-  const leaves = {server: 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n', client: 'extendedKeyUsage=clientAuth\n'}
-  for (const [serial, [name, extensions]] of Object.entries(leaves).entries()) {
-    await writeFile(path.join(dir, `${name}.ext`), extensions)
-    await openssl('req', '-new', ...newKey, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=ml-test-${name}`)
-    await openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', String(serial + 2), '-days', '1', '-out', `${name}.pem`, '-extfile', `${name}.ext`)
-  }
-  const pem = (name: string) => readFile(path.join(dir, name))
-  return {
-    dir,
-    ca: await pem('ca.pem'),
-    server: {cert: await pem('server.pem'), key: await pem('server.key')},
-    client: {cert: await pem('client.pem'), key: await pem('client.key')},
-  }
-}
 
 const {dir, cleanup} = await tempDir('ml-kafka-security-')
 let certs: Certs

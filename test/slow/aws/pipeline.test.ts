@@ -11,13 +11,14 @@ import * as tar from 'tar'
 import {CopyObjectCommand, GetObjectCommand, ListObjectsV2Command} from '@aws-sdk/client-s3'
 import {mnistPng, readMnist} from '../../../src/lib/data/mnist.js'
 import {configureS3} from '../../../src/lib/storage/s3.js'
-import {downloadDir, readJson} from '../../../src/lib/storage/index.js'
+import {downloadDir} from '../../../src/lib/storage/index.js'
 import {runJson} from '../../support/cli.js'
 import {awsEnv, createBuckets, putObject, s3Client, s3Config, uploadMnistS3, useTestCredentials} from '../../support/aws-fixtures.js'
 import {guardNetwork} from '../../support/cloud-fixtures.js'
 import {tempDir} from '../../support/fixtures.js'
 import {MotoServer} from '../../support/moto-server.js'
-import {referencePredictions, startServe} from '../../support/serve-fixtures.js'
+import {startServe} from '../../support/serve-fixtures.js'
+import {classifyDigits, ingestsIntoBucket, referenceTop, testDigits, trainsIntoBucket, type ProjectBucket} from '../../scenarios/project-on-bucket.js'
 
 const BUCKET = 'ml-data'
 const CONFIG = `s3://${BUCKET}/proj/ml.yaml`
@@ -41,6 +42,13 @@ describe('a project entirely on s3://', () => {
     return keys
   }
   const text = async (key: string) => (await (await s3Client(moto.url).send(new GetObjectCommand({Bucket: BUCKET, Key: key}))).Body!.transformToString())
+  const bucket: ProjectBucket = {
+    scheme: 's3',
+    bucket: BUCKET,
+    names,
+    text,
+    useFromHere: () => configureS3({endpoint: moto.url, forcePathStyle: true}),
+  }
 
   before(async () => {
     ;({dir, cleanup} = await tempDir('ml-aws-pipeline-'))
@@ -65,42 +73,11 @@ describe('a project entirely on s3://', () => {
   })
 
   it('ingests an s3 source into an s3:// store, with quarantine and dedupe', async () => {
-    const {code, json, stderr} = await runJson<Record<string, any>>(['ingest', '--config', CONFIG], {env, cwd: dir})
-    assert.equal(code, 0, stderr)
-    assert.equal(json.store, `s3://${BUCKET}/proj/dataset`)
-    assert.equal(json.datasetVersion, 1)
-    assert.equal(json.accepted + json.duplicates, 360)
-    assert.deepEqual(json.rejectedByReason, {'unsupported-format': 1, 'no-label': 1})
-    assert.equal(json.classes, 10)
-    const keys = await names('proj/dataset/')
-    assert.ok(keys.includes('proj/dataset/manifest.json'))
-    assert.ok(keys.includes('proj/dataset/manifests/v0001.json'))
-    assert.ok(keys.some((n) => /shards\/train-000001-00000\.tfrecord$/.test(n)))
-    assert.ok(!keys.includes('proj/dataset/.lock'), 'the writer lock is released')
-    const quarantine = await text('proj/dataset/quarantine.jsonl')
-    assert.match(quarantine, /"origin":"s3:\/\/ml-data\/proj\/images\/train\/3\/broken\.png","reason":"unsupported-format"/)
-    assert.doesNotMatch(quarantine, /DS_Store/, 'hidden objects are skipped like hidden files')
-
-    const again = await runJson<Record<string, any>>(['ingest', '--config', CONFIG], {env, cwd: dir})
-    assert.equal(again.code, 0, again.stderr)
-    assert.equal(again.json.datasetVersion, 1, 'nothing new: same version')
-    assert.equal(again.json.accepted, 0)
+    await ingestsIntoBucket(bucket, {env, cwd: dir})
   })
 
   it('trains with the run directory on s3://', async () => {
-    const {code, json, stderr} = await runJson<Record<string, any>>(['train', '--config', CONFIG], {env, cwd: dir})
-    assert.equal(code, 0, stderr)
-    assert.ok(json.runDir.startsWith(`s3://${BUCKET}/proj/runs/digits-`), json.runDir)
-    const runKey = json.runDir.slice(`s3://${BUCKET}/`.length)
-    const files = (await names(`${runKey}/`)).map((n) => n.slice(runKey.length + 1))
-    for (const f of ['run.json', 'config.json', 'labels.json', 'metrics.jsonl', 'model/model.json', 'model/weights.bin', 'checkpoints/LATEST']) {
-      assert.ok(files.includes(f), `${f} in ${files.join(', ')}`)
-    }
-    assert.ok(!files.some((f) => f.includes('.staging-')), 'no staging folder left behind')
-    const info = await readJson<{status: string; dataset: {store: string}}>(`${json.runDir}/run.json`)
-    assert.equal(info.status, 'completed')
-    assert.equal(info.dataset.store, `s3://${BUCKET}/proj/dataset`)
-    assert.equal((await text('proj/runs/LATEST')).trim(), json.runId)
+    await trainsIntoBucket(bucket, {env, cwd: dir})
   })
 
   it('exports to an s3:// model repository and serves from it, picking up a new version', async () => {
@@ -113,27 +90,12 @@ describe('a project entirely on s3://', () => {
     const server = await startServe(['--repository', `s3://${BUCKET}/proj/models`, '--model', 'digits', '--port', '0', '--instances', '1'], {env, cwd: dir})
     try {
       await server.waitForEvent((e) => e.event === 'model-loaded' && e.version === 1)
-      const sample = await readMnist('test', 0, 8)
-      const classify = async (version: number) => {
-        const answers: string[] = []
-        for (let i = 0; i < sample.count; i++) {
-          const response = await fetch(`${server.url}/v1/models/digits/versions/${version}:classify`, {method: 'POST', headers: {'Content-Type': 'image/png'}, body: await mnistPng(sample, i)})
-          assert.equal(response.status, 200, await response.clone().text())
-          const body = (await response.json()) as {results: Array<Array<[string, number]>>}
-          answers.push(body.results[0]![0]![0])
-        }
-        return answers
-      }
-      const v1 = await classify(1)
+      const digits = await testDigits(8)
+      const v1 = await classifyDigits(server.url, 1, digits)
       // The reference: the same version copied here and run in this process.
       const local = path.join(dir, 'digits-1')
       await downloadDir(`s3://${BUCKET}/proj/models/digits/1`, local)
-      const digits = await Promise.all(Array.from({length: sample.count}, async (_, i) => ({label: String(sample.labels[i]), png: await mnistPng(sample, i)})))
-      const {predictor, expected} = await referencePredictions(local, digits)
-      const top = Array.from({length: sample.count}, (_, i) => {
-        const row = expected.subarray(i * predictor.labels.length, (i + 1) * predictor.labels.length)
-        return predictor.labels[row.indexOf(Math.max(...row))]!
-      })
+      const {top} = await referenceTop(local, digits)
       assert.deepEqual(v1, top)
       // A new version appears in the bucket, copied server-side as a CI job would publish it.
       const client = s3Client(moto.url)
@@ -141,7 +103,7 @@ describe('a project entirely on s3://', () => {
         await client.send(new CopyObjectCommand({Bucket: BUCKET, Key: key.replace('/digits/1/', '/digits/2/'), CopySource: `${BUCKET}/${key}`}))
       }
       await server.waitForEvent((e) => e.event === 'model-loaded' && e.version === 2)
-      assert.deepEqual(await classify(2), v1, 'the same weights give the same answers')
+      assert.deepEqual(await classifyDigits(server.url, 2, digits), v1, 'the same weights give the same answers')
     } finally {
       server.child.kill('SIGTERM')
       const result = await server.done

@@ -3,7 +3,7 @@
 import path from 'node:path'
 import {SPLITS, type ImageSpec, type SplitName} from '../../config/schema.js'
 import {UserError} from '../../errors.js'
-// Every file access goes through the storage layer, so a store can live on a local disk or on gs://.
+// Every file access goes through the storage layer, so a store can live on a local disk, on gs:// or on s3://.
 import {errorCode, joinPath, listNames, makeDir, readVersioned, remove, resolveLocation, writeFileAtomic} from '../../storage/index.js'
 import type {SplitFractions} from '../splits.js'
 import type {DatasetManifest, DuplicateEntry, QuarantineEntry, RecordToWrite, ShardInfo, SourceCheckpoints} from '../types.js'
