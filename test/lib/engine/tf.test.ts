@@ -3,15 +3,18 @@
 // dist/src/lib/engine/tfjs-registrations.cjs (scripts/bundle-tfjs.ts), registered on the one
 // installed tfjs-core, never on a copy of it.
 import assert from 'node:assert/strict'
+import {execFile} from 'node:child_process'
 import {readFile} from 'node:fs/promises'
 import {createRequire} from 'node:module'
 import path from 'node:path'
 import {describe, it} from 'node:test'
 import {fileURLToPath} from 'node:url'
+import {promisify} from 'node:util'
 import * as tf from '../../../src/lib/engine/tf.js'
 import {initEngine} from '../../../src/lib/engine/backend.js'
 import {seededRandom} from '../../support/random.js'
 
+const run = promisify(execFile)
 const require = createRequire(import.meta.url)
 // The package itself, as every other @tensorflow/* package requires it (not through tf.ts).
 const core = require('@tensorflow/tfjs-core') as typeof tf
@@ -65,6 +68,26 @@ describe('TensorFlow.js without the @tensorflow/tfjs bundle', () => {
     const text = await readFile(registrations, 'utf8')
     assert.match(text, /require\("@tensorflow\/tfjs-core"\)/)
     assert.doesNotMatch(text, /\bclass (Tensor|Variable|Engine|Environment)\b/)
+  })
+
+  it('registers the same gradients and tensor methods as the @tensorflow/tfjs bundle', async () => {
+    // Each in a fresh process: what ends up in the global registries. The bundle is a development
+    // dependency here (nsfwjs needs it), never loaded by ml itself.
+    const tfModule = new URL('../../../src/lib/engine/tf.js', import.meta.url).href
+    const registered = async (load: string) => {
+      const script = [
+        load,
+        "const globals = globalThis._tfGlobals",
+        "const names = {gradients: [...globals.get('gradRegistry').keys()].sort(), methods: Object.getOwnPropertyNames(globals.get('Tensor').prototype).sort()}",
+        'process.stdout.write(JSON.stringify(names))',
+      ].join('\n')
+      const {stdout} = await run(process.execPath, ['--input-type=module', '-e', script], {cwd: path.dirname(fileURLToPath(import.meta.url))})
+      return JSON.parse(stdout) as {gradients: string[], methods: string[]}
+    }
+    const ours = await registered(`await import('${tfModule}')`)
+    const bundle = await registered("import {createRequire} from 'node:module'; createRequire(process.cwd() + '/')('@tensorflow/tfjs')")
+    assert.ok(ours.gradients.length >= 100 && ours.methods.includes('argMax'))
+    assert.deepEqual(ours, bundle)
   })
 
   for (const backend of ['cpu', 'wasm'] as const) {
