@@ -99,7 +99,7 @@ const rules = [
   },
   {
     name: 'backend-in-engine',
-    comment: 'only engine/ chooses or loads a TensorFlow.js backend; everything else imports @tensorflow/tfjs',
+    comment: 'only engine/ chooses or loads a TensorFlow.js backend; everything else imports engine/tf.ts',
     severity: 'error',
     from: {path: '^src/', pathNot: '^src/lib/engine/'},
     to: {path: '@tensorflow/tfjs-(node|node-gpu|backend-[a-z]+)(/|$)'},

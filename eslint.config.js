@@ -25,7 +25,8 @@ export default tseslint.config(
       // packages provide it.
       'no-restricted-imports': [
         'error',
-        {paths: [{name: '@tensorflow/tfjs', message: "Import TensorFlow.js from src/lib/engine/tf.ts, the one place that decides which packages provide it."}]},
+        {paths: ['@tensorflow/tfjs', '@tensorflow/tfjs-core', '@tensorflow/tfjs-layers', '@tensorflow/tfjs-converter'].map((name) =>
+          ({name, message: "Import TensorFlow.js from src/lib/engine/tf.ts, the one place that decides which packages provide it."}))},
       ],
     },
   },

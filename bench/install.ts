@@ -1,13 +1,16 @@
 // What a new user's first `npx` run costs: packs this checkout into the tarball npm would publish,
 // then, in an empty folder with an empty npm cache (so every package comes from the registry, as on a
 // first run), times `npx --package <tgz> ml --help` (install + first start) and `ml init`, and measures
-// what was installed. ONNXRUNTIME_NODE_INSTALL and npm_config_* settings of this shell are dropped
+// what was installed. Then, to show that the installed package works and not only starts, it ingests
+// a few generated PNGs and trains one epoch with the installed `ml` (TensorFlow.js gradients
+// included), checking the exit codes. ONNXRUNTIME_NODE_INSTALL and npm_config_* settings of this shell are dropped
 // so that the install sees what a user's does. Prints one JSON object.
 import {spawn} from 'node:child_process'
-import {mkdtemp, readdir, rm, stat} from 'node:fs/promises'
+import {mkdir, mkdtemp, readdir, rm, stat, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
+import {PNG} from 'pngjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const TARGET = {seconds: 60, megabytes: 450}
@@ -42,6 +45,22 @@ async function bytesUnder(dir: string): Promise<number> {
   return total
 }
 
+/** Two classes of 12x12 RGB images (bright left half vs bright right half), deterministic. */
+async function writeImages(dir: string, perClass: number): Promise<void> {
+  for (const [label, left] of [['left', true], ['right', false]] as const) {
+    await mkdir(path.join(dir, label), {recursive: true})
+    for (let i = 0; i < perClass; i++) {
+      const png = new PNG({width: 12, height: 12})
+      for (let p = 0; p < 144; p++) {
+        const bright = (p % 12 < 6) === left
+        const v = bright ? 200 + ((p * 7 + i * 13) % 50) : 20 + ((p * 11 + i * 5) % 40)
+        png.data.set([v, v, v, 255], p * 4)
+      }
+      await writeFile(path.join(dir, label, `${i}.png`), PNG.sync.write(png))
+    }
+  }
+}
+
 /** The environment of a user's shell: none of this machine's npm or onnxruntime settings. */
 function userEnv(cache: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {}
@@ -61,11 +80,17 @@ async function main(): Promise<void> {
     const tgz = path.join(work, packed.filename)
     const app = path.join(work, 'app')
     const cache = path.join(work, 'npm-cache')
-    await (await import('node:fs/promises')).mkdir(app)
+    await mkdir(app)
     const env = userEnv(cache)
 
     const first = await run('npx', ['--package', tgz, 'ml', '--help'], app, env)
     const init = await run('npx', ['--package', tgz, 'ml', 'init'], app, env)
+    // The installed package at work: ingest generated images, train one epoch (gradients, chained
+    // tensor methods and the backend all exercised), from the same npx install.
+    await writeImages(path.join(app, 'images'), 24)
+    const ingest = await run('npx', ['--package', tgz, 'ml', 'ingest', '--json'], app, env)
+    const train = await run('npx', ['--package', tgz, 'ml', 'train', '--json', '--quiet', '--epochs', '1'], app, env)
+    const trained = train.code === 0 ? (JSON.parse(train.stdout) as Record<string, unknown>) : undefined
     const npxDir = path.join(cache, '_npx')
     const installedBytes = await bytesUnder(npxDir)
     const sizes: Record<string, number> = {}
@@ -86,17 +111,22 @@ async function main(): Promise<void> {
       tarballKilobytes: +(packed.size / 1e3).toFixed(0),
       firstRun: {command: 'npx --package <tgz> ml --help', seconds: +first.seconds.toFixed(1), exitCode: first.code, printedHelp: /USAGE/.test(first.stdout)},
       init: {command: 'npx --package <tgz> ml init', seconds: +init.seconds.toFixed(1), exitCode: init.code},
+      ingest: {command: 'ml ingest (48 generated PNGs)', seconds: +ingest.seconds.toFixed(1), exitCode: ingest.code},
+      train: {command: 'ml train --epochs 1', seconds: +train.seconds.toFixed(1), exitCode: train.code, backend: trained?.backend, epochs: trained?.epochs, loss: trained?.loss},
       installedMegabytes,
       largest,
       onnxruntimeInstalled: 'onnxruntime-node' in sizes,
       target: TARGET,
+      works: first.code === 0 && init.code === 0 && ingest.code === 0 && train.code === 0,
       withinTarget: first.code === 0 && init.code === 0 && first.seconds < TARGET.seconds && installedMegabytes < TARGET.megabytes,
       note: 'empty npm cache, every package from the registry: network speed counts; on a shared machine the seconds are noisy',
     }
     if (first.code !== 0) (summary as Record<string, unknown>).firstRunStderr = first.stderr.slice(-2000)
     if (init.code !== 0) (summary as Record<string, unknown>).initStderr = init.stderr.slice(-2000)
     console.log(JSON.stringify(summary, null, 2))
-    if (!summary.withinTarget) process.exitCode = 1
+    if (ingest.code !== 0) (summary as Record<string, unknown>).ingestStderr = ingest.stderr.slice(-2000)
+    if (train.code !== 0) (summary as Record<string, unknown>).trainStderr = train.stderr.slice(-2000)
+    if (!summary.withinTarget || !summary.works) process.exitCode = 1
   } finally {
     await rm(work, {recursive: true, force: true})
   }

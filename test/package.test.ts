@@ -38,6 +38,21 @@ describe('the published package', () => {
     }
   })
 
+  it('depends on the parts of TensorFlow.js it uses, not the @tensorflow/tfjs bundle, all at one exact version', async () => {
+    assert.equal(pkg.dependencies['@tensorflow/tfjs'], undefined, 'the bundle (WebGL, tfjs-data, browser builds) is not installed for users')
+    const tensorflow = Object.entries(pkg.dependencies).filter(([name]) => name.startsWith('@tensorflow/'))
+    assert.deepEqual(tensorflow.map(([name]) => name).sort(),
+      ['@tensorflow/tfjs-backend-cpu', '@tensorflow/tfjs-backend-wasm', '@tensorflow/tfjs-converter', '@tensorflow/tfjs-core', '@tensorflow/tfjs-layers'])
+    // dist/src/lib/engine/tfjs-registrations.cjs is built from tfjs-core's files of this very version.
+    const versions = new Set(tensorflow.map(([, range]) => range))
+    assert.equal(versions.size, 1, `one version for all: ${[...versions].join(', ')}`)
+    const [version] = versions
+    assert.match(version!, /^\d+\.\d+\.\d+$/, 'an exact version, not a range')
+    assert.equal(pkg.devDependencies['@tensorflow/tfjs'] ?? version, version, 'the bundle nsfwjs needs in a checkout is the same version')
+    const dockerfile = await readFile(path.join(ROOT, 'configs', 'docker', 'Dockerfile'), 'utf8')
+    assert.match(dockerfile, new RegExp(`ARG TFJS_VERSION=${version!.replace(/\./g, '\\.')}\\b`), 'the image adds tfjs-node-gpu of the same version')
+  })
+
   it('ships a LICENSE and no source maps pointing at sources it does not ship', async () => {
     const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], {cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore']})
     const files = (JSON.parse(out) as Array<{files: Array<{path: string}>}>)[0]!.files.map((f) => f.path)
@@ -47,6 +62,7 @@ describe('the published package', () => {
     assert.deepEqual(files.filter((f) => f.endsWith('.map')), [])
     assert.deepEqual(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')), [])
     assert.ok(files.includes('bin/run.cjs'))
+    assert.ok(files.includes('dist/src/lib/engine/tfjs-registrations.cjs'), 'the TensorFlow.js gradients and chained methods are shipped')
     assert.ok(files.some((f) => f.startsWith('dist/src/commands/')))
   })
 })

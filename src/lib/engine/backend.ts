@@ -1,5 +1,6 @@
 // Chooses the TensorFlow.js backend for the whole process (native TensorFlow, wasm or pure JS):
 // the only place that does, so that every other module can simply import './tf.js'.
+import {createRequire} from 'node:module'
 import * as tf from './tf.js'
 import '@tensorflow/tfjs-backend-wasm'
 import {UserError} from '../errors.js'
@@ -103,6 +104,19 @@ async function choose(preference: EnginePreference): Promise<EngineInfo> {
 async function loadNative(notes: string[]): Promise<EngineBackend | undefined> {
   const candidates: Array<[string, EngineBackend]> = [[NODE_GPU, 'tensorflow-gpu'], [NODE_CPU, 'tensorflow']]
   for (const [name, backend] of candidates) {
+    // tfjs-node runs on the @tensorflow/tfjs bundle and, through it, on a tfjs-core of its own
+    // version: the same package as ml's when the versions match (npm installs one copy), another
+    // copy otherwise. Copies share the global engine, so its backend would register either way;
+    // across a major version their kernels and engine do not fit, so it is not loaded at all.
+    const theirs = nativeCoreVersion(name)
+    if (theirs !== undefined && theirs !== tf.version_core) {
+      const align = `npm install ${name}@${tf.version_core}`
+      if (theirs.split('.')[0] !== tf.version_core.split('.')[0]) {
+        notes.push(`${name} is built on TensorFlow.js ${theirs} and ml on ${tf.version_core}, which do not mix; ${align}.`)
+        continue
+      }
+      notes.push(`${name} runs on another copy of TensorFlow.js (${theirs}; ml uses ${tf.version_core}); to align them: ${align}.`)
+    }
     try {
       // A variable specifier: these packages are optional, and TypeScript must not need them.
       const moduleName: string = name
@@ -113,13 +127,29 @@ async function loadNative(notes: string[]): Promise<EngineBackend | undefined> {
       continue
     }
     if (tf.findBackendFactory('tensorflow') == null) {
-      notes.push(`${name} loaded but registered with another copy of @tensorflow/tfjs; align their versions.`)
+      notes.push(`${name} loaded but its backend is not registered with ml's TensorFlow.js engine; npm install ${name}@${tf.version_core}.`)
       continue
     }
     if (await activate('tensorflow')) return backend
     notes.push(`${name} loaded but its backend failed to initialise.`)
   }
   return undefined
+}
+
+/**
+ * The version of @tensorflow/tfjs-core that a native package (tfjs-node) would run on: the one its
+ * @tensorflow/tfjs dependency resolves. Undefined when the package or that chain is not installed.
+ * `from` is where the package is looked up (this module; tests pass a folder of their own).
+ */
+export function nativeCoreVersion(name: string, from: string | URL = import.meta.url): string | undefined {
+  try {
+    const native = createRequire(createRequire(from).resolve(`${name}/package.json`))
+    const bundle = createRequire(native.resolve('@tensorflow/tfjs/package.json'))
+    const version = (bundle('@tensorflow/tfjs-core/package.json') as {version?: unknown}).version
+    return typeof version === 'string' ? version : undefined
+  } catch {
+    return undefined
+  }
 }
 
 async function activate(name: string): Promise<boolean> {
