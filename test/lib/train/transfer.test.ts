@@ -177,6 +177,33 @@ describe('training on a pretrained base', () => {
     base.dispose()
   })
 
+  it('trains data-parallel on a frozen base: features computed once, base unchanged, the same head as one worker', async () => {
+    // A cache of its own, so that worker 0 computes the features here (the other tests filled the shared one).
+    const cache = path.join(dir, 'cache-parallel')
+    process.env.ML_CACHE_DIR = cache
+    try {
+      const model = {base: {source: 'base'}, head: {hidden: [8], dropout: 0.2}}
+      const train = {epochs: 2, batchSize: 12, learningRate: 0.02}
+      let notes: string[] = []
+      const two = await runTraining({loaded: await loadConfig(await writeConfig('parallel-2', model, {...train, devices: 2})), runId: 'parallel-2', onEvent: (e) => e.type === 'start' && (notes = e.notes)})
+      assert.equal(two.workers, 2)
+      assert.ok(notes.some((n) => /^Base features .* computed once with onnxruntime/.test(n)), `notes: ${notes.join(' | ')}`)
+      assert.ok(notes.some((n) => /^worker 1: Base features .* from the cache/.test(n)), `worker 1 computed the features again: ${notes.join(' | ')}`)
+      assert.equal((await readdir(path.join(cache, 'features'))).length, 1)
+      const one = await runTraining({loaded: await loadConfig(await writeConfig('parallel-1', model, {...train, devices: 1})), runId: 'parallel-1'})
+      const diff = maxAbsDiff(await weightsOf(one.runDir), await weightsOf(two.runDir))
+      assert.ok(diff < 1e-5, `2 workers differ from 1 by ${diff}`)
+      const saved = await loadModel(path.join(two.runDir, 'model'))
+      for (const name of BASE_LAYERS) assert.equal(maxAbsDiff(layerWeights(saved, name), layerWeights(reference, name)), 0, `frozen layer ${name} changed`)
+      const initial = await loadBase(BaseSchema.parse({source: path.join(dir, 'base')}), {width: 16, height: 16, channels: 3, fit: 'fill'})
+      const fresh = buildTransferModel(initial, HeadSchema.parse(model.head), 3, 3)
+      assert.ok(maxAbsDiff(layerWeights(saved, 'head_dense_1'), layerWeights(fresh.model, 'head_dense_1')) > 1e-4, 'the head did not train')
+      for (const m of [saved, fresh.model]) m.dispose()
+    } finally {
+      process.env.ML_CACHE_DIR = path.join(dir, 'cache')
+    }
+  })
+
   it('refuses train.fineTune without model.base', async () => {
     const config = await writeConfig('no-base', {preset: 'mlp'}, {fineTune: {epochs: 1, unfreeze: 1}})
     await assert.rejects(runTraining({loaded: await loadConfig(config), runId: 'no-base'}), (e) => e instanceof UserError && e.code === 'CONFIG_INVALID' && /model\.base/.test(e.message))
