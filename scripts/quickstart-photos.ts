@@ -113,5 +113,5 @@ try {
 }
 
 const seconds = (performance.now() - started) / 1000
-process.stderr.write(`\nquickstart:photos finished in ${seconds.toFixed(0)} s: test accuracy ${evaluation.accuracy.toFixed(4)} (target ${TARGET}); serve it with \`ml serve --config ${path.relative(process.cwd(), config)}\`\n`)
+process.stderr.write(`\nquickstart:photos finished in ${seconds.toFixed(0)} s: test accuracy ${evaluation.accuracy.toFixed(4)} (target ${TARGET}), served over KServe V2 with ml predict's scores; serve it yourself with \`ml serve --config ${path.relative(process.cwd(), config)}\`\n`)
 if (evaluation.accuracy < TARGET) process.exit(4)
