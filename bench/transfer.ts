@@ -216,12 +216,14 @@ try {
   await initEngine('wasm')
   const mobilenet = await ensureMobileNetBase()
   const machine = () => `${os.cpus().length} cores, load average ${os.loadavg()[0]!.toFixed(2)} at the end (shared: absolute figures are noisy)`
-  // --only speed: the feature-engine measurement alone (a few minutes), for tuning the extraction path.
+  // --only speed | photos1000: one part alone (a few minutes each), e.g. for tuning the extraction path.
   const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined
-  if (only !== undefined && only !== 'speed') throw new Error(`--only ${only}: the quick mode is --only speed`)
+  if (only !== undefined && only !== 'speed' && only !== 'photos1000') throw new Error(`--only ${only}: the quick modes are --only speed and --only photos1000`)
   if (only === 'speed') {
     const speed = await featureSpeed(root, mobilenet, await speedStore(root, Number(process.env.BENCH_SPEED_IMAGES ?? 320)))
     process.stdout.write(JSON.stringify({...speed, targets: {featureEngineRatio: 0.8}, machine: machine()}) + '\n')
+  } else if (only === 'photos1000') {
+    process.stdout.write(JSON.stringify({...(await photos1000(root, mobilenet)), targets: {photos1000Seconds: 300}, machine: machine()}) + '\n')
   } else {
     const few = await fewShot(root)
     const photo = await photos(root, mobilenet)
