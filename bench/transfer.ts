@@ -22,7 +22,7 @@ import type {ModelJson} from '../src/lib/export/quantize.js'
 import {serialiseModel} from '../src/lib/model/artifact.js'
 import {loadBase} from '../src/lib/model/base.js'
 import {evaluateRun} from '../src/lib/train/evaluate-run.js'
-import {cachedFeatures, onnxExtractor} from '../src/lib/train/feature-cache.js'
+import {cachedFeatures, featureSessionOptions, onnxExtractor} from '../src/lib/train/feature-cache.js'
 import {runTraining} from '../src/lib/train/trainer.js'
 import {ensureMobileNetBase, MOBILENET_FEATURES} from '../scripts/nsfwjs-base.js'
 import {writePhotoFolders} from '../scripts/synthetic-photos.js'
@@ -133,7 +133,24 @@ async function photos(root: string, mobilenet: string) {
   }
 }
 
-/** Base features/s: tfjs wasm, raw onnxruntime, and the cache's own extraction path (what ml train runs). */
+/** A photo-size store for the speed measurement alone (`--only speed`): ingested, not trained on. */
+async function speedStore(root: string, count: number): Promise<string> {
+  const dir = path.join(root, 'speed')
+  await writePhotoFolders(path.join(dir, 'photos'), {perClass: Math.ceil(count / 4), size: 224, classes: 4, seed: 4})
+  const file = await writeConfig(dir, 'speed', {
+    data: {sources: [{type: 'folder', path: 'photos'}], image: {width: 224, height: 224, channels: 3}, split: {validation: 0, test: 0, seed: 0}, store: 'store'},
+    model: {preset: 'cnn-tiny'},
+  })
+  const loaded = await loadConfig(file)
+  await runIngest({config: loaded.config, baseDir: loaded.baseDir})
+  return path.join(dir, 'store')
+}
+
+/**
+ * Base features/s: tfjs wasm, raw onnxruntime (the converted base, one session with the same options,
+ * warmed up, batches of 32 already in float32), and the cache's own extraction path (what ml train
+ * runs on a cache miss: decoded split -> extractor -> cache entry), over the same number of images.
+ */
 async function featureSpeed(root: string, mobilenet: string, store: string) {
   const base = await loadBase(BaseSchema.parse({source: mobilenet, output: MOBILENET_FEATURES}), {width: 224, height: 224, channels: 3, fit: 'fill'})
   const batch = 32
@@ -143,18 +160,21 @@ async function featureSpeed(root: string, mobilenet: string, store: string) {
   const rounds = 2
   for (let i = 0; i < rounds; i++) await base.extract(x).data()
   const wasm = (rounds * batch) / ((performance.now() - started) / 1000)
-  const files = await serialiseModel(base.features!)
-  const session = await ort.InferenceSession.create(convertToOnnx({modelJson: files.modelJson as unknown as ModelJson, weights: files.weights, name: 'features', producerVersion: 'bench', metadata: {}}))
-  const input = new ort.Tensor('float32', (await x.data()) as Float32Array, [batch, 224, 224, 3])
-  await session.run({image: input})
-  started = performance.now()
-  for (let i = 0; i < rounds * 2; i++) await session.run({image: input})
-  const onnx = (rounds * 2 * batch) / ((performance.now() - started) / 1000)
-  await session.release()
-  // The path ml train takes on a cache miss: decoded split -> onnxExtractor -> cache entry.
   const manifest = await readManifest(store)
   const train = await loadSplit(store, 'train', manifest)
   const validation = await loadSplit(store, 'validation', manifest)
+  const files = await serialiseModel(base.features!)
+  const session = await ort.InferenceSession.create(
+    convertToOnnx({modelJson: files.modelJson as unknown as ModelJson, weights: files.weights, name: 'features', producerVersion: 'bench', metadata: {}}),
+    featureSessionOptions(),
+  )
+  const input = new ort.Tensor('float32', (await x.data()) as Float32Array, [batch, 224, 224, 3])
+  await session.run({image: input})
+  const rawBatches = Math.max(2, Math.ceil((train.count + validation.count) / batch))
+  started = performance.now()
+  for (let i = 0; i < rawBatches; i++) await session.run({image: input})
+  const onnx = (rawBatches * batch) / ((performance.now() - started) / 1000)
+  await session.release()
   const cached = await cachedFeatures({
     key: {dataset: `bench-${Date.now()}`, base: base.sha256, output: base.output, inputRange: base.inputRange},
     featureSize: base.featureSize,
@@ -165,7 +185,7 @@ async function featureSpeed(root: string, mobilenet: string, store: string) {
   })
   tf.dispose(x)
   base.dispose()
-  log(`features/s: wasm ${wasm.toFixed(1)}, onnxruntime ${onnx.toFixed(1)}, ml train's path ${cached.imagesPerSec.toFixed(1)} (${cached.engine})`)
+  log(`features/s: wasm ${wasm.toFixed(1)}, onnxruntime ${onnx.toFixed(1)} (${rawBatches} batches of ${batch}), ml train's path ${cached.imagesPerSec.toFixed(1)} (${cached.engine}, ${train.count + validation.count} images)`)
   return {featureImagesPerSecWasm: round(wasm, 1), featureImagesPerSecOnnx: round(onnx, 1), featureImagesPerSecTrain: round(cached.imagesPerSec, 1), featureEngineRatio: round(cached.imagesPerSec / onnx), featureEngine: cached.engine}
 }
 
@@ -195,20 +215,24 @@ process.env.ML_CACHE_DIR = path.join(root, 'cache')
 try {
   await initEngine('wasm')
   const mobilenet = await ensureMobileNetBase()
-  const few = await fewShot(root)
-  const photo = await photos(root, mobilenet)
-  const speed = await featureSpeed(root, mobilenet, photo.store)
-  const big = await photos1000(root, mobilenet)
-  const {store: _store, ...photoFields} = photo
-  const result = {
-    ...few,
-    ...photoFields,
-    ...speed,
-    ...big,
-    targets: {fewShotMargin: 0.1, photos1000Seconds: 300, featureEngineRatio: 0.8},
-    machine: `${os.cpus().length} cores, load average ${os.loadavg()[0]!.toFixed(2)} at the end (shared: absolute figures are noisy)`,
+  const machine = () => `${os.cpus().length} cores, load average ${os.loadavg()[0]!.toFixed(2)} at the end (shared: absolute figures are noisy)`
+  // --only speed | photos1000: one part alone (a few minutes each), e.g. for tuning the extraction path.
+  const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined
+  if (only !== undefined && only !== 'speed' && only !== 'photos1000') throw new Error(`--only ${only}: the quick modes are --only speed and --only photos1000`)
+  if (only === 'speed') {
+    const speed = await featureSpeed(root, mobilenet, await speedStore(root, Number(process.env.BENCH_SPEED_IMAGES ?? 320)))
+    process.stdout.write(JSON.stringify({...speed, targets: {featureEngineRatio: 0.8}, machine: machine()}) + '\n')
+  } else if (only === 'photos1000') {
+    process.stdout.write(JSON.stringify({...(await photos1000(root, mobilenet)), targets: {photos1000Seconds: 300}, machine: machine()}) + '\n')
+  } else {
+    const few = await fewShot(root)
+    const photo = await photos(root, mobilenet)
+    const speed = await featureSpeed(root, mobilenet, photo.store)
+    const big = await photos1000(root, mobilenet)
+    const {store: _store, ...photoFields} = photo
+    const targets = {fewShotMargin: 0.1, photos1000Seconds: 300, featureEngineRatio: 0.8}
+    process.stdout.write(JSON.stringify({...few, ...photoFields, ...speed, ...big, targets, machine: machine()}) + '\n')
   }
-  process.stdout.write(JSON.stringify(result) + '\n')
 } finally {
   if (previousCache === undefined) delete process.env.ML_CACHE_DIR
   else process.env.ML_CACHE_DIR = previousCache

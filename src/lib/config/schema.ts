@@ -183,14 +183,13 @@ export const ModelSchema = z
     preset: z
       .enum(['mlp', 'cnn-small', 'cnn', 'cnn-tiny', 'cnn-photo'])
       .optional()
-      .describe('A built-in architecture. cnn-small is the Keras "simple MNIST convnet"; cnn-photo (strided stem, global pooling) suits photo-size inputs trained from scratch.'),
+      .describe('A built-in architecture. cnn-small is the Keras "simple MNIST convnet"; cnn-photo (strided stem, global pooling) suits photo-size inputs trained from scratch. Default: chosen by data.image (cnn-photo from 96 px, else cnn-small).'),
     layers: z.array(LayerSchema).min(1).optional().describe('An explicit layer list (instead of a preset).'),
     dropout: fraction.optional().describe('Dropout rate used by presets that have dropout.'),
   })
   .refine((m) => !(m.preset && m.layers), {message: 'set either preset or layers, not both'})
   .refine((m) => !(m.base && (m.preset || m.layers)), {message: 'set either base (with head) or preset/layers, not both'})
   .refine((m) => !(m.head && !m.base), {message: 'head goes with base'})
-  .transform((m) => (m.preset || m.layers || m.base ? m : {...m, preset: 'cnn-small' as const}))
 
 export const TrainSchema = z.strictObject({
   epochs: positiveInt.max(100_000).default(10),
@@ -471,7 +470,17 @@ export const ConfigSchema = z
     tune: TuneSchema.optional(),
     deploy: DeploySchema.prefault({}),
   })
+  // No model given: the preset that suits the image size (a 28x28 digit net would not fit photos).
+  .transform((c) => (c.model.preset || c.model.layers || c.model.base ? c : {...c, model: {...c.model, preset: defaultPreset(c.data.image)}}))
   .describe('ml.yaml: one declarative config for the whole lifecycle of an image classifier.')
+
+/** Smallest image side from which the default preset is cnn-photo (strided stem, global pooling). */
+export const PHOTO_PRESET_MIN_SIDE = 96
+
+/** The preset used when model gives none: cnn-photo for photo-size images, cnn-small for small ones. */
+export function defaultPreset(image: {width: number; height: number}): 'cnn-photo' | 'cnn-small' {
+  return Math.min(image.width, image.height) >= PHOTO_PRESET_MIN_SIDE ? 'cnn-photo' : 'cnn-small'
+}
 
 export type MlConfig = z.output<typeof ConfigSchema>
 export type MlConfigInput = z.input<typeof ConfigSchema>

@@ -3,6 +3,8 @@
 import * as tf from '../engine/tf.js'
 import {joinPath, readBytes, readJson, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
+// Registers the layer that carries a graph-model base, so that models trained on one load anywhere.
+import './graph-base.js'
 
 export interface SavedModelFiles {
   modelJson: Record<string, unknown>

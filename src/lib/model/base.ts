@@ -5,6 +5,7 @@ import * as tf from '../engine/tf.js'
 import type {BaseConfig, ImageSpec} from '../config/schema.js'
 import {UserError} from '../errors.js'
 import {fetchBase, type BaseFiles, type BaseModelJson} from './base-source.js'
+import {GraphBase, graphSpec} from './graph-base.js'
 
 export type InputShape = [number, number, number]
 
@@ -20,7 +21,10 @@ export interface LoadedBase {
   /** Length of one example's feature vector (spatial outputs are average-pooled). */
   featureSize: number
   inputRange: [number, number]
-  /** Layers bases: image (already in inputRange) -> features at `output`, sharing the base's layers. */
+  /**
+   * image (already in inputRange) -> features at `output`. Layers bases: sharing the base's layers;
+   * graph bases: one frozen GraphBase layer that runs the graph (so the classifier stays a layers model).
+   */
   features?: tf.LayersModel
   /** Graph bases: the graph model. */
   graph?: tf.GraphModel
@@ -190,6 +194,8 @@ async function loadLayersBase(files: BaseFiles, config: BaseConfig, image: Image
 }
 
 async function loadGraphBase(files: BaseFiles, config: BaseConfig, image: ImageSpec): Promise<LoadedBase> {
+  // Taken before loading: loading rewrites parts of the topology object in place.
+  const spec = graphSpec(artifacts(files))
   let graph: tf.GraphModel
   try {
     graph = await tf.loadGraphModel(tf.io.fromMemory(artifacts(files)))
@@ -221,6 +227,10 @@ async function loadGraphBase(files: BaseFiles, config: BaseConfig, image: ImageS
   const probed = run(probe)
   const featureSize = probed.shape[1]
   tf.dispose([probe, probed])
+  const input = tf.input({shape: inputShape, name: 'base_input'})
+  const layer = new GraphBase({graph: spec, output, featureSize, name: 'graph_base'})
+  const features = tf.model({inputs: input, outputs: layer.apply(input) as tf.SymbolicTensor, name: 'base'})
+  let disposed = false
   return {
     kind: 'graph',
     source: config.source,
@@ -230,9 +240,14 @@ async function loadGraphBase(files: BaseFiles, config: BaseConfig, image: ImageS
     featureSize,
     inputRange: range,
     graph,
+    features,
     extract: run,
     dispose() {
+      // Once: a replica restored from a checkpoint disposes its base early, and again when it closes.
+      if (disposed) return
+      disposed = true
       graph.dispose()
+      features.dispose()
     },
   }
 }

@@ -1,7 +1,7 @@
 // Builds the classifier a model config describes: a preset or an explicit layer list, then the
 // softmax classifier, with seeded weight initialisation.
 import * as tf from '../engine/tf.js'
-import type {ImageSpec, LayerConfig, ModelConfig} from '../config/schema.js'
+import {defaultPreset, type ImageSpec, type LayerConfig, type ModelConfig} from '../config/schema.js'
 import {UserError} from '../errors.js'
 import {seededDropout} from './dropout.js'
 import {presetLayers} from './presets.js'
@@ -24,8 +24,8 @@ function layerFactory(type: string, where: string): LayerFactory {
 }
 
 /** The layer list a model config stands for (hidden layers; the classifier is added by buildModel). */
-export function modelLayers(model: ModelConfig): LayerConfig[] {
-  return model.layers ?? presetLayers(model.preset ?? 'cnn-small', model.dropout)
+export function modelLayers(model: ModelConfig, image: {width: number; height: number} = {width: 28, height: 28}): LayerConfig[] {
+  return model.layers ?? presetLayers(model.preset ?? defaultPreset(image), model.dropout)
 }
 
 /**
@@ -33,8 +33,8 @@ export function modelLayers(model: ModelConfig): LayerConfig[] {
  * initialisation is seeded, so the same config and seed give the same initial weights.
  */
 export function buildModel(model: ModelConfig, image: ImageSpec, numClasses: number, seed: number): tf.LayersModel {
-  const specs = modelLayers(model)
-  const where = model.layers ? 'model.layers' : `model.preset ${model.preset}`
+  const specs = modelLayers(model, image)
+  const where = model.layers ? 'model.layers' : `model.preset ${model.preset ?? defaultPreset(image)}`
   return withSeededRandom(rngFor(seed, 'init'), () => {
     const net = tf.sequential({name: 'classifier'})
     net.add(tf.layers.inputLayer({inputShape: [image.height, image.width, image.channels], name: 'image'}))

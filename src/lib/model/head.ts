@@ -69,13 +69,7 @@ function headModel(layers: tf.layers.Layer[], featureSize: number): tf.LayersMod
 
 /** The classifier on a layers base: one graph, head weights seeded from `seed`. */
 export function buildTransferModel(base: LoadedBase, head: HeadConfig, numClasses: number, seed: number): TransferModel {
-  if (base.kind !== 'layers' || !base.features) {
-    throw new UserError(`model.base: ${base.source} is a graph model; training on it needs a layers model`, {
-      code: 'BASE_NOT_SUPPORTED',
-      exit: 'usage',
-      suggestions: ['Use the TensorFlow.js layers-model version of the network (tensorflowjs_converter --output_format tfjs_layers_model).'],
-    })
-  }
+  if (!base.features) throw new UserError(`model.base: ${base.source} has no feature model`, {code: 'BASE_INVALID', exit: 'usage'})
   const image = tf.input({shape: base.inputShape, name: TRANSFER_LAYERS.input})
   let x: tf.SymbolicTensor = image
   const [lo, hi] = base.inputRange

@@ -13,7 +13,7 @@ import {makeBatch, photoAugmentation, type Batch} from './pipeline.js'
 import {rngFor} from './rng.js'
 import {countLabels, resolveClassWeights} from './class-weights.js'
 import {learningRateFor, setLearningRate} from './schedule.js'
-import {HeadSchema} from '../config/schema.js'
+import {defaultPreset, HeadSchema, PHOTO_PRESET_MIN_SIDE} from '../config/schema.js'
 import {loadBase, type LoadedBase} from '../model/base.js'
 import {baseIsFrozen, buildTransferModel, setBaseTrainable, splitTransferModel, type TransferModel} from '../model/head.js'
 import {cachedFeatures, onnxExtractor, tfjsExtractor, type BatchExtractor, type FeatureSet, type SplitFeatures} from './feature-cache.js'
@@ -132,12 +132,25 @@ export class Replica {
     } else {
       model = checkpoint?.model ?? buildModel(config.model, image, numClasses, config.train.seed)
     }
+    try {
+      // With a base, cached features may shrink the pass to the head: train.microBatch is not judged
+      // by the whole network then, only one example is.
+      checkMemoryFits(model, config.model.base ? {...config.train, microBatch: 'auto'} : config.train, image)
+    } catch (error) {
+      model.dispose()
+      throw error
+    }
     const optimizer = makeOptimizer(config.train, phase)
     // Optimizer state belongs to the phase it was saved in: a checkpoint taken at the end of the
     // head phase resumes into the fine-tune phase with a fresh optimizer, as an unbroken run does.
     if (checkpoint && (checkpoint.position.phase ?? 'head') === phase) await optimizer.setWeights(checkpoint.optimizerWeights)
     if (checkpoint) tf.dispose(checkpoint.optimizerWeights.map((w) => w.tensor))
     const replica = new Replica(config, model, optimizer, numClasses, train, validation, phase, datasetFingerprint, transfer)
+    const preset = !config.model.base && !config.model.layers ? (config.model.preset ?? defaultPreset(image)) : undefined
+    if (preset) {
+      const byDefault = preset === defaultPreset(image) ? ` (the default for ${image.height}x${image.width} images: cnn-photo from ${PHOTO_PRESET_MIN_SIDE} px, cnn-small below)` : ''
+      replica.notes.push(`Model: preset ${preset}${byDefault}.`)
+    }
     await replica.prepareFeatures()
     return {replica, position: checkpoint?.position}
   }
@@ -426,6 +439,38 @@ export function bytesPerExample(model: tf.LayersModel): number {
     for (const shape of shapes) values += shape.slice(1).reduce<number>((a, d) => a * (d ?? 1), 1)
   }
   return values * 4 * 2
+}
+
+/**
+ * Refuses, before any step runs, a model whose training pass cannot fit the engine's memory: one
+ * example over the budget (no batch size fits), or a train.microBatch above what fits. Without this
+ * the wasm engine dies mid-step with Aborted().
+ */
+export function checkMemoryFits(model: tf.LayersModel, train: Pick<MlConfig['train'], 'batchSize' | 'microBatch'>, image: {height: number; width: number; channels: number}, budget = ACTIVATION_BUDGET_BYTES): void {
+  const perExample = bytesPerExample(model)
+  const mb = (bytes: number) => `${Math.ceil(bytes / (1 << 20))} MB`
+  const size = `${image.height}x${image.width}x${image.channels}`
+  if (perExample > budget) {
+    throw new UserError(`one ${size} example needs about ${mb(perExample)} of activations for a training pass, over the engine's ${mb(budget)}: no batch size fits this model`, {
+      code: 'EXAMPLE_TOO_LARGE',
+      exit: 'usage',
+      details: {bytesPerExample: perExample, budgetBytes: budget},
+      suggestions: [
+        `Use model.preset cnn-photo (strided stem, global pooling: made for photo-size inputs), or model.base (a pretrained network, features cached).`,
+        'Or lower data.image and run `ml ingest` again.',
+      ],
+    })
+  }
+  const fits = Math.floor(budget / perExample)
+  const micro = train.microBatch
+  if (micro !== 'auto' && Math.min(micro, train.batchSize) > fits) {
+    throw new UserError(`train.microBatch ${micro} does not fit the engine's memory: one ${size} example needs about ${mb(perExample)} of ${mb(budget)}, so at most ${fits} per pass`, {
+      code: 'MICRO_BATCH_TOO_LARGE',
+      exit: 'usage',
+      details: {microBatch: micro, fits, bytesPerExample: perExample, budgetBytes: budget},
+      suggestions: [`Set train.microBatch to ${fits} or less (the same updates: gradients are summed over the batch), or to auto.`],
+    })
+  }
 }
 
 /** The largest micro-batch whose activations fit the budget (at least 1). */

@@ -8,6 +8,25 @@ import type {ModelJson} from '../../../src/lib/export/quantize.js'
 import {serialiseModel} from '../../../src/lib/model/artifact.js'
 import {buildModel} from '../../../src/lib/model/build.js'
 import {bytesPerExample, microBatchFor} from '../../../src/lib/train/replica.js'
+import {validateConfig} from '../../../src/lib/config/load.js'
+
+describe('default preset', () => {
+  const config = (image: object, model?: object) => validateConfig({data: {sources: [{type: 'folder', path: './images'}], image}, ...(model ? {model} : {})})
+
+  it('is chosen by data.image when model gives none: cnn-photo from 96 px, cnn-small below', () => {
+    assert.equal(config({width: 224, height: 224, channels: 3}).model.preset, 'cnn-photo')
+    assert.equal(config({width: 96, height: 128, channels: 3}).model.preset, 'cnn-photo')
+    assert.equal(config({width: 128, height: 95, channels: 3}).model.preset, 'cnn-small')
+    assert.equal(config({width: 28, height: 28, channels: 1}).model.preset, 'cnn-small')
+  })
+
+  it('leaves a chosen preset, a layer list or a base alone', () => {
+    assert.equal(config({width: 224, height: 224, channels: 3}, {preset: 'cnn'}).model.preset, 'cnn')
+    const layers = config({width: 224, height: 224, channels: 3}, {layers: [{type: 'flatten'}]}).model
+    assert.equal(layers.preset, undefined)
+    assert.equal(config({width: 224, height: 224, channels: 3}, {base: {source: './base'}}).model.preset, undefined)
+  })
+})
 
 describe('photo-size preset', () => {
   before(() => initEngine('cpu'))

@@ -3,7 +3,9 @@ import {readFile, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
 import type {DecodedSplit} from '../../../src/lib/data/types.js'
-import {cachedFeatures, featureCacheDir, type BatchExtractor, type FeatureKey} from '../../../src/lib/train/feature-cache.js'
+import * as tf from '../../../src/lib/engine/tf.js'
+import {initEngine} from '../../../src/lib/engine/backend.js'
+import {cachedFeatures, featureCacheDir, onnxExtractor, tfjsExtractor, type BatchExtractor, type FeatureKey} from '../../../src/lib/train/feature-cache.js'
 import {tempDir} from '../../support/fixtures.js'
 
 /** A split of `count` 2x2x1 images whose pixels all equal the example index. */
@@ -13,7 +15,7 @@ function split(name: 'train' | 'validation', count: number): DecodedSplit {
   return {split: name, count, height: 2, width: 2, channels: 1, pixels, labels: new Int32Array(count)} as unknown as DecodedSplit
 }
 
-/** Features = [sum of pixels, 1]: counts how many images it saw. */
+/** Features = [sum of pixels scaled to [0,1], 1]: counts how many images it saw. */
 function countingExtractor(): {make: () => Promise<BatchExtractor>; images: () => number} {
   let images = 0
   return {
@@ -25,7 +27,7 @@ function countingExtractor(): {make: () => Promise<BatchExtractor>; images: () =
         const out = new Float32Array(count * 2)
         for (let i = 0; i < count; i++) {
           let sum = 0
-          for (let k = 0; k < 4; k++) sum += values[i * 4 + k]!
+          for (let k = 0; k < 4; k++) sum += values[i * 4 + k]! / 255
           out[i * 2] = sum
           out[i * 2 + 1] = 1
         }
@@ -81,5 +83,41 @@ describe('feature cache', () => {
     assert.equal(counter.images(), 13)
     const again = await cachedFeatures({key, featureSize: 2, train, validation, extractor: counter.make, cacheRoot: dir})
     assert.equal(again.hit, true, 'the recomputed entry is used next time')
+  })
+})
+
+describe('feature engines', () => {
+  before(() => initEngine('cpu'))
+
+  it('onnxruntime (uint8 pixels scaled inside the graph) gives the features tfjs gives', async () => {
+    const features = tf.sequential({
+      layers: [
+        tf.layers.conv2d({inputShape: [8, 8, 3], filters: 4, kernelSize: 3, strides: 2, padding: 'same', kernelInitializer: tf.initializers.glorotUniform({seed: 1}), biasInitializer: 'ones'}),
+        tf.layers.reLU({maxValue: 6}),
+        tf.layers.globalAveragePooling2d({}),
+      ],
+    })
+    const count = 5
+    const pixels = new Uint8Array(count * 8 * 8 * 3)
+    for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 7919 + 13) % 256
+    const onnx = await onnxExtractor(features)
+    const reference = tfjsExtractor((x) => features.apply(x, {training: false}) as tf.Tensor2D, [8, 8, 3])
+    try {
+      assert.equal(onnx.engine, 'onnxruntime')
+      // A view into a larger buffer (as a batch of a decoded split is): only its own bytes count.
+      const padded = new Uint8Array(pixels.length + 192)
+      padded.set(pixels, 192)
+      const got = await onnx.run(padded.subarray(192), count)
+      const want = await reference.run(pixels, count)
+      assert.equal(got.length, count * 4)
+      let diff = 0
+      for (let i = 0; i < got.length; i++) diff = Math.max(diff, Math.abs(got[i]! - want[i]!))
+      assert.ok(diff < 1e-5, `max difference ${diff}`)
+      assert.ok(want.some((v) => v !== want[0]), 'the features vary across images')
+    } finally {
+      await onnx.close()
+      await reference.close()
+      features.dispose()
+    }
   })
 })

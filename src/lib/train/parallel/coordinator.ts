@@ -124,13 +124,21 @@ export class ParallelExecutor implements Executor {
       })
       handles.push(new WorkerHandle(index, child, onDeath))
     }
-    const executor = () => new ParallelExecutor(handles, readies[0]!, death)
+    // Worker 0's notes stand for all; another worker's own notes (e.g. features read from the cache) are added, named.
+    const executor = () => {
+      const [head, ...rest] = readies
+      // No worker ready (init failed): an executor only to close the workers.
+      if (!head) return new ParallelExecutor(handles, head!, death)
+      const extra = rest.flatMap((r, i) => r.notes.filter((n) => !head.notes.includes(n)).map((n) => `worker ${i + 1}: ${n}`))
+      return new ParallelExecutor(handles, {...head, notes: [...head.notes, ...extra]}, death)
+    }
     let readies: ReadyInfo[] = []
     try {
-      readies = await Promise.race([
-        Promise.all(handles.map((h) => h.call<ReadyInfo>({method: 'init', args: {config: options.config, store: options.store, manifest: options.manifest, checkpointsDir: options.checkpointsDir, index: h.index, workers: options.workers}}))),
-        death,
-      ])
+      const init = (h: WorkerHandle) => h.call<ReadyInfo>({method: 'init', args: {config: options.config, store: options.store, manifest: options.manifest, checkpointsDir: options.checkpointsDir, index: h.index, workers: options.workers}})
+      // On model.base, worker 0 first: a frozen base's features are computed once, by it, into the
+      // feature cache, and the other workers read them from there instead of each computing them.
+      const first = options.config.model.base ? [await Promise.race([init(handles[0]!), death])] : []
+      readies = [...first, ...(await Promise.race([Promise.all(handles.slice(first.length).map(init)), death]))]
     } catch (error) {
       await executor().close()
       throw error
