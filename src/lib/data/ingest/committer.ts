@@ -3,10 +3,10 @@
 // the stream positions and publishes the next dataset version, and only then acknowledges the
 // streams upstream.
 import {SPLITS, type SplitName} from '../../config/schema.js'
-import {mergeCheckpoints} from '../sources/index.js'
+import {mergeCheckpoints, mergeClaims} from '../checkpoints.js'
 import type {SourceItem, SourceStream} from '../sources/types.js'
 import type {DatasetStore, ShardWriter} from '../store.js'
-import type {DatasetManifest, RecordToWrite, SourceCheckpoints} from '../types.js'
+import type {DatasetManifest, RecordToWrite, SourceCheckpoints, SourceClaims} from '../types.js'
 import type {Counts, Tally} from './tally.js'
 import type {IngestObserver} from './types.js'
 
@@ -118,7 +118,15 @@ export class ShardCommitter {
   async commit(): Promise<DatasetManifest> {
     await this.flushAll()
     const tally = this.tally
-    for (const stream of this.streams) this.checkpoints = mergeCheckpoints(this.checkpoints, await stream.checkpoint())
+    // This commit's positions (of the partitions the streams consume now) and the positions they
+    // expect the latest manifest to hold; the store merges them into what other writers committed.
+    let positions: SourceCheckpoints | undefined
+    let claims: SourceClaims | undefined
+    for (const stream of this.streams) {
+      positions = mergeCheckpoints(positions, await stream.checkpoint())
+      const claimed = stream.claims?.()
+      if (claimed) claims = mergeClaims(claims, claimed)
+    }
     const manifest = await this.store.commit(
       {
         accepted: tally.accepted - this.atCommit.accepted,
@@ -126,9 +134,11 @@ export class ShardCommitter {
         rejected: tally.rejected - this.atCommit.rejected,
         sources: this.options.sources,
       },
-      this.checkpoints === undefined ? {} : {sources: this.checkpoints},
+      {...(positions === undefined ? {} : {sources: positions}), ...(claims === undefined ? {} : {claims})},
     )
-    for (const stream of this.streams) await stream.committed(this.checkpoints!)
+    // What the manifest holds now (a commit with no new shards publishes nothing, not even positions).
+    this.checkpoints = manifest.sources
+    for (const stream of this.streams) await stream.committed(manifest.sources ?? {})
     const shards = tally.shards - this.atCommit.shards
     if (shards > 0) {
       // History counts what each version added; with nothing new no version was written.
