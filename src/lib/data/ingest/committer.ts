@@ -111,15 +111,17 @@ export class ShardCommitter {
   }
 
   /**
-   * Writes every buffered record, then commits: stream checkpoints (dead letters flushed), the
-   * manifest recording them, and only then the offsets upstream. A crash between the last two
+   * Commits: stream checkpoints (dead letters flushed), every buffered record written, the
+   * manifest recording both, and only then the offsets upstream. A crash between the last two
    * leaves the manifest ahead, which the stream recognises on restart.
    */
   async commit(): Promise<DatasetManifest> {
-    await this.flushAll()
     const tally = this.tally
     // This commit's positions (of the partitions the streams consume now) and the positions they
     // expect the latest manifest to hold; the store merges them into what other writers committed.
+    // Taken before the shards are closed: every buffered record is settled, and from here on a
+    // stream keeps its partitions until committed() (see KafkaSourceStream.committing), so the
+    // records that go into the shards are exactly those the positions cover.
     let positions: SourceCheckpoints | undefined
     let claims: SourceClaims | undefined
     for (const stream of this.streams) {
@@ -127,6 +129,7 @@ export class ShardCommitter {
       const claimed = stream.claims?.()
       if (claimed) claims = mergeClaims(claims, claimed)
     }
+    await this.flushAll()
     const manifest = await this.store.commit(
       {
         accepted: tally.accepted - this.atCommit.accepted,

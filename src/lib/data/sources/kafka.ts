@@ -122,6 +122,14 @@ export class KafkaSourceStream implements SourceStream {
   private readonly recorded = new Map<string, bigint>()
   private snapshot: Array<{part: Part; epoch: number; offset: bigint}> = []
   private snapshotClaims: SourceClaims = {}
+  /**
+   * From checkpoint() to committed(): the records of the commit are decided, so a new assignment
+   * waits (deferredAssignment) lest a partition be revoked while its records are being published
+   * without its position. A partition's new owner may meanwhile read it from the previous position:
+   * the claims then let only one of the two commits through.
+   */
+  private committing = false
+  private deferredAssignment: Record<string, number[]> | undefined
   private closed = false
   private readonly keyName: string
   private readonly onAbort = () => this.wake()
@@ -298,6 +306,10 @@ export class KafkaSourceStream implements SourceStream {
 
   /** A new generation's assignment: revoked partitions drop their unsettled work, which kafkajs will hand to the new owner. */
   private assign(assignment: Record<string, number[]>): void {
+    if (this.committing) {
+      this.deferredAssignment = assignment
+      return
+    }
     const now = new Set<string>()
     for (const [topic, partitions] of Object.entries(assignment)) for (const p of partitions) now.add(key(topic, p))
     let revoked = false
@@ -528,6 +540,7 @@ export class KafkaSourceStream implements SourceStream {
   }
 
   async checkpoint(): Promise<SourceCheckpoints> {
+    this.committing = true
     // Dead letters first: once the manifest moves past a rejected message it is never seen again.
     while (this.deadLetterFlush) await this.deadLetterFlush
     if (this.deadLetterError !== undefined) {
@@ -566,7 +579,15 @@ export class KafkaSourceStream implements SourceStream {
       const value = recorded?.[part.topic]?.[String(part.partition)]
       part.claim = value === undefined ? undefined : BigInt(value)
       part.durable = max(part.durable, offset)
-      if (part.assigned && offset > part.committedKafka) commits.push({topic: part.topic, partition: part.partition, offset: offset.toString()})
+    }
+    // The manifest holds the commit: an assignment that came meanwhile takes effect now, before the
+    // group's offsets are committed for the partitions still ours.
+    this.committing = false
+    const deferred = this.deferredAssignment
+    this.deferredAssignment = undefined
+    if (deferred) this.assign(deferred)
+    for (const {part, epoch, offset} of snapshot) {
+      if (part.epoch === epoch && part.assigned && offset > part.committedKafka) commits.push({topic: part.topic, partition: part.partition, offset: offset.toString()})
     }
     if (commits.length === 0 || !this.consumer) return
     try {
