@@ -311,7 +311,9 @@ export class IngestRun {
     if (this.follow) await this.drain()
     else while (this.queue.length > 0 && !aborted()) await this.handleOldest()
     if (aborted() && !this.follow) throw interrupted(this.store.version, undefined, this.versionBefore)
-    await this.committer.flushAll()
+    // A stream's shards are closed by the commit itself, after its positions are taken (see
+    // ShardCommitter.commit): closing them here could publish records of a partition revoked since.
+    if (!this.streaming) await this.committer.flushAll()
     // A stream that delivered only rejects is no error: they are quarantined and acknowledged.
     if (this.tally.accepted === 0 && this.store.total === 0 && !(this.streaming && (this.follow || this.tally.seen > 0))) {
       // Keep the reasons on disk: the quarantine is where the user will look next.

@@ -7,6 +7,7 @@ import type {Admin, Consumer, EachBatchPayload, IHeaders, KafkaMessage, Message,
 import type {KafkaSourceConfig} from '../../config/schema.js'
 import {UserError} from '../../errors.js'
 import {createKafka, type KafkaClient} from '../kafka-client.js'
+import type {MovedPartition} from '../checkpoints.js'
 import type {SourceCheckpoints, SourceClaims, SourceContext, SourceItem, SourceStream} from './types.js'
 
 /** Headers added to a dead-lettered message (the original headers are kept). */
@@ -566,6 +567,39 @@ export class KafkaSourceStream implements SourceStream {
 
   claims(): SourceClaims {
     return this.snapshotClaims
+  }
+
+  /**
+   * Another member recorded these partitions since this one read them: a previous owner's commit
+   * that landed after this member took a partition over, or a new owner's (this member is a zombie
+   * that has not heard of the rebalance yet). Every item of theirs handed out is taken back, and
+   * they start again at the recorded position: whichever member's commit then lands first for a
+   * range, the other's claim no longer holds and it takes that range back in turn.
+   */
+  resync(moved: readonly MovedPartition[]): void {
+    let withdrawn = false
+    for (const m of moved) {
+      if (m.group !== this.source.groupId || m.recorded === null) continue
+      const part = this.parts.get(key(m.topic, Number(m.partition)))
+      if (!part) continue
+      const position = BigInt(m.recorded)
+      part.epoch++
+      part.pending = 0
+      part.claim = position
+      part.delivered = position
+      part.settled = position
+      part.durable = position
+      for (let i = this.queue.length - 1; i >= 0; i--) {
+        const entry = this.queue[i]!
+        if (entry.part === part) {
+          this.queue.splice(i, 1)
+          this.release(entry)
+        }
+      }
+      withdrawn = true
+      if (part.assigned) this.consumer?.seek({topic: part.topic, partition: part.partition, offset: position.toString()})
+    }
+    if (withdrawn) this.ctx.onWithdrawn?.()
   }
 
   async committed(checkpoint: SourceCheckpoints): Promise<void> {

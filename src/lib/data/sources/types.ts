@@ -2,6 +2,7 @@
 // how stream sources report durability, and what a source is given. Sources import this file, and
 // index.ts dispatches to them, so that no source imports the dispatcher.
 import type {SplitName} from '../../config/schema.js'
+import type {MovedPartition} from '../checkpoints.js'
 import type {SourceCheckpoints, SourceClaims} from '../types.js'
 
 export type {SourceCheckpoints, SourceClaims} from '../types.js'
@@ -89,6 +90,12 @@ export interface SourceStream extends AsyncIterable<SourceItem> {
    * go ahead (consumer groups: see SourceClaims); none when the stream has no rival writers.
    */
   claims?(): SourceClaims
+  /**
+   * Partitions another writer recorded since this stream read them (see MovedPartition): the
+   * stream takes back every item of theirs it handed out (withdrawn, ctx.onWithdrawn) and starts
+   * them again from the recorded position, which its next checkpoint() then claims.
+   */
+  resync?(moved: readonly MovedPartition[]): void
   /** The manifest holding `checkpoint` is durable. */
   committed(checkpoint: SourceCheckpoints): Promise<void>
   close(): Promise<void>

@@ -6,7 +6,7 @@ import {SPLITS, type ImageSpec, type SplitName} from '../../config/schema.js'
 import {UserError} from '../../errors.js'
 // Every file access goes through the storage layer, so a store can live on a local disk or on gs://.
 import {errorCode, joinPath, listNames, makeDir, readVersioned, remove, resolveLocation, writeFileAtomic} from '../../storage/index.js'
-import {fencedError, mergeCheckpoints, movedPartitions} from '../checkpoints.js'
+import {fencedError, mergeCheckpoints, movedClaims, type MovedPartition} from '../checkpoints.js'
 import type {SplitFractions} from '../splits.js'
 import type {DatasetManifest, DuplicateEntry, QuarantineEntry, RecordToWrite, ShardInfo, SourceCheckpoints, SourceClaims} from '../types.js'
 import {Duplicates} from './duplicates.js'
@@ -47,7 +47,7 @@ export interface StoreOpenOptions {
 export interface CommitExtra {
   /** Stream positions of this commit, merged into the latest manifest's (this writer's partitions win). */
   sources?: SourceCheckpoints
-  /** Positions the latest manifest must still hold, else the commit is refused (see movedPartitions). */
+  /** Positions the latest manifest must still hold, else the commit is refused (see movedClaims). */
   claims?: SourceClaims
 }
 
@@ -340,7 +340,7 @@ export class DatasetStore {
     for (let attempt = 0; ; attempt++) {
       const now = new Date().toISOString()
       if (this.pending.length === 0) return this.committed ?? emptyManifest(this.image, this.split, this.classNames, now)
-      const moved = movedPartitions(this.committed?.sources, extra.claims)
+      const moved = movedClaims(this.committed?.sources, extra.claims)
       if (moved.length > 0) throw fencedError(this.dir, moved)
       const sources = extra.sources === undefined ? undefined : mergeCheckpoints(this.committed?.sources, extra.sources)
       const manifest = nextManifest({
@@ -434,6 +434,17 @@ export class DatasetStore {
       this.classNames = [...next.classes]
       this.committed = next
     }
+  }
+
+  /**
+   * A shared writer catches up with the latest version and returns the claimed partitions another
+   * writer recorded since (see movedClaims): checked before a commit's shards are closed, so that
+   * their records can still be dropped. Always none for an exclusive writer.
+   */
+  async movedClaims(claims: SourceClaims | undefined): Promise<MovedPartition[]> {
+    if (!this.shared || claims === undefined) return []
+    await this.catchUp()
+    return movedClaims(this.committed?.sources, claims)
   }
 
   /** The latest committed stream positions (other writers' commits included), for a partition's new owner. */
