@@ -22,7 +22,7 @@ const option = (name: string, fallback: number) => {
   return i === -1 ? fallback : Number(args[i + 1])
 }
 const QUICK = args.includes('--quick')
-const IMAGES = option('--images', QUICK ? 6000 : 20_000)
+const IMAGES = option('--images', QUICK ? 4000 : 12_000)
 const ROUNDS = option('--rounds', QUICK ? 1 : 3)
 const MEMBERS = option('--members', 3)
 const PARTITIONS = 6
