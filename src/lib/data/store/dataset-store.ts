@@ -214,7 +214,8 @@ export class DatasetStore {
         counts,
         history: [...previous.history, {version, at: now, accepted: 0, duplicates: 0, rejected: 0, sources: []}],
       }
-      if (await this.publish(manifest)) {
+      // manifest.json is left to the next commit of shards: readers follow the versions past it.
+      if (await this.publish(manifest, undefined, false)) {
         this.classNames = [...classes]
         return classes.length - 1
       }
@@ -375,7 +376,7 @@ export class DatasetStore {
    * exclusive writer that is an error, thrown). Once the version file exists the commit is done:
    * `published` runs, and a failure to replace manifest.json costs readers one more probe, no data.
    */
-  private async publish(manifest: DatasetManifest, published?: () => void): Promise<boolean> {
+  private async publish(manifest: DatasetManifest, published?: () => void, pointer = true): Promise<boolean> {
     const text = JSON.stringify(manifest, null, 2) + '\n'
     const file = versionFile(this.dir, manifest.version)
     try {
@@ -387,7 +388,7 @@ export class DatasetStore {
     }
     this.committed = manifest
     published?.()
-    await this.updatePointer(manifest, text)
+    if (pointer) await this.updatePointer(manifest, text)
     return true
   }
 
