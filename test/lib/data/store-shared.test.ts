@@ -145,6 +145,23 @@ for (const backend of backends) {
 }
 
 describe('shared writers on a local folder', () => {
+  it('tells a writer, before it closes its shards, which claimed partitions another writer recorded since', async () => {
+    const store = path.join(dir, 'moved')
+    const owner = await DatasetStore.open(store, grey, rule, {shared: true})
+    const late = await DatasetStore.open(store, grey, rule, {shared: true})
+    await owner.writeShard('train', [await record(owner, 40, 'a')])
+    await owner.commit(history, {sources: kafka({'0': '5'}), claims: claims({'0': null})})
+    assert.deepEqual(await late.movedClaims(claims({'0': null, '1': null})), [{group: 'g', topic: 'digits', partition: '0', claimed: null, recorded: '5'}])
+    // Caught up: claiming what is recorded now passes, and its commit lands on top of the owner's.
+    assert.deepEqual(await late.movedClaims(claims({'0': '5', '1': null})), [])
+    await late.writeShard('train', [await record(late, 41, 'a')])
+    const v = await late.commit(history, {sources: kafka({'0': '7', '1': '2'}), claims: claims({'0': '5', '1': null})})
+    assert.deepEqual(v.sources, kafka({'0': '7', '1': '2'}))
+    assert.equal(v.total, 2)
+    await owner.close()
+    await late.close()
+  })
+
   it('readers follow committed versions past a manifest.json not yet replaced', async () => {
     const store = path.join(dir, 'follow')
     const writer = await DatasetStore.open(store, grey, rule, {shared: true})
