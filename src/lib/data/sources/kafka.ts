@@ -54,7 +54,7 @@ interface Part {
   /**
    * The partition's position in the latest manifest as this member last read or wrote it
    * (undefined: none recorded). A commit claims it (SourceClaims): if another member recorded the
-   * partition since, this one lost it and is fenced out of the commit.
+   * partition since, none of this one's records for it are published (see resync()).
    */
   claim: bigint | undefined
   /** While set, the latest manifest's position is being read after an assignment: batches wait for it. */
