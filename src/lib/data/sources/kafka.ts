@@ -599,7 +599,11 @@ export class KafkaSourceStream implements SourceStream {
       withdrawn = true
       if (part.assigned) this.consumer?.seek({topic: part.topic, partition: part.partition, offset: position.toString()})
     }
-    if (withdrawn) this.ctx.onWithdrawn?.()
+    if (!withdrawn) return
+    this.ctx.onWithdrawn?.()
+    // A partition paused as done (default mode) is not done any more: fetch it again.
+    this.applyPause()
+    this.wake()
   }
 
   async committed(checkpoint: SourceCheckpoints): Promise<void> {
