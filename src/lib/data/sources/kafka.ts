@@ -59,6 +59,13 @@ interface Part {
   claim: bigint | undefined
   /** While set, the latest manifest's position is being read after an assignment: batches wait for it. */
   base: Promise<void> | undefined
+  /**
+   * Set by resync() until a message at or below it arrives: a batch fetched before the seek starts
+   * further on, and taking it would skip the offsets in between (see onBatch).
+   */
+  resyncTo: bigint | undefined
+  /** Seeks asked for again since resync(); bounded, as a compacted topic may lack the offset itself. */
+  resyncSeeks: number
 }
 
 interface Entry {
@@ -290,6 +297,8 @@ export class KafkaSourceStream implements SourceStream {
       baseKnown: at.baseKnown,
       claim: at.claim,
       base: undefined,
+      resyncTo: undefined,
+      resyncSeeks: 0,
     }
   }
 
@@ -399,6 +408,15 @@ export class KafkaSourceStream implements SourceStream {
     if (part.base) await part.base
     // A batch fetched before a revoke: its messages belong to the next owner now.
     if (!part.assigned || this.closed) return
+    const first = batch.messages[0]
+    if (part.resyncTo !== undefined && first !== undefined) {
+      if (BigInt(first.offset) > part.resyncTo && part.resyncSeeks++ < 20) {
+        // Fetched before resync()'s seek: left unresolved, and the seek asked for again.
+        this.consumer?.seek({topic: part.topic, partition: part.partition, offset: part.resyncTo.toString()})
+        return
+      }
+      part.resyncTo = undefined
+    }
     let count = 0
     for (const message of batch.messages) {
       const offset = BigInt(message.offset)
@@ -597,7 +615,11 @@ export class KafkaSourceStream implements SourceStream {
         }
       }
       withdrawn = true
-      if (part.assigned) this.consumer?.seek({topic: part.topic, partition: part.partition, offset: position.toString()})
+      if (part.assigned) {
+        part.resyncTo = position
+        part.resyncSeeks = 0
+        this.consumer?.seek({topic: part.topic, partition: part.partition, offset: position.toString()})
+      }
     }
     if (!withdrawn) return
     this.ctx.onWithdrawn?.()
