@@ -40,20 +40,19 @@ ${MlCommand.exitCodesHelp}`
     const {flags} = await this.parse(Ingest)
     const loaded = await this.loadConfig(flags.config, {'data.store': flags.store, 'data.concurrency': flags.concurrency})
     const {runIngest} = await import('../lib/data/ingest.js')
-    if (flags.follow && !loaded.config.data.sources.some((source) => source.type === 'kafka' || source.type === 'kinesis')) {
-      throw new UserError('--follow needs a stream source (type: kafka or kinesis) in data.sources; other sources are read once', {
-        code: 'FOLLOW_WITHOUT_STREAM',
-        exit: 'usage',
-        suggestions: ['Add a kafka or kinesis source, or run `ml ingest` without --follow.'],
-      })
-    }
-    const metrics =
-      flags['metrics-port'] === undefined ? undefined : await (await import('../lib/data/kafka-metrics.js')).serveIngestMetrics(flags['metrics-port'], flags['metrics-host'])
-    if (metrics) this.note(`metrics on http://${flags['metrics-host']}:${metrics.port}/metrics`)
+    const {setUpIngest} = await import('../lib/data/ingest/follow.js')
+    const progress = createProgress({label: 'ingest', unit: 'img', enabled: !this.jsonEnabled()})
+    const setup = await setUpIngest({
+      config: loaded.config,
+      follow: flags.follow,
+      ...(flags['metrics-port'] === undefined ? {} : {metricsPort: flags['metrics-port']}),
+      metricsHost: flags['metrics-host'],
+      log: (line) => progress.log(line),
+    })
+    if (setup.metricsUrl) this.note(`metrics on ${setup.metricsUrl}`)
     const {singleClassWarning} = await import('../lib/config/classes.js')
     const oneClass = await singleClassWarning(loaded)
     if (oneClass) this.stderrLine(`warning: ${oneClass}`)
-    const progress = createProgress({label: 'ingest', unit: 'img', enabled: !this.jsonEnabled()})
     const interrupt = this.abortOnSignals()
     try {
       const summary = await runIngest({
@@ -62,14 +61,7 @@ ${MlCommand.exitCodesHelp}`
         signal: interrupt.signal,
         follow: flags.follow,
         ...(flags['roll-interval'] === undefined ? {} : {rollIntervalMs: flags['roll-interval']}),
-        observer: {
-          ...metrics?.observer,
-          committed: (info) => {
-            metrics?.observer.committed?.(info)
-            if (flags.follow) progress.log(`committed dataset v${info.version}: ${info.total} images (${info.shards} new shard(s))`)
-          },
-          warn: (message) => progress.log(`warning: ${message}`),
-        },
+        observer: setup.observer,
         onProgress: (p) => progress.update(p.seen, `accepted ${p.accepted} rejected ${p.rejected} dup ${p.duplicates}`, p.total),
       })
       progress.stop()
@@ -88,7 +80,7 @@ ${MlCommand.exitCodesHelp}`
       throw error
     } finally {
       interrupt.release()
-      await metrics?.close()
+      await setup.close()
     }
   }
 }

@@ -101,6 +101,16 @@ export interface SourceCheckpoints {
 }
 
 /**
+ * What a committing consumer-group member believes the latest manifest records for the partitions
+ * it consumes: kafka[groupId][topic][partition] is the next offset as that member last read or
+ * wrote it (null: no position recorded). A commit whose claims differ from the latest manifest is
+ * refused (INGEST_FENCED), so a member that lost a partition cannot record it.
+ */
+export interface SourceClaims {
+  kafka?: Record<string, Record<string, Record<string, string | null>>>
+}
+
+/**
  * A dropped duplicate (duplicates.jsonl in the store): `origin` held the same bytes (sha256 `key`) as
  * `duplicateOf`, the copy kept (or, for a copy stored before shards recorded origins, `storedIn`).
  */

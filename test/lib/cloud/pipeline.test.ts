@@ -181,8 +181,8 @@ describe('dataset store on gs:// with concurrent writers', () => {
     const dir = 'gs://stores/conflict'
     const store = await DatasetStore.open(dir, image, rule)
     await store.writeShard('train', [await record(store, 1)])
-    // Another writer (on another host, past a stale lock) commits first.
-    gcs.put('stores', 'conflict/manifest.json', JSON.stringify({format: 'ml-dataset', formatVersion: 1, shards: []}))
+    // Another writer (on another host, past a stale lock) commits first: it created version 1.
+    gcs.put('stores', 'conflict/manifests/v0001.json', JSON.stringify({format: 'ml-dataset', formatVersion: 1, version: 1, shards: []}))
     await assert.rejects(
       store.commit({accepted: 1, duplicates: 0, rejected: 0, sources: []}),
       (error: unknown) => error instanceof UserError && error.code === 'DATASET_CONFLICT',

@@ -3,10 +3,10 @@
 // the stream positions and publishes the next dataset version, and only then acknowledges the
 // streams upstream.
 import {SPLITS, type SplitName} from '../../config/schema.js'
-import {mergeCheckpoints} from '../sources/index.js'
+import {fencedMoves, mergeCheckpoints, mergeClaims} from '../checkpoints.js'
 import type {SourceItem, SourceStream} from '../sources/types.js'
 import type {DatasetStore, ShardWriter} from '../store.js'
-import type {DatasetManifest, RecordToWrite, SourceCheckpoints} from '../types.js'
+import type {DatasetManifest, RecordToWrite, SourceCheckpoints, SourceClaims} from '../types.js'
 import type {Counts, Tally} from './tally.js'
 import type {IngestObserver} from './types.js'
 
@@ -31,6 +31,12 @@ export class ShardCommitter {
   readonly streams: SourceStream[] = []
   private readonly open: Partial<Record<SplitName, ShardWriter>> = {}
   private buffers: Record<SplitName, Buffered[]> = {train: [], validation: [], test: []}
+  /**
+   * Streams: the records closed into shards by the commit under way, kept until the manifest holds
+   * them, so that a commit fenced at the last moment can write the ones still ours again.
+   */
+  private written: Array<Buffered & {split: SplitName}> = []
+  private shardsWritten = 0
   private checkpoints: SourceCheckpoints | undefined
   /** The tally as of the last commit: history counts what each version added. */
   private readonly atCommit: Counts = {seen: 0, accepted: 0, duplicates: 0, rejected: 0, shards: 0}
@@ -91,44 +97,89 @@ export class ShardCommitter {
       // The shard holds every record appended since it opened; for a stream, none may have left.
       if (!this.options.streaming || shard.count === records.length) {
         await shard.close()
-        this.shardWritten()
+        this.shardWritten(split, records)
         return
       }
       await shard.abort()
     }
     if (records.length === 0) return
     await this.store.writeShard(split, records.map((r) => r.record))
-    this.shardWritten()
+    this.shardWritten(split, records)
   }
 
   async flushAll(): Promise<void> {
     for (const split of SPLITS) await this.flush(split)
   }
 
-  private shardWritten(): void {
+  private shardWritten(split: SplitName, records: Buffered[]): void {
+    if (this.options.streaming) for (const b of records) this.written.push({split, ...b})
+    this.shardsWritten++
     this.tally.shards++
     this.tally.report(true)
   }
 
   /**
-   * Writes every buffered record, then commits: stream checkpoints (dead letters flushed), the
-   * manifest recording them, and only then the offsets upstream. A crash between the last two
+   * Commits: stream checkpoints (dead letters flushed), every buffered record written, the
+   * manifest recording both, and only then the offsets upstream. A crash between the last two
    * leaves the manifest ahead, which the stream recognises on restart.
    */
-  async commit(): Promise<DatasetManifest> {
-    await this.flushAll()
+  async commit(fenced = 0): Promise<DatasetManifest> {
     const tally = this.tally
-    for (const stream of this.streams) this.checkpoints = mergeCheckpoints(this.checkpoints, await stream.checkpoint())
-    const manifest = await this.store.commit(
-      {
-        accepted: tally.accepted - this.atCommit.accepted,
-        duplicates: tally.duplicates - this.atCommit.duplicates,
-        rejected: tally.rejected - this.atCommit.rejected,
-        sources: this.options.sources,
-      },
-      this.checkpoints === undefined ? {} : {sources: this.checkpoints},
-    )
-    for (const stream of this.streams) await stream.committed(this.checkpoints!)
+    // This commit's positions (of the partitions the streams consume now) and the positions they
+    // expect the latest manifest to hold; the store merges them into what other writers committed.
+    // Taken before the shards are closed: every buffered record is settled, and from here on a
+    // stream keeps its partitions until committed() (see KafkaSourceStream.committing), so the
+    // records that go into the shards are exactly those the positions cover.
+    let positions: SourceCheckpoints | undefined
+    let claims: SourceClaims | undefined
+    for (let attempt = 0; ; attempt++) {
+      positions = undefined
+      claims = undefined
+      for (const stream of this.streams) {
+        positions = mergeCheckpoints(positions, await stream.checkpoint())
+        const claimed = stream.claims?.()
+        if (claimed) claims = mergeClaims(claims, claimed)
+      }
+      // Partitions another member recorded since they were read (a previous owner's commit landed
+      // late, or this member lost them): their records are taken back while the shards are still
+      // open, and the partitions read again from the recorded position. The store checks the
+      // claims once more at the commit itself, where a loss is fatal (INGEST_FENCED).
+      const moved = attempt < 10 ? await this.store.movedClaims(claims) : []
+      if (moved.length === 0) break
+      for (const stream of this.streams) stream.resync?.(moved)
+    }
+    await this.flushAll()
+    let manifest: DatasetManifest
+    try {
+      manifest = await this.store.commit(
+        {
+          accepted: tally.accepted - this.atCommit.accepted,
+          duplicates: tally.duplicates - this.atCommit.duplicates,
+          rejected: tally.rejected - this.atCommit.rejected,
+          sources: this.options.sources,
+        },
+        {...(positions === undefined ? {} : {sources: positions}), ...(claims === undefined ? {} : {claims})},
+      )
+    } catch (error) {
+      const moved = fencedMoves(error)
+      if (moved === undefined || fenced >= 10) throw error
+      // Another member recorded some of these partitions between the check above and the commit:
+      // the shards are dropped, those partitions read again from the recorded position, and the
+      // records of the others written again.
+      await this.store.discard()
+      tally.shards -= this.shardsWritten
+      this.shardsWritten = 0
+      for (const stream of this.streams) stream.resync?.(moved)
+      const again = this.written.filter((b) => this.keep(b))
+      this.written = []
+      for (const b of again) await this.add(b.split, b.record, b.item)
+      return this.commit(fenced + 1)
+    }
+    this.written = []
+    this.shardsWritten = 0
+    // What the manifest holds now (a commit with no new shards publishes nothing, not even positions).
+    this.checkpoints = manifest.sources
+    for (const stream of this.streams) await stream.committed(manifest.sources ?? {})
     const shards = tally.shards - this.atCommit.shards
     if (shards > 0) {
       // History counts what each version added; with nothing new no version was written.

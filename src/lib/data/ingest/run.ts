@@ -34,6 +34,13 @@ export const describeSource = (source: SourceConfig) =>
 /** Stream sources never end by themselves and commit as they go; folder and gcs sources are finite listings. */
 const isStream = (source: SourceConfig) => source.type === 'kafka' || source.type === 'kinesis'
 
+/**
+ * Kafka sources are read by consumer groups, whose members may be several `ml ingest` processes
+ * writing one store together: a run of Kafka sources alone opens the store as a shared writer
+ * (see DatasetStore). Anything else takes the store's exclusive lock.
+ */
+export const writesShared = (sources: readonly SourceConfig[]) => sources.length > 0 && sources.every((source) => source.type === 'kafka')
+
 function resolveSource(source: SourceConfig, baseDir: string): SourceConfig {
   return source.type === 'folder' ? {...source, path: resolvePath({baseDir}, source.path)} : source
 }
@@ -125,7 +132,7 @@ export class IngestRun {
     const started = performance.now()
     const data = options.config.data
     if (options.signal?.aborted) throw interrupted(undefined)
-    const store = await DatasetStore.open(resolvePath({baseDir: options.baseDir}, data.store), data.image, data.split)
+    const store = await DatasetStore.open(resolvePath({baseDir: options.baseDir}, data.store), data.image, data.split, {shared: writesShared(data.sources)})
     return new IngestRun(options, store, started)
   }
 
@@ -193,6 +200,7 @@ export class IngestRun {
       follow: this.follow,
       observer: this.options.observer ?? {},
       onWithdrawn: () => this.committer.purge(),
+      latestCheckpoints: () => this.store.latestSources(),
       ...(checkpoints ? {checkpoints} : {}),
     }
     const streams = this.committer.streams
@@ -280,7 +288,7 @@ export class IngestRun {
       const split = outcome.split ?? splitOf(outcome.key, this.config.data.split)
       const record: RecordToWrite = {
         key: outcome.key,
-        label: this.store.classIndex(outcome.label),
+        label: await this.store.ensureClass(outcome.label),
         text: outcome.label,
         encoded: outcome.encoded,
         height: outcome.height,
@@ -303,7 +311,9 @@ export class IngestRun {
     if (this.follow) await this.drain()
     else while (this.queue.length > 0 && !aborted()) await this.handleOldest()
     if (aborted() && !this.follow) throw interrupted(this.store.version, undefined, this.versionBefore)
-    await this.committer.flushAll()
+    // A stream's shards are closed by the commit itself, after its positions are taken (see
+    // ShardCommitter.commit): closing them here could publish records of a partition revoked since.
+    if (!this.streaming) await this.committer.flushAll()
     // A stream that delivered only rejects is no error: they are quarantined and acknowledged.
     if (this.tally.accepted === 0 && this.store.total === 0 && !(this.streaming && (this.follow || this.tally.seen > 0))) {
       // Keep the reasons on disk: the quarantine is where the user will look next.

@@ -1,7 +1,6 @@
 // Image sources: where ingest gets its files. Each source type streams SourceItems (the contract in
 // types.ts); this module dispatches on `type` (folder, kafka and gcs).
 import type {SourceConfig} from '../../config/schema.js'
-import type {SourceCheckpoints} from '../types.js'
 import {countFolderSource, openFolderSource} from './folder.js'
 import {countGcsSource, openGcsSource} from './gcs.js'
 import {openKafkaSource} from './kafka.js'
@@ -12,22 +11,7 @@ import type {SourceContext, SourceItem} from './types.js'
 export {TooLargeError, isSourceStream} from './types.js'
 export type {SourceCheckpoints, SourceContext, SourceItem, SourceStream, StreamObserver} from './types.js'
 
-/** Deep-merges checkpoints; `b` wins where both name the same partition. */
-export function mergeCheckpoints(a: SourceCheckpoints | undefined, b: SourceCheckpoints): SourceCheckpoints {
-  const kafka: NonNullable<SourceCheckpoints['kafka']> = {}
-  for (const cp of [a?.kafka, b.kafka]) {
-    for (const [group, topics] of Object.entries(cp ?? {})) {
-      for (const [topic, partitions] of Object.entries(topics)) {
-        kafka[group] ??= {}
-        kafka[group][topic] = {...kafka[group][topic], ...partitions}
-      }
-    }
-  }
-  const merged: SourceCheckpoints = Object.keys(kafka).length > 0 ? {...a, ...b, kafka} : {...a, ...b}
-  // Kinesis positions are per stream; each stream's own checkpoint already holds all its shards.
-  if (a?.kinesis || b.kinesis) merged.kinesis = {...a?.kinesis, ...b.kinesis}
-  return merged
-}
+export {mergeCheckpoints} from '../checkpoints.js'
 
 /** Streams a source's items in a deterministic order. Errors about the source itself are UserErrors. */
 export function openSource(source: SourceConfig, ctx: SourceContext): AsyncIterable<SourceItem> {

@@ -7,7 +7,8 @@ import type {Admin, Consumer, EachBatchPayload, IHeaders, KafkaMessage, Message,
 import type {KafkaSourceConfig} from '../../config/schema.js'
 import {UserError} from '../../errors.js'
 import {createKafka, type KafkaClient} from '../kafka-client.js'
-import type {SourceCheckpoints, SourceContext, SourceItem, SourceStream} from './types.js'
+import type {MovedPartition} from '../checkpoints.js'
+import type {SourceCheckpoints, SourceClaims, SourceContext, SourceItem, SourceStream} from './types.js'
 
 /** Headers added to a dead-lettered message (the original headers are kept). */
 export const DEAD_LETTER_HEADERS = {
@@ -50,6 +51,21 @@ interface Part {
    * the group's offset go backwards.
    */
   baseKnown: boolean
+  /**
+   * The partition's position in the latest manifest as this member last read or wrote it
+   * (undefined: none recorded). A commit claims it (SourceClaims): if another member recorded the
+   * partition since, none of this one's records for it are published (see resync()).
+   */
+  claim: bigint | undefined
+  /** While set, the latest manifest's position is being read after an assignment: batches wait for it. */
+  base: Promise<void> | undefined
+  /**
+   * Set by resync() until a message at or below it arrives: a batch fetched before the seek starts
+   * further on, and taking it would skip the offsets in between (see onBatch).
+   */
+  resyncTo: bigint | undefined
+  /** Seeks asked for again since resync(); bounded, as a compacted topic may lack the offset itself. */
+  resyncSeeks: number
 }
 
 interface Entry {
@@ -110,9 +126,18 @@ export class KafkaSourceStream implements SourceStream {
   private deadLetters: Message[] = []
   private deadLetterFlush: Promise<void> | undefined
   private deadLetterError: unknown
-  /** Next offsets per partition as last recorded in a manifest (or read from one at start). */
+  /** Next offsets per partition as recorded in the manifest read at start. */
   private readonly recorded = new Map<string, bigint>()
   private snapshot: Array<{part: Part; epoch: number; offset: bigint}> = []
+  private snapshotClaims: SourceClaims = {}
+  /**
+   * From checkpoint() to committed(): the records of the commit are decided, so a new assignment
+   * waits (deferredAssignment) lest a partition be revoked while its records are being published
+   * without its position. A partition's new owner may meanwhile read it from the previous position:
+   * the claims then let only one of the two commits through.
+   */
+  private committing = false
+  private deferredAssignment: Record<string, number[]> | undefined
   private closed = false
   private readonly keyName: string
   private readonly onAbort = () => this.wake()
@@ -211,7 +236,7 @@ export class KafkaSourceStream implements SourceStream {
           } else {
             start = source.fromBeginning ? BigInt(low) : BigInt(high)
           }
-          this.parts.set(k, this.newPart(topic, partition, start, {committedKafka: kafkaOffset ?? -1n, target: BigInt(high), seekTo, baseKnown: true}))
+          this.parts.set(k, this.newPart(topic, partition, start, {committedKafka: kafkaOffset ?? -1n, target: BigInt(high), seekTo, baseKnown: true, claim: manifestOffset}))
         }
       }
       const sessionTimeout = source.sessionTimeoutMs
@@ -254,7 +279,7 @@ export class KafkaSourceStream implements SourceStream {
     topic: string,
     partition: number,
     start: bigint,
-    at: {committedKafka: bigint; target: bigint; seekTo: bigint | undefined; baseKnown: boolean},
+    at: {committedKafka: bigint; target: bigint; seekTo: bigint | undefined; baseKnown: boolean; claim: bigint | undefined},
   ): Part {
     return {
       topic,
@@ -270,6 +295,10 @@ export class KafkaSourceStream implements SourceStream {
       pending: 0,
       seekTo: at.seekTo,
       baseKnown: at.baseKnown,
+      claim: at.claim,
+      base: undefined,
+      resyncTo: undefined,
+      resyncSeeks: 0,
     }
   }
 
@@ -279,7 +308,7 @@ export class KafkaSourceStream implements SourceStream {
     if (!part) {
       // A partition added after start: in default mode there was nothing in it to catch up with.
       const start = this.recorded.get(k) ?? 0n
-      part = this.newPart(topic, partition, start, {committedKafka: -1n, target: 0n, seekTo: undefined, baseKnown: false})
+      part = this.newPart(topic, partition, start, {committedKafka: -1n, target: 0n, seekTo: undefined, baseKnown: false, claim: this.recorded.get(k)})
       this.parts.set(k, part)
     }
     return part
@@ -287,6 +316,10 @@ export class KafkaSourceStream implements SourceStream {
 
   /** A new generation's assignment: revoked partitions drop their unsettled work, which kafkajs will hand to the new owner. */
   private assign(assignment: Record<string, number[]>): void {
+    if (this.committing) {
+      this.deferredAssignment = assignment
+      return
+    }
     const now = new Set<string>()
     for (const [topic, partitions] of Object.entries(assignment)) for (const p of partitions) now.add(key(topic, p))
     let revoked = false
@@ -311,6 +344,8 @@ export class KafkaSourceStream implements SourceStream {
       const [topic, partition] = k.split('\u0000') as [string, string]
       const part = this.part(topic, Number(partition))
       if (!part.assigned && part.epoch > 0) part.baseKnown = false
+      // Other members may have moved a newly assigned partition on since this one last saw it.
+      if (!part.assigned && this.ctx.latestCheckpoints) part.base = this.loadBase(part, part.epoch)
       part.assigned = true
       if (part.seekTo !== undefined) {
         this.consumer!.seek({topic, partition: part.partition, offset: part.seekTo.toString()})
@@ -321,6 +356,30 @@ export class KafkaSourceStream implements SourceStream {
     if (revoked) this.ctx.onWithdrawn?.()
     this.applyPause()
     this.wake()
+  }
+
+  /**
+   * Starts a newly assigned partition from the latest committed manifest's position (not from the
+   * manifest read at start, nor from the group's offset, which trails the manifest by a crash
+   * between the two commits): messages below it are in the dataset already, stored by this or
+   * another member, and are skipped.
+   */
+  private async loadBase(part: Part, epoch: number): Promise<void> {
+    try {
+      const latest = await this.ctx.latestCheckpoints!()
+      if (part.epoch !== epoch) return
+      const value = latest?.kafka?.[this.source.groupId]?.[part.topic]?.[String(part.partition)]
+      part.claim = value === undefined ? undefined : BigInt(value)
+      if (part.claim !== undefined && part.pending === 0 && part.claim > part.delivered) {
+        part.delivered = part.claim
+        part.settled = part.claim
+        part.durable = part.claim
+      }
+    } catch (error) {
+      this.fail(error instanceof Error ? error : new Error(String(error)))
+    } finally {
+      if (part.epoch === epoch) part.base = undefined
+    }
   }
 
   /** Pauses done partitions (default mode) and, while over maxInFlightBytes, all of them. */
@@ -346,8 +405,18 @@ export class KafkaSourceStream implements SourceStream {
 
   private async onBatch({batch, resolveOffset}: EachBatchPayload): Promise<void> {
     const part = this.part(batch.topic, batch.partition)
+    if (part.base) await part.base
     // A batch fetched before a revoke: its messages belong to the next owner now.
     if (!part.assigned || this.closed) return
+    const first = batch.messages[0]
+    if (part.resyncTo !== undefined && first !== undefined) {
+      if (BigInt(first.offset) > part.resyncTo && part.resyncSeeks++ < 20) {
+        // Fetched before resync()'s seek: left unresolved, and the seek asked for again.
+        this.consumer?.seek({topic: part.topic, partition: part.partition, offset: part.resyncTo.toString()})
+        return
+      }
+      part.resyncTo = undefined
+    }
     let count = 0
     for (const message of batch.messages) {
       const offset = BigInt(message.offset)
@@ -490,6 +559,7 @@ export class KafkaSourceStream implements SourceStream {
   }
 
   async checkpoint(): Promise<SourceCheckpoints> {
+    this.committing = true
     // Dead letters first: once the manifest moves past a rejected message it is never seen again.
     while (this.deadLetterFlush) await this.deadLetterFlush
     if (this.deadLetterError !== undefined) {
@@ -497,28 +567,87 @@ export class KafkaSourceStream implements SourceStream {
       this.deadLetterError = undefined
       throw this.client!.failed(error)
     }
+    // Only the partitions this member consumes: the commit merges them into the latest manifest,
+    // whose other partitions are other members' (or were recorded before and stay as they are).
     this.snapshot = []
-    for (const [k, part] of this.parts) {
+    const topics: Record<string, Record<string, string>> = {}
+    const claims: Record<string, Record<string, string | null>> = {}
+    for (const part of this.parts.values()) {
       if (!part.assigned || !part.baseKnown) continue
       this.snapshot.push({part, epoch: part.epoch, offset: part.settled})
-      if (part.settled > (this.recorded.get(k) ?? -1n)) this.recorded.set(k, part.settled)
+      const position = part.claim !== undefined && part.claim > part.settled ? part.claim : part.settled
+      ;(topics[part.topic] ??= {})[String(part.partition)] = position.toString()
+      ;(claims[part.topic] ??= {})[String(part.partition)] = part.claim === undefined ? null : part.claim.toString()
     }
-    const topics: Record<string, Record<string, string>> = {}
-    for (const [k, offset] of this.recorded) {
-      const [topic, partition] = k.split('\u0000') as [string, string]
-      ;(topics[topic] ??= {})[partition] = offset.toString()
-    }
+    this.snapshotClaims = {kafka: {[this.source.groupId]: claims}}
     return {kafka: {[this.source.groupId]: topics}}
   }
 
-  async committed(_checkpoint: SourceCheckpoints): Promise<void> {
+  claims(): SourceClaims {
+    return this.snapshotClaims
+  }
+
+  /**
+   * Another member recorded these partitions since this one read them: a previous owner's commit
+   * that landed after this member took a partition over, or a new owner's (this member is a zombie
+   * that has not heard of the rebalance yet). Every item of theirs handed out is taken back, and
+   * they start again at the recorded position: whichever member's commit then lands first for a
+   * range, the other's claim no longer holds and it takes that range back in turn.
+   */
+  resync(moved: readonly MovedPartition[]): void {
+    let withdrawn = false
+    for (const m of moved) {
+      if (m.group !== this.source.groupId || m.recorded === null) continue
+      const part = this.parts.get(key(m.topic, Number(m.partition)))
+      if (!part) continue
+      const position = BigInt(m.recorded)
+      part.epoch++
+      part.pending = 0
+      part.claim = position
+      part.delivered = position
+      part.settled = position
+      part.durable = position
+      for (let i = this.queue.length - 1; i >= 0; i--) {
+        const entry = this.queue[i]!
+        if (entry.part === part) {
+          this.queue.splice(i, 1)
+          this.release(entry)
+        }
+      }
+      withdrawn = true
+      if (part.assigned) {
+        part.resyncTo = position
+        part.resyncSeeks = 0
+        this.consumer?.seek({topic: part.topic, partition: part.partition, offset: position.toString()})
+      }
+    }
+    if (!withdrawn) return
+    this.ctx.onWithdrawn?.()
+    // A partition paused as done (default mode) is not done any more: fetch it again.
+    this.applyPause()
+    this.wake()
+  }
+
+  async committed(checkpoint: SourceCheckpoints): Promise<void> {
     const commits: Array<{topic: string; partition: number; offset: string}> = []
     const snapshot = this.snapshot
     this.snapshot = []
+    const recorded = checkpoint.kafka?.[this.source.groupId]
     for (const {part, epoch, offset} of snapshot) {
       if (part.epoch !== epoch) continue
+      // What the manifest now holds for the partition: the claim of this member's next commit.
+      const value = recorded?.[part.topic]?.[String(part.partition)]
+      part.claim = value === undefined ? undefined : BigInt(value)
       part.durable = max(part.durable, offset)
-      if (part.assigned && offset > part.committedKafka) commits.push({topic: part.topic, partition: part.partition, offset: offset.toString()})
+    }
+    // The manifest holds the commit: an assignment that came meanwhile takes effect now, before the
+    // group's offsets are committed for the partitions still ours.
+    this.committing = false
+    const deferred = this.deferredAssignment
+    this.deferredAssignment = undefined
+    if (deferred) this.assign(deferred)
+    for (const {part, epoch, offset} of snapshot) {
+      if (part.epoch === epoch && part.assigned && offset > part.committedKafka) commits.push({topic: part.topic, partition: part.partition, offset: offset.toString()})
     }
     if (commits.length === 0 || !this.consumer) return
     try {

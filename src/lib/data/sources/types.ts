@@ -2,9 +2,10 @@
 // how stream sources report durability, and what a source is given. Sources import this file, and
 // index.ts dispatches to them, so that no source imports the dispatcher.
 import type {SplitName} from '../../config/schema.js'
-import type {SourceCheckpoints} from '../types.js'
+import type {MovedPartition} from '../checkpoints.js'
+import type {SourceCheckpoints, SourceClaims} from '../types.js'
 
-export type {SourceCheckpoints} from '../types.js'
+export type {SourceCheckpoints, SourceClaims} from '../types.js'
 
 /** An item found to be over the size limit only when it was opened. */
 export class TooLargeError extends Error {
@@ -66,6 +67,11 @@ export interface SourceContext {
   observer?: StreamObserver
   /** Called, synchronously, when a stream withdraws items it handed out (see SourceItem.withdrawn). */
   onWithdrawn?: () => void
+  /**
+   * The stream positions of the latest committed manifest, which other members of a consumer group
+   * may have moved since `checkpoints` was read: where a partition's new owner starts.
+   */
+  latestCheckpoints?: () => Promise<SourceCheckpoints | undefined>
 }
 
 /**
@@ -74,8 +80,22 @@ export interface SourceContext {
  * checkpoint, committed(checkpoint) (offsets acknowledged upstream), and finally close().
  */
 export interface SourceStream extends AsyncIterable<SourceItem> {
-  /** Positions covering every item settled so far, merged with what ctx.checkpoints held. */
+  /**
+   * Positions covering every item settled so far: of the partitions (shards) this stream consumes
+   * now; the commit merges them into the latest manifest's, keeping everyone else's.
+   */
   checkpoint(): Promise<SourceCheckpoints>
+  /**
+   * The positions the latest manifest must still hold for the commit of the last checkpoint() to
+   * go ahead (consumer groups: see SourceClaims); none when the stream has no rival writers.
+   */
+  claims?(): SourceClaims
+  /**
+   * Partitions another writer recorded since this stream read them (see MovedPartition): the
+   * stream takes back every item of theirs it handed out (withdrawn, ctx.onWithdrawn) and starts
+   * them again from the recorded position, which its next checkpoint() then claims.
+   */
+  resync?(moved: readonly MovedPartition[]): void
   /** The manifest holding `checkpoint` is durable. */
   committed(checkpoint: SourceCheckpoints): Promise<void>
   close(): Promise<void>

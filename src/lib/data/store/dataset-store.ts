@@ -1,23 +1,69 @@
 // A dataset store opened for writing: the shards an ingest adds, invisible until one commit
 // publishes them as the next manifest version.
+import {randomBytes} from 'node:crypto'
 import path from 'node:path'
 import {SPLITS, type ImageSpec, type SplitName} from '../../config/schema.js'
 import {UserError} from '../../errors.js'
 // Every file access goes through the storage layer, so a store can live on a local disk, on gs:// or on s3://.
 import {errorCode, joinPath, listNames, makeDir, readVersioned, remove, resolveLocation, writeFileAtomic} from '../../storage/index.js'
+import {fencedError, mergeCheckpoints, movedClaims, type MovedPartition} from '../checkpoints.js'
 import type {SplitFractions} from '../splits.js'
-import type {DatasetManifest, DuplicateEntry, QuarantineEntry, RecordToWrite, ShardInfo, SourceCheckpoints} from '../types.js'
+import type {DatasetManifest, DuplicateEntry, QuarantineEntry, RecordToWrite, ShardInfo, SourceCheckpoints, SourceClaims} from '../types.js'
 import {Duplicates} from './duplicates.js'
-import {accessing, corrupt, MANIFEST, MANIFESTS_DIR, originsFileOf, pad, readIfExists, SHARDS_DIR} from './layout.js'
-import {lock, unlock} from './lock.js'
-import {checkCompatible, compareClassNames, emptyManifest, nextManifest, parseManifest, type HistoryEntry} from './manifest.js'
+import {accessing, corrupt, MANIFEST, MANIFESTS_DIR, originsFileOf, pad, readIfExists, SHARDS_DIR, WRITERS_DIR} from './layout.js'
+import {deadWriters, isAlive, lock, register, unlock, unregister} from './lock.js'
+import {
+  checkCompatible,
+  compareClassNames,
+  emptyCounts,
+  emptyManifest,
+  followingVersion,
+  lostRace,
+  nextManifest,
+  parseManifest,
+  readLatestManifest,
+  versionFile,
+  type HistoryEntry,
+} from './manifest.js'
 import {Quarantine} from './quarantine.js'
 import {openShardWriter, type ShardEntry, type ShardWriter} from './shard-writer.js'
 
+/** How many times a shared writer re-reads and merges before giving up on a commit (each retry means another writer committed). */
+const MAX_COMMIT_ATTEMPTS = 100
+
+/** A shared writer's shard names carry its id: `<split>-w<id>-<number>`. */
+const SHARED_SHARD = /^(?:train|validation|test)-w([0-9a-f]{8})-/
+
+export interface StoreOpenOptions {
+  /**
+   * Write alongside other shared writers (the members of one Kafka consumer group): no exclusive
+   * lock but a registration under writers/; shard names carry this writer's id; class indices are
+   * agreed through the manifest (ensureClass); commit() merges into what the others committed.
+   */
+  shared?: boolean
+}
+
+/** What a commit records besides its shards. */
+export interface CommitExtra {
+  /** Stream positions of this commit, merged into the latest manifest's (this writer's partitions win). */
+  sources?: SourceCheckpoints
+  /** Positions the latest manifest must still hold, else the commit is refused (see movedClaims). */
+  claims?: SourceClaims
+}
+
 /**
  * A dataset store opened for writing. Shards written here stay invisible until commit(); a run that
- * dies before committing leaves files that the next open() deletes. One writer at a time (a lock file
- * whose owner is checked by pid), any number of readers (they only follow the manifest).
+ * dies before committing leaves files that a later open() deletes. Either one exclusive writer (a
+ * lock file whose owner is checked by pid) or several shared ones (see StoreOpenOptions), and any
+ * number of readers (they only follow the manifest).
+ *
+ * A commit is the exclusive creation of manifests/v<N+1>.json (link(2) on a local disk, an
+ * ifGenerationMatch=0 precondition on Cloud Storage, If-None-Match on S3): of writers racing for the
+ * same version exactly one succeeds, and a shared writer that lost re-reads what the winner
+ * committed and tries the next version with its shards merged in. manifest.json is then replaced
+ * by the new version (compare-and-swap on its revision); readers follow the versioned files past
+ * it (readLatestManifest), so a crash between the two steps, or two writers replacing it out of
+ * order, never hides a committed version.
  */
 export class DatasetStore {
   readonly dir: string
@@ -36,45 +82,58 @@ export class DatasetStore {
   private readonly pendingCounts = new Map<SplitName, Map<string, number>>()
   private readonly shardNumber: Record<SplitName, number> = {train: 0, validation: 0, test: 0}
   private locked = false
-  /** Revision of manifest.json as read or last written: a commit replaces only that one. */
+  /** Revision of manifest.json as read or last written: the pointer is replaced only from that one. */
   private manifestRevision: string | undefined
+  /** The version manifest.json names as read or last written. */
+  private pointerVersion = 0
+  /** Shared writers: this writer's id (in writers/ and in its shard names); undefined when exclusive. */
+  readonly writerId: string | undefined
+  private sharedShards = 0
 
-  private constructor(dir: string, image: ImageSpec, split: SplitFractions, manifest: DatasetManifest | undefined) {
+  private constructor(dir: string, image: ImageSpec, split: SplitFractions, manifest: DatasetManifest | undefined, writerId: string | undefined) {
     this.dir = dir
     this.image = image
     this.split = split
     this.committed = manifest
     this.classNames = [...(manifest?.classes ?? [])]
+    this.writerId = writerId
+  }
+
+  /** True for a shared writer (see StoreOpenOptions). */
+  get shared(): boolean {
+    return this.writerId !== undefined
   }
 
   /** Opens (creating if needed) the store in `dir` for an ingest with this image spec and split rule. */
-  static async open(dir: string, image: ImageSpec, split: SplitFractions): Promise<DatasetStore> {
+  static async open(dir: string, image: ImageSpec, split: SplitFractions, options: StoreOpenOptions = {}): Promise<DatasetStore> {
     const root = resolveLocation(dir)
-    for (const sub of [SHARDS_DIR, MANIFESTS_DIR]) {
+    for (const sub of [SHARDS_DIR, MANIFESTS_DIR, ...(options.shared ? [WRITERS_DIR] : [])]) {
       const folder = joinPath(root, sub)
       await accessing(root, folder, () => makeDir(folder))
     }
-    // Locked before the manifest is read: another writer committing in between would otherwise
-    // make its new shards look like strays to delete.
-    await accessing(root, joinPath(root, '.lock'), () => lock(root))
+    // Locked (or registered) before the manifest is read: another writer committing in between
+    // would otherwise make its new shards look like strays to delete.
+    const writerId = options.shared ? randomBytes(4).toString('hex') : undefined
+    if (writerId === undefined) await accessing(root, joinPath(root, '.lock'), () => lock(root))
+    else await accessing(root, joinPath(root, WRITERS_DIR, writerId), () => register(root, writerId))
     try {
-      const store = await DatasetStore.load(root, image, split)
+      const store = await DatasetStore.load(root, image, split, writerId)
       store.locked = true
       return store
     } catch (error) {
-      await unlock(root)
+      await (writerId === undefined ? unlock(root) : unregister(root, writerId))
       throw error
     }
   }
 
-  private static async load(root: string, image: ImageSpec, split: SplitFractions): Promise<DatasetStore> {
-    const file = joinPath(root, MANIFEST)
-    const read = await accessing(root, file, () => readVersioned(file))
-    const manifest = read === undefined ? undefined : parseManifest(read.data.toString('utf8'), file)
+  private static async load(root: string, image: ImageSpec, split: SplitFractions, writerId: string | undefined): Promise<DatasetStore> {
+    const latest = await readLatestManifest(root)
+    const manifest = latest.manifest
     if (manifest) checkCompatible(manifest, root, image, split)
-    const store = new DatasetStore(root, image, split, manifest)
-    store.manifestRevision = read?.revision
-    await store.removeStrays()
+    const store = new DatasetStore(root, image, split, manifest, writerId)
+    store.manifestRevision = latest.pointerRevision
+    store.pointerVersion = latest.pointerVersion
+    await (writerId === undefined ? store.removeStrays() : store.removeSharedStrays())
     await store.loadKeys()
     store.quarantine = await Quarantine.load(root)
     store.duplicates = await Duplicates.load(root)
@@ -119,11 +178,49 @@ export class DatasetStore {
     this.classNames.push(...fresh)
   }
 
-  /** The index of class `name`, appending it if new. */
+  /** The index of class `name`, appending it if new. A shared writer calls ensureClass() first. */
   classIndex(name: string): number {
     let index = this.classNames.indexOf(name)
-    if (index === -1) index = this.classNames.push(name) - 1
+    if (index === -1) {
+      if (this.shared) throw new Error(`classIndex: class "${name}" is not in the manifest yet (ensureClass)`)
+      index = this.classNames.push(name) - 1
+    }
     return index
+  }
+
+  /**
+   * Makes sure class `name` has an index. A shared writer cannot number a new class on its own (two
+   * writers would give two classes the same index): it commits a version that only adds the class,
+   * unless another writer's version already did; either way all writers agree on the index.
+   */
+  async ensureClass(name: string): Promise<number> {
+    const index = this.classNames.indexOf(name)
+    if (index !== -1 || !this.shared) return this.classIndex(name)
+    for (let attempt = 0; ; attempt++) {
+      await this.catchUp()
+      const known = this.classNames.indexOf(name)
+      if (known !== -1) return known
+      const now = new Date().toISOString()
+      const previous = this.committed ?? emptyManifest(this.image, this.split, [], now)
+      const classes = [...previous.classes, name]
+      const version = previous.version + 1
+      const counts = emptyCounts(classes)
+      for (const split of SPLITS) Object.assign(counts[split], previous.counts[split])
+      const manifest: DatasetManifest = {
+        ...previous,
+        version,
+        updatedAt: now,
+        classes,
+        counts,
+        history: [...previous.history, {version, at: now, accepted: 0, duplicates: 0, rejected: 0, sources: []}],
+      }
+      // manifest.json is left to the next commit of shards: readers follow the versions past it.
+      if (await this.publish(manifest, undefined, false)) {
+        this.classNames = [...classes]
+        return classes.length - 1
+      }
+      if (attempt >= MAX_COMMIT_ATTEMPTS) throw this.conflict(version)
+    }
   }
 
   /** Writes one shard of `split` (invisible until commit) and its key list. */
@@ -145,8 +242,9 @@ export class DatasetStore {
    */
   openShard(split: SplitName): ShardWriter {
     const addedIn = this.version + 1
-    // Numbered synchronously, so concurrent shards get distinct names.
-    const base = `${split}-${pad(addedIn, 6)}-${pad(this.shardNumber[split]++, 5)}`
+    // Numbered synchronously, so concurrent shards get distinct names; a shared writer's carry its
+    // id, so that no two writers can pick the same name (the version it lands in is not known yet).
+    const base = this.shared ? `${split}-w${this.writerId}-${pad(this.sharedShards++, 6)}` : `${split}-${pad(addedIn, 6)}-${pad(this.shardNumber[split]++, 5)}`
     const shard: ShardWriter = openShardWriter({
       dir: this.dir,
       file: `${SHARDS_DIR}/${base}.tfrecord`,
@@ -231,57 +329,138 @@ export class DatasetStore {
   }
 
   /**
-   * Publishes the shards written since the last commit as manifest version+1. With nothing written
-   * the manifest is left as it is (same version), so re-ingesting the same data is a no-op.
+   * Publishes the shards written since the last commit as the next manifest version. With nothing
+   * written the manifest is left as it is (same version), so re-ingesting the same data is a no-op.
+   * A shared writer that finds the version taken by another writer catches up with it and retries
+   * with its shards, counts and stream positions merged in (refused with INGEST_FENCED when
+   * `extra.claims` no longer hold); an exclusive one fails with DATASET_CONFLICT (someone got past
+   * the lock).
    */
-  async commit(history: Omit<HistoryEntry, 'version' | 'at'>, extra: {sources?: SourceCheckpoints} = {}): Promise<DatasetManifest> {
+  async commit(history: Omit<HistoryEntry, 'version' | 'at'>, extra: CommitExtra = {}): Promise<DatasetManifest> {
     await this.flushQuarantine()
-    const now = new Date().toISOString()
-    if (this.pending.length === 0) return this.committed ?? emptyManifest(this.image, this.split, this.classNames, now)
-    const manifest = nextManifest({
-      previous: this.committed,
-      image: this.image,
-      split: this.split,
-      classes: this.classNames,
-      keys: this.keys.keys(),
-      shards: this.pending,
-      counts: this.pendingCounts,
-      history,
-      sources: extra.sources,
-      now,
-    })
-    const text = JSON.stringify(manifest, null, 2) + '\n'
-    // History first: once manifest.json names a version, its copy under manifests/ exists.
-    await writeFileAtomic(joinPath(this.dir, MANIFESTS_DIR, `v${pad(manifest.version, 4)}.json`), text)
-    await this.publishManifest(text, manifest.version)
-    this.committed = manifest
+    for (let attempt = 0; ; attempt++) {
+      const now = new Date().toISOString()
+      if (this.pending.length === 0) return this.committed ?? emptyManifest(this.image, this.split, this.classNames, now)
+      const moved = movedClaims(this.committed?.sources, extra.claims)
+      if (moved.length > 0) throw fencedError(this.dir, moved)
+      const sources = extra.sources === undefined ? undefined : mergeCheckpoints(this.committed?.sources, extra.sources)
+      const manifest = nextManifest({
+        previous: this.committed,
+        image: this.image,
+        split: this.split,
+        classes: this.classNames,
+        keys: this.keys.keys(),
+        shards: this.pending,
+        counts: this.pendingCounts,
+        history,
+        sources,
+        now,
+      })
+      if (await this.publish(manifest, () => this.clearPending())) return manifest
+      if (attempt >= MAX_COMMIT_ATTEMPTS) throw this.conflict(manifest.version)
+      await this.catchUp()
+    }
+  }
+
+  /** The pending shards are published: nothing of them is this writer's to discard any more. */
+  private clearPending(): void {
     this.pending = []
     this.pendingKeys = []
     this.pendingCounts.clear()
     for (const split of SPLITS) this.shardNumber[split] = 0
-    return manifest
   }
 
   /**
-   * Replaces manifest.json only if it is still the one this store read (or last wrote): a writer that
-   * got past the lock (a stale lock taken over twice, another host) fails here instead of silently
-   * dropping the other's shards. Exact on Cloud Storage (generation precondition).
+   * Commits `manifest` (the version after this.committed) by creating its versioned file, then
+   * points manifest.json at it. False when another writer committed that version first (for an
+   * exclusive writer that is an error, thrown). Once the version file exists the commit is done:
+   * `published` runs, and a failure to replace manifest.json costs readers one more probe, no data.
    */
-  private async publishManifest(text: string, version: number): Promise<void> {
-    const file = joinPath(this.dir, MANIFEST)
+  private async publish(manifest: DatasetManifest, published?: () => void, pointer = true): Promise<boolean> {
+    const text = JSON.stringify(manifest, null, 2) + '\n'
+    const file = versionFile(this.dir, manifest.version)
     try {
-      this.manifestRevision = await writeFileAtomic(file, text, this.manifestRevision === undefined ? {createOnly: true} : {ifRevision: this.manifestRevision})
+      await accessing(this.dir, file, () => writeFileAtomic(file, text, {createOnly: true}))
     } catch (error) {
-      const code = errorCode(error)
-      if (code !== 'EEXIST' && code !== 'ECONFLICT') throw error
-      throw new UserError(`another writer committed to the dataset store ${this.dir} while this ingest ran; version ${version} was not published`, {
-        code: 'DATASET_CONFLICT',
-        exit: 'data',
-        cause: error,
-        details: {store: this.dir},
-        suggestions: ['Run `ml ingest` again: it continues from the other writer\'s version and skips what is already stored.'],
-      })
+      if (!lostRace(error)) throw error
+      if (!this.shared) throw this.conflict(manifest.version, error)
+      return false
     }
+    this.committed = manifest
+    published?.()
+    if (pointer) await this.updatePointer(manifest, text)
+    return true
+  }
+
+  /**
+   * Replaces manifest.json by the version just committed, unless it already names that or a later
+   * one: a compare-and-swap on its revision (exact on Cloud Storage and S3, checked just before
+   * the rename on a local disk, where a lost race at worst leaves it naming an older version, which
+   * readers follow past).
+   */
+  private async updatePointer(manifest: DatasetManifest, text: string): Promise<void> {
+    const file = joinPath(this.dir, MANIFEST)
+    for (let attempt = 0; attempt < 10; attempt++) {
+      if (this.pointerVersion >= manifest.version) return
+      try {
+        this.manifestRevision = await writeFileAtomic(file, text, this.manifestRevision === undefined ? {createOnly: true} : {ifRevision: this.manifestRevision})
+        this.pointerVersion = manifest.version
+        return
+      } catch (error) {
+        const code = errorCode(error)
+        if (code !== 'EEXIST' && code !== 'ECONFLICT') throw error
+      }
+      const read = await readVersioned(file)
+      this.manifestRevision = read?.revision
+      const named = read === undefined ? 0 : parseManifest(read.data.toString('utf8'), file).version
+      this.pointerVersion = typeof named === 'number' ? named : 0
+    }
+  }
+
+  /**
+   * Follows the versions other writers committed after this.committed: their shards' keys join
+   * the dedupe set, their classes, counts and positions the next commit's base.
+   */
+  private async catchUp(): Promise<void> {
+    for (;;) {
+      const next = await followingVersion(this.dir, this.version)
+      if (next === undefined) return
+      checkCompatible(next, this.dir, this.image, this.split)
+      const known = this.committed?.shards ?? []
+      if (next.shards.length < known.length || known.some((shard, i) => next.shards[i]!.file !== shard.file)) {
+        throw corrupt(`manifest version ${next.version} of ${this.dir} does not keep the shards of version ${this.version}`, {store: this.dir})
+      }
+      await this.loadKeys(next.shards, known.length)
+      // Our own classes were committed before use (ensureClass), so the manifest's list holds them.
+      this.classNames = [...next.classes]
+      this.committed = next
+    }
+  }
+
+  /**
+   * A shared writer catches up with the latest version and returns the claimed partitions another
+   * writer recorded since (see movedClaims): checked before a commit's shards are closed, so that
+   * their records can still be dropped. Always none for an exclusive writer.
+   */
+  async movedClaims(claims: SourceClaims | undefined): Promise<MovedPartition[]> {
+    if (!this.shared || claims === undefined) return []
+    await this.catchUp()
+    return movedClaims(this.committed?.sources, claims)
+  }
+
+  /** The latest committed stream positions (other writers' commits included), for a partition's new owner. */
+  async latestSources(): Promise<SourceCheckpoints | undefined> {
+    return (await readLatestManifest(this.dir)).manifest?.sources
+  }
+
+  private conflict(version: number, cause?: unknown): UserError {
+    return new UserError(`another writer committed to the dataset store ${this.dir} while this ingest ran; version ${version} was not published`, {
+      code: 'DATASET_CONFLICT',
+      exit: 'data',
+      cause,
+      details: {store: this.dir},
+      suggestions: ['Run `ml ingest` again: it continues from the other writer\'s version and skips what is already stored.'],
+    })
   }
 
   /** Drops everything written since the last commit (shard files, keys, queued quarantine). */
@@ -302,11 +481,11 @@ export class DatasetStore {
     }
   }
 
-  /** Releases the writer lock. Uncommitted shards are left for the next open() to clean up. */
+  /** Releases the writer lock (or registration). Uncommitted shards are left for a later open() to clean up. */
   async close(): Promise<void> {
     if (!this.locked) return
     this.locked = false
-    await unlock(this.dir)
+    await (this.writerId === undefined ? unlock(this.dir) : unregister(this.dir, this.writerId))
   }
 
   /** Deletes what interrupted runs left: temp files, and shards and manifests no manifest names. */
@@ -329,8 +508,40 @@ export class DatasetStore {
     }
   }
 
-  private async loadKeys(): Promise<void> {
-    const shards = this.committed?.shards ?? []
+  /**
+   * A shared writer's cleanup: only what writers known to be gone left (see deadWriters), and temp
+   * files of dead processes. The dead are listed before the manifest is read again: a writer seen
+   * dead commits nothing more, so every shard it did commit is in the manifest read after.
+   */
+  private async removeSharedStrays(): Promise<void> {
+    const dead = await deadWriters(this.dir)
+    const deadTmp = (name: string) => {
+      const pid = /\.tmp-(\d+)(-[0-9a-f]+)?$/.exec(name)?.[1]
+      return pid !== undefined && Number(pid) !== process.pid && !isAlive(Number(pid))
+    }
+    for (const sub of ['', MANIFESTS_DIR]) {
+      const folder = sub === '' ? this.dir : joinPath(this.dir, sub)
+      for (const name of await listNames(folder)) if (deadTmp(name)) await remove(joinPath(folder, name))
+    }
+    const latest = (await readLatestManifest(this.dir)).manifest
+    const referenced = new Set<string>()
+    for (const shard of latest?.shards ?? []) {
+      referenced.add(path.posix.basename(shard.file))
+      referenced.add(path.posix.basename(shard.keysFile))
+      referenced.add(path.posix.basename(originsFileOf(shard.keysFile)))
+    }
+    for (const name of await listNames(joinPath(this.dir, SHARDS_DIR))) {
+      if (referenced.has(name)) continue
+      const writer = SHARED_SHARD.exec(name)?.[1]
+      // A name without a writer id is an exclusive writer's, and none is running (we registered).
+      if (writer === undefined ? !deadTmp(name) && !/\.tmp-/.test(name) : dead.has(writer)) await remove(joinPath(this.dir, SHARDS_DIR, name))
+      else if (deadTmp(name)) await remove(joinPath(this.dir, SHARDS_DIR, name))
+    }
+    for (const id of dead) await unregister(this.dir, id)
+  }
+
+  /** Reads the key lists of `shards` from index `from` on into the dedupe set. */
+  private async loadKeys(shards: readonly ShardInfo[] = this.committed?.shards ?? [], from = 0): Promise<void> {
     // Read a few ahead: on Cloud Storage each key list is a request, and a store has many shards.
     const AHEAD = 16
     const texts: Array<Promise<string | undefined>> = []
@@ -340,8 +551,9 @@ export class DatasetStore {
       // Marked as handled: when the loop stops early on a bad shard, reads still in flight may fail unseen.
       texts[i]!.catch(() => {})
     }
-    for (let i = 0; i < AHEAD; i++) prefetch(i)
-    for (const [i, shard] of shards.entries()) {
+    for (let i = from; i < from + AHEAD; i++) prefetch(i)
+    for (let i = from; i < shards.length; i++) {
+      const shard = shards[i]!
       prefetch(i + AHEAD)
       const text = await texts[i]!
       const keys = text === undefined ? [] : text.split('\n').filter((line) => line.length > 0)

@@ -11,6 +11,8 @@ export const SHARDS_DIR = 'shards'
 export const QUARANTINE = 'quarantine.jsonl'
 export const DUPLICATES = 'duplicates.jsonl'
 export const LOCK = '.lock'
+/** Registrations of the writers sharing a store (the members of a consumer group): writers/<id>. */
+export const WRITERS_DIR = 'writers'
 
 /** Each shard's origins, one JSON string per line in key-list order, beside its key list. */
 export const originsFileOf = (keysFile: string) => keysFile.replace(/\.keys$/, '') + '.origins'

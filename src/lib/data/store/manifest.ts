@@ -2,10 +2,10 @@
 // next version from the previous one and what a run wrote.
 import {SPLITS, type ImageSpec, type SplitName} from '../../config/schema.js'
 import {UserError} from '../../errors.js'
-import {joinPath} from '../../storage/index.js'
+import {errorCode, joinPath, readVersioned} from '../../storage/index.js'
 import type {SplitFractions} from '../splits.js'
 import type {ClassCounts, DatasetManifest, ShardInfo, SourceCheckpoints} from '../types.js'
-import {accessing, corrupt, MANIFEST, readIfExists, sha256Hex} from './layout.js'
+import {accessing, corrupt, MANIFEST, MANIFESTS_DIR, pad, readIfExists, sha256Hex} from './layout.js'
 
 export type HistoryEntry = DatasetManifest['history'][number]
 
@@ -39,11 +39,51 @@ export function parseManifest(text: string, file: string): DatasetManifest {
   return manifest
 }
 
-/** Reads `<dir>/manifest.json`, the committed state of a dataset store. */
-export async function readManifest(dir: string): Promise<DatasetManifest> {
+/** The file that commits manifest version `version`: creating it is the commit (see commitVersion). */
+export const versionFile = (dir: string, version: number) => joinPath(dir, MANIFESTS_DIR, `v${pad(version, 4)}.json`)
+
+/** The committed manifest as found, with the revision of manifest.json as read (undefined when absent). */
+export interface LatestManifest {
+  manifest: DatasetManifest | undefined
+  /** Revision of manifest.json as read, for a compare-and-swap update of that pointer. */
+  pointerRevision: string | undefined
+  /** The version manifest.json named (0 when absent): behind `manifest.version` while a commit is under way. */
+  pointerVersion: number
+}
+
+/**
+ * Reads the latest committed manifest of a store. A version is committed once manifests/v<N>.json
+ * exists (it is created exclusively, see DatasetStore.commit); manifest.json is a copy of a recent
+ * one, written just after, so the versions after the one it names are followed until one is
+ * missing. Costs one request more than reading manifest.json alone (the probe that finds nothing).
+ */
+export async function readLatestManifest(dir: string): Promise<LatestManifest> {
   const file = joinPath(dir, MANIFEST)
+  const read = await accessing(dir, file, () => readVersioned(file))
+  let manifest = read === undefined ? undefined : parseManifest(read.data.toString('utf8'), file)
+  const pointerVersion = typeof manifest?.version === 'number' ? manifest.version : 0
+  for (;;) {
+    const next = await followingVersion(dir, typeof manifest?.version === 'number' ? manifest.version : 0)
+    if (next === undefined) break
+    manifest = next
+  }
+  return {manifest, pointerRevision: read?.revision, pointerVersion}
+}
+
+/** Manifest version `after + 1` when it is committed, else undefined. */
+export async function followingVersion(dir: string, after: number): Promise<DatasetManifest | undefined> {
+  const file = versionFile(dir, after + 1)
   const text = await accessing(dir, file, () => readIfExists(file))
-  if (text === undefined) {
+  if (text === undefined) return undefined
+  const manifest = parseManifest(text, file)
+  if (manifest.version !== after + 1) throw corrupt(`${file} holds version ${manifest.version}`, {file})
+  return manifest
+}
+
+/** Reads the latest committed manifest of the store in `dir` (see readLatestManifest). */
+export async function readManifest(dir: string): Promise<DatasetManifest> {
+  const {manifest} = await readLatestManifest(dir)
+  if (manifest === undefined) {
     throw new UserError(`no dataset at ${dir} (${MANIFEST} not found)`, {
       code: 'DATASET_NOT_FOUND',
       exit: 'data',
@@ -51,8 +91,11 @@ export async function readManifest(dir: string): Promise<DatasetManifest> {
       suggestions: ['run `ml ingest` first'],
     })
   }
-  return parseManifest(text, file)
+  return manifest
 }
+
+/** True when `error` says a create-only write found the file there (another writer took that name). */
+export const lostRace = (error: unknown) => errorCode(error) === 'EEXIST'
 
 export function emptyCounts(classes: readonly string[]): Record<SplitName, ClassCounts> {
   const counts = {} as Record<SplitName, ClassCounts>
@@ -152,7 +195,8 @@ export function nextManifest(next: NextVersion): DatasetManifest {
     classes: [...next.classes],
     counts,
     total,
-    shards: [...(previous?.shards ?? []), ...next.shards],
+    // A shard lands in the version its commit got, which a shared writer learns only then.
+    shards: [...(previous?.shards ?? []), ...next.shards.map((shard) => ({...shard, addedIn: version}))],
     split: {validation: next.split.validation, test: next.split.test, seed: next.split.seed},
     fingerprint: sha256Hex([...next.keys].sort().join('\n')),
     history: [...(previous?.history ?? []), {version, at: now, ...next.history}],
