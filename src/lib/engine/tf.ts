@@ -6,7 +6,7 @@
 import type {} from '@tensorflow/tfjs-core/dist/public/chained_ops/register_all_chained_ops.js'
 export * from '@tensorflow/tfjs-core'
 export * from '@tensorflow/tfjs-layers'
-export {GraphModel, loadGraphModel} from '@tensorflow/tfjs-converter'
+export {GraphModel, loadGraphModel, loadGraphModelSync} from '@tensorflow/tfjs-converter'
 import '@tensorflow/tfjs-backend-cpu'
 // Core's gradients and chained tensor methods (t.argMax()), which its Node entry does not register:
 // built from @tensorflow/tfjs-core by scripts/bundle-tfjs.ts (`npm run build`), onto this same core.
