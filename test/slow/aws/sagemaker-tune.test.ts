@@ -8,19 +8,18 @@
 // Before anything else: no test here may reach a host other than this machine.
 import '../../support/loopback-only.js'
 import assert from 'node:assert/strict'
-import {mkdir, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
 import {DescribeHyperParameterTuningJobCommand, SageMakerClient} from '@aws-sdk/client-sagemaker'
 import {parse, stringify} from 'yaml'
 import {configureS3} from '../../../src/lib/storage/s3.js'
-import {downloadDir, readBytes} from '../../../src/lib/storage/index.js'
-import {runCli, runJson, startCli} from '../../support/cli.js'
+import {readBytes} from '../../../src/lib/storage/index.js'
+import {runJson, startCli} from '../../support/cli.js'
 import {awsEnv, createBuckets, putObject, s3Config, uploadMnistS3, useTestCredentials} from '../../support/aws-fixtures.js'
 import {guardNetwork} from '../../support/cloud-fixtures.js'
 import {tempDir} from '../../support/fixtures.js'
 import {MotoServer} from '../../support/moto-server.js'
-import {sagemakerProxy} from '../../support/sagemaker-proxy.js'
+import {runSageMakerContainer, sagemakerProxy} from '../../support/sagemaker-fixtures.js'
 
 const BUCKET = 'ml-sm-tune'
 const CONFIG = `s3://${BUCKET}/proj/ml.yaml`
@@ -76,12 +75,14 @@ describe('ml tune --target sagemaker', () => {
   async function runTrial(tuningJob: string, trial: string, tuned: Record<string, string>) {
     const described = await sagemaker.send(new DescribeHyperParameterTuningJobCommand({HyperParameterTuningJobName: tuningJob}))
     const definition = described.TrainingJobDefinition!
-    const root = path.join(dir, `opt-ml-${trial}`)
-    await mkdir(path.join(root, 'input', 'config'), {recursive: true})
-    await writeFile(path.join(root, 'input', 'config', 'hyperparameters.json'), JSON.stringify({...definition.StaticHyperParameters, ...tuned}))
-    await mkdir(path.join(root, 'input', 'data', 'training'), {recursive: true})
-    await downloadDir(definition.InputDataConfig![0]!.DataSource!.S3DataSource!.S3Uri!.replace(/\/$/, ''), path.join(root, 'input', 'data', 'training'))
-    const result = await runCli(['train', '--json'], {env: {...env, TRAINING_JOB_NAME: trial, ML_SAGEMAKER_ROOT: root}, cwd: root})
+    const result = await runSageMakerContainer({
+      job: trial,
+      root: path.join(dir, `opt-ml-${trial}`),
+      hyperparameters: {...definition.StaticHyperParameters, ...tuned},
+      channelUri: definition.InputDataConfig![0]!.DataSource!.S3DataSource!.S3Uri!,
+      env,
+      args: ['--json'],
+    })
     // What SageMaker does with the log: every match of the metric definition's expression, in order.
     const metric = definition.AlgorithmSpecification!.MetricDefinitions![0]!
     const values = [...result.stderr.matchAll(new RegExp(metric.Regex!, 'g'))].map((m) => Number(m[1]))

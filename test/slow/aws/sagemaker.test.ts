@@ -7,18 +7,17 @@
 // Before anything else: no test here may reach a host other than this machine.
 import '../../support/loopback-only.js'
 import assert from 'node:assert/strict'
-import {mkdir, readFile, readdir, writeFile} from 'node:fs/promises'
+import {readFile, readdir} from 'node:fs/promises'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
 import {DescribeTrainingJobCommand, SageMakerClient} from '@aws-sdk/client-sagemaker'
 import {configureS3} from '../../../src/lib/storage/s3.js'
-import {downloadDir} from '../../../src/lib/storage/index.js'
-import {runCli, runJson} from '../../support/cli.js'
+import {runJson} from '../../support/cli.js'
 import {awsEnv, createBuckets, putObject, s3Config, uploadMnistS3, useTestCredentials} from '../../support/aws-fixtures.js'
 import {guardNetwork} from '../../support/cloud-fixtures.js'
 import {tempDir} from '../../support/fixtures.js'
 import {MotoServer} from '../../support/moto-server.js'
-import {sagemakerProxy} from '../../support/sagemaker-proxy.js'
+import {runSageMakerContainer, sagemakerProxy} from '../../support/sagemaker-fixtures.js'
 
 const BUCKET = 'ml-sm'
 const CONFIG = `s3://${BUCKET}/proj/ml.yaml`
@@ -61,14 +60,16 @@ describe('ml train --target sagemaker', () => {
   })
 
   /** Runs the job's container command as SageMaker does: `<image> train` with /opt/ml laid out under `root`. */
-  async function runContainer(job: string, root: string, extraEnv: NodeJS.ProcessEnv = {}) {
+  async function runContainer(job: string, root: string, options: {emptyChannel?: boolean} = {}) {
     const described = await sagemaker.send(new DescribeTrainingJobCommand({TrainingJobName: job}))
     const channel = described.InputDataConfig!.find((c) => c.ChannelName === 'training')!
-    await mkdir(path.join(root, 'input', 'config'), {recursive: true})
-    await writeFile(path.join(root, 'input', 'config', 'hyperparameters.json'), JSON.stringify(described.HyperParameters))
-    await mkdir(path.join(root, 'input', 'data', 'training'), {recursive: true})
-    if (!extraEnv.EMPTY_CHANNEL) await downloadDir(channel.DataSource!.S3DataSource!.S3Uri!.replace(/\/$/, ''), path.join(root, 'input', 'data', 'training'))
-    return runCli(['train'], {env: {...env, TRAINING_JOB_NAME: job, ML_SAGEMAKER_ROOT: root, ...extraEnv}, cwd: root})
+    return runSageMakerContainer({
+      job,
+      root,
+      hyperparameters: described.HyperParameters,
+      channelUri: options.emptyChannel ? undefined : channel.DataSource!.S3DataSource!.S3Uri!,
+      env,
+    })
   }
 
   it('submits a job with the dataset as its channel; its container trains on it and leaves the model in /opt/ml/model', async () => {
@@ -109,7 +110,7 @@ describe('ml train --target sagemaker', () => {
     const submitted = await runJson<{job: string}>(['train', '--config', CONFIG, '--target', 'sagemaker', '--detach'], {env, cwd: dir})
     assert.equal(submitted.code, 0, submitted.stderr)
     const root = path.join(dir, 'opt-ml-failing')
-    const container = await runContainer(submitted.json.job, root, {EMPTY_CHANNEL: '1'})
+    const container = await runContainer(submitted.json.job, root, {emptyChannel: true})
     assert.notEqual(container.code, 0)
     const reason = await readFile(path.join(root, 'output', 'failure'), 'utf8')
     assert.match(reason, /dataset|manifest/i, reason)

@@ -1,6 +1,32 @@
-// A proxy in front of moto's SageMaker that lets a test replace the answer to one operation (x-amz-target),
-// for what moto does not do: jobs that fail, run for a while, stop, or list a tuning job's trials.
+// What the SageMaker tests share: running a job's container as SageMaker runs it, and a proxy in front of
+// moto's SageMaker that lets a test replace the answer to one operation (x-amz-target), for what moto
+// does not do: jobs that fail, run for a while, stop, or list a tuning job's trials.
+import {mkdir, writeFile} from 'node:fs/promises'
 import http from 'node:http'
+import path from 'node:path'
+import {downloadDir} from '../../src/lib/storage/index.js'
+import {runCli, type CliResult} from './cli.js'
+
+/**
+ * Runs a job's container command as SageMaker does: `<image> train` (ml train `args`) with /opt/ml laid
+ * out under `root`: hyperparameters.json, and the `training` channel (`channelUri`, an s3:// prefix)
+ * copied to input/data/training unless `channelUri` is undefined (an empty channel).
+ */
+export async function runSageMakerContainer(options: {
+  job: string
+  root: string
+  hyperparameters: Record<string, string> | undefined
+  channelUri: string | undefined
+  env: NodeJS.ProcessEnv
+  args?: string[]
+}): Promise<CliResult> {
+  const {root} = options
+  await mkdir(path.join(root, 'input', 'config'), {recursive: true})
+  await writeFile(path.join(root, 'input', 'config', 'hyperparameters.json'), JSON.stringify(options.hyperparameters ?? {}))
+  await mkdir(path.join(root, 'input', 'data', 'training'), {recursive: true})
+  if (options.channelUri) await downloadDir(options.channelUri.replace(/\/$/, ''), path.join(root, 'input', 'data', 'training'))
+  return runCli(['train', ...(options.args ?? [])], {env: {...options.env, TRAINING_JOB_NAME: options.job, ML_SAGEMAKER_ROOT: root}, cwd: root})
+}
 
 /** A proxy to moto that lets a test replace the answer to one SageMaker operation. */
 export async function sagemakerProxy(target: string) {
