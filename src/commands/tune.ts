@@ -37,38 +37,20 @@ ${MlCommand.exitCodesHelp}`
     const {runTuning, trialTable, tuneSettings} = await import('../lib/train/tune.js')
     const target = loaded.config.tune?.target ?? (loaded.config.train.target === 'sagemaker' ? 'sagemaker' : 'vertex')
     if (target === 'local') return this.tuneLocally(loaded, flags)
-    if (target === 'sagemaker') return this.tuneOnSageMaker(loaded, flags)
-    const {createSpinner} = await import('../lib/ui/spinner.js')
-    const interrupt = this.abortOnSignals()
-    const spinner = await createSpinner({enabled: !this.jsonEnabled()})
-    try {
-      const result = await runTuning(loaded, {detach: flags.detach, signal: interrupt.signal, ui: {spinner, note: (m) => this.note(m)}})
-      if (result.detached && result.trials.length === 0) {
-        this.say(result.job)
-        return result
-      }
-      this.say(trialTable(result.trials, tuneSettings(loaded)))
-      if (result.best) this.say(`best: trial ${result.best.id}, ${result.metric} ${result.best.metric!.toFixed(4)} (${Object.entries(result.best.parameters).map(([k, v]) => `${k}=${v}`).join(', ')})`)
-      return result
-    } finally {
-      spinner.stop()
-      interrupt.release()
-    }
-  }
-
-  private async tuneOnSageMaker(loaded: LoadedConfig, flags: {detach: boolean}) {
-    const {tuneOnSageMaker} = await import('../lib/train/sagemaker-tune.js')
-    const {trialTable, tuneSettings} = await import('../lib/train/tune.js')
     const {createSpinner} = await import('../lib/ui/spinner.js')
     const {askYesNo, interactive} = await import('../lib/ui/prompt.js')
     const interrupt = this.abortOnSignals()
     const spinner = await createSpinner({enabled: !this.jsonEnabled()})
     try {
-      const result = await tuneOnSageMaker(loaded, {
-        detach: flags.detach,
-        signal: interrupt.signal,
-        ui: {spinner, note: (m) => this.note(m), ...(interactive() && !this.jsonEnabled() ? {ask: askYesNo} : {})},
-      })
+      const options = {detach: flags.detach, signal: interrupt.signal, ui: {spinner, note: (m: string) => this.note(m)}}
+      // SageMaker's Ctrl-C asks whether to stop the job (on a terminal); Vertex AI's leaves it running.
+      const result =
+        target === 'sagemaker'
+          ? await (await import('../lib/train/sagemaker-tune.js')).tuneOnSageMaker(loaded, {
+              ...options,
+              ui: {...options.ui, ...(interactive() && !this.jsonEnabled() ? {ask: askYesNo} : {})},
+            })
+          : await runTuning(loaded, options)
       if (result.detached && result.trials.length === 0) {
         this.say(result.job)
         return result
@@ -83,7 +65,7 @@ ${MlCommand.exitCodesHelp}`
   }
 
   private async tuneLocally(loaded: LoadedConfig, flags: {study?: string; parallel?: number; detach: boolean}) {
-    if (flags.detach) throw new UserError('--detach only applies to tuning on Vertex AI', {code: 'USAGE', exit: 'usage'})
+    if (flags.detach) throw new UserError('--detach only applies to tuning on Vertex AI or SageMaker', {code: 'USAGE', exit: 'usage'})
     const {runLocalTuning} = await import('../lib/train/tune-local.js')
     const {trialTable, tuneSettings} = await import('../lib/train/tune.js')
     const interrupt = this.abortOnSignals()
