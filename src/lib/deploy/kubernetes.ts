@@ -19,6 +19,8 @@ export const POD_PATHS = {
 
 /** The port `ml serve` listens on inside the pod (the image EXPOSEs it; Vertex AI uses it too). */
 export const CONTAINER_PORT = 8080
+/** The gRPC port inside the pod when serve.grpc is set (KServe's convention for gRPC predictors). */
+export const GRPC_CONTAINER_PORT = 8081
 
 export type Manifest = {apiVersion: string; kind: string; metadata: {name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>}; [key: string]: unknown}
 
@@ -80,6 +82,7 @@ export function podConfig(loaded: LoadedConfig, repository: string): Record<stri
     accessLog: config.serve.accessLog === 'off' ? 'off' : 'stdout',
   }
   if (config.serve.tls) serve.tls = {cert: `${POD_PATHS.tlsDir}/tls.crt`, key: `${POD_PATHS.tlsDir}/tls.key`}
+  if (config.serve.grpc) serve.grpc = {port: GRPC_CONTAINER_PORT}
   return {
     name: config.name,
     // The server reads only the image spec and limits from data; the sources stay where ingest runs.
@@ -149,7 +152,10 @@ export async function kubernetesPlan(loaded: LoadedConfig, options: KubernetesOp
     name: 'ml-serve',
     image,
     args: ['serve', '--config', POD_PATHS.config],
-    ports: [{name: 'http', containerPort: CONTAINER_PORT, protocol: 'TCP'}],
+    ports: [
+      {name: 'http', containerPort: CONTAINER_PORT, protocol: 'TCP'},
+      ...(config.serve.grpc ? [{name: 'grpc', containerPort: GRPC_CONTAINER_PORT, protocol: 'TCP'}] : []),
+    ],
     env,
     resources,
     volumeMounts,
@@ -186,7 +192,17 @@ export async function kubernetesPlan(loaded: LoadedConfig, options: KubernetesOp
     apiVersion: 'v1',
     kind: 'Service',
     metadata: meta(),
-    spec: {selector: labels, ports: [{name: 'http', port: config.serve.tls ? 443 : 80, targetPort: 'http', protocol: 'TCP'}]},
+    spec: {
+      selector: labels,
+      ports: [
+        {name: 'http', port: config.serve.tls ? 443 : 80, targetPort: 'http', protocol: 'TCP'},
+        // gRPC keeps its port number in the Service, as clients (tritonclient, TF Serving's) expect it.
+        // appProtocol tells meshes and gateways it is HTTP/2 (h2c in clear text; TLS is negotiated otherwise).
+        ...(config.serve.grpc
+          ? [{name: 'grpc', port: GRPC_CONTAINER_PORT, targetPort: 'grpc', protocol: 'TCP', ...(config.serve.tls ? {} : {appProtocol: 'kubernetes.io/h2c'})}]
+          : []),
+      ],
+    },
   }
   const hpa: Manifest = {
     apiVersion: 'autoscaling/v2',
@@ -243,10 +259,12 @@ function inferenceService(
   podSpec: Record<string, unknown>,
   k8s: KubernetesConfig,
 ): Manifest {
-  // KServe routes to the container named kserve-container and probes it itself.
-  const {startupProbe, livenessProbe, ...rest} = container
+  // KServe routes to the container named kserve-container and probes it itself. A KServe predictor
+  // exposes one port (HTTP here): gRPC stays on the plain Deployment's Service.
+  const {startupProbe, livenessProbe, ports, ...rest} = container as Record<string, unknown> & {ports: Array<{name: string}>}
   void startupProbe
   void livenessProbe
+  rest.ports = ports.filter((p) => p.name === 'http')
   return {
     apiVersion: 'serving.kserve.io/v1beta1',
     kind: 'InferenceService',

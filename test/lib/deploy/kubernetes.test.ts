@@ -100,6 +100,25 @@ describe('ml deploy kubernetes', () => {
     assert.deepEqual(podConfig.serve.tls, {cert: '/etc/ml-tls/tls.crt', key: '/etc/ml-tls/tls.key'})
   })
 
+  it('exposes gRPC on its own named port when serve.grpc is set, and not otherwise', async () => {
+    const plain = await kubernetesPlan(await loadConfig(await config({image: 'ml:1', repository: 'gs://b/m'})))
+    assert.deepEqual(byKind(plain.manifests, 'Deployment').spec.template.spec.containers[0].ports.map((p: any) => p.name), ['http'])
+    assert.equal(parse(byKind(plain.manifests, 'ConfigMap').data['ml.yaml']).serve.grpc, undefined)
+    const file = await config({image: 'ml:1', repository: 'gs://b/m', kubernetes: {kserve: {}}}, {serve: {grpc: {port: 0}}})
+    const plan = await kubernetesPlan(await loadConfig(file))
+    plan.manifests.forEach(validate)
+    const container = byKind(plan.manifests, 'Deployment').spec.template.spec.containers[0]
+    assert.deepEqual(container.ports.map((p: any) => [p.name, p.containerPort]), [['http', 8080], ['grpc', 8081]])
+    // The pod's server listens where the container port says.
+    assert.deepEqual(parse(byKind(plan.manifests, 'ConfigMap').data['ml.yaml']).serve.grpc, {port: 8081})
+    const grpc = byKind(plan.manifests, 'Service').spec.ports.find((p: any) => p.name === 'grpc')
+    assert.deepEqual(grpc, {name: 'grpc', port: 8081, targetPort: 'grpc', protocol: 'TCP', appProtocol: 'kubernetes.io/h2c'})
+    // A KServe predictor takes one port: HTTP.
+    assert.deepEqual(byKind(plan.manifests, 'InferenceService').spec.predictor.containers[0].ports.map((p: any) => p.name), ['http'])
+    const tls = await kubernetesPlan(await loadConfig(await config({image: 'ml:1', repository: 'gs://b/m'}, {serve: {grpc: {port: 0}, tls: {cert: 'c.pem', key: 'k.pem'}}})))
+    assert.equal(byKind(tls.manifests, 'Service').spec.ports.find((p: any) => p.name === 'grpc').appProtocol, undefined)
+  })
+
   it('the schemas catch a wrong type, so the validation above can fail', async () => {
     const plan = await kubernetesPlan(await loadConfig(await config({image: 'ml:1', repository: 'gs://b/m'})))
     const hpa = structuredClone(byKind(plan.manifests, 'HorizontalPodAutoscaler'))
