@@ -22,7 +22,7 @@ export const MAX_POLL_FAILURES = 8
 export const pollIntervalFrom = (variable: string, env: NodeJS.ProcessEnv = process.env) => Math.max(10, Number(env[variable]) || 15_000)
 
 /** Waits `ms`, or less when `signal` aborts. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve()
     const timer = setTimeout(done, ms)

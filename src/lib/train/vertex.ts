@@ -19,7 +19,7 @@ import {
 import {exists, isCloudStorage, joinPath, parentOf, readBytes, readJson, readText, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
 import {newRunId, RUN_FILES, type RunInfo} from '../model/run-dir.js'
-import {followRemoteJob, interruptedJob, pollIntervalFrom, type RemoteJobUi} from './remote-job.js'
+import {followRemoteJob, interruptedJob, pollIntervalFrom, type FollowRemoteJobOptions, type RemoteJobUi} from './remote-job.js'
 
 /** States after which a job never changes again. */
 export const FINAL_STATES = new Set([
@@ -205,26 +205,15 @@ export async function submitTrainingJob(loaded: LoadedConfig, prepared: Prepared
   return viewJob(job as JobLike)
 }
 
-export interface FollowOptions {
-  /** Called with each state the job is seen in (the first read included). */
-  onState?: (view: JobView) => void
-  /** Aborting stops following (the job goes on); the last view is returned. */
-  signal?: AbortSignal
-  pollMs?: number
-}
+/** What followJob reports to (onState), and when it stops (signal); pollMs defaults to ML_VERTEX_POLL_MS. */
+export type FollowOptions = Pick<FollowRemoteJobOptions<JobView>, 'onState' | 'signal'> & {pollMs?: number}
 
 /**
  * Reads a job until it reaches a final state (or `signal` aborts). Brief service trouble is waited
  * out; a job that cannot be read for MAX_POLL_FAILURES polls in a row ends following with an error.
  */
 export function followJob(read: () => Promise<JobLike>, options: FollowOptions = {}): Promise<JobView> {
-  return followRemoteJob(async () => viewJob(await read()), {
-    finalStates: FINAL_STATES,
-    isTransient,
-    pollMs: options.pollMs ?? pollIntervalMs(),
-    ...(options.onState ? {onState: options.onState} : {}),
-    ...(options.signal ? {signal: options.signal} : {}),
-  })
+  return followRemoteJob(async () => viewJob(await read()), {...options, finalStates: FINAL_STATES, isTransient, pollMs: options.pollMs ?? pollIntervalMs()})
 }
 
 const kindOf = (name: string) => (name.includes('/hyperparameterTuningJobs/') ? 'tuning' : 'custom')
