@@ -4,9 +4,11 @@
 import assert from 'node:assert/strict'
 import {readFile} from 'node:fs/promises'
 import path from 'node:path'
-import type {GcsServer} from './gcs-server.js'
+import {configureGcs} from '../../src/lib/storage/gcs.js'
+import {GcsServer} from './gcs-server.js'
 import {bucketConfig, loopbackEnv, uploadDigits} from './bucket-fixtures.js'
-import type {VertexServer} from './vertex-server.js'
+import {tempDir} from './fixtures.js'
+import {VertexServer} from './vertex-server.js'
 
 /**
  * Turns on the loopback guard's log for this test process (and, through cloudEnv, its children);
@@ -48,6 +50,46 @@ export function cloudEnv(gcs: GcsServer, vertex: VertexServer | undefined, dir: 
     AIP_MODEL_DIR: '',
     AIP_CHECKPOINT_DIR: '',
   }
+}
+
+/** The Cloud Storage stand-in of one test file, and the temporary folder the file works in. */
+export interface CloudStorageStandIn {
+  dir: string
+  gcs: GcsServer
+  /** Stops the stand-in (and in-process Cloud Storage use), checks the network guard's log, removes dir. */
+  close(): Promise<void>
+}
+
+/** Starts the stand-in with `buckets`, in a new temporary folder named after `prefix`, the network guard on. */
+export async function startCloudStorage(prefix: string, buckets: string[]): Promise<CloudStorageStandIn> {
+  const {dir, cleanup} = await tempDir(prefix)
+  const checkNetwork = guardNetwork(dir)
+  const gcs = await GcsServer.start({buckets})
+  const close = async () => {
+    configureGcs(undefined)
+    await gcs.close()
+    await checkNetwork()
+    await cleanup()
+  }
+  return {dir, gcs, close}
+}
+
+/** The Cloud Storage and Vertex AI stand-ins of one test file, and the environment of its `ml` child processes. */
+export interface GoogleCloudStandIns extends CloudStorageStandIn {
+  vertex: VertexServer
+  /** cloudEnv for the stand-ins and dir. */
+  env: NodeJS.ProcessEnv
+}
+
+/** startCloudStorage, and the Vertex AI stand-in beside it. */
+export async function startGoogleCloud(prefix: string, buckets: string[]): Promise<GoogleCloudStandIns> {
+  const storage = await startCloudStorage(prefix, buckets)
+  const vertex = await VertexServer.start()
+  const close = async () => {
+    await vertex.close()
+    await storage.close()
+  }
+  return {...storage, vertex, env: cloudEnv(storage.gcs, vertex, storage.dir), close}
 }
 
 export const VERTEX = {

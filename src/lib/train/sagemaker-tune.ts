@@ -244,7 +244,7 @@ export async function tuneOnSageMaker(loaded: LoadedConfig, options: {detach?: b
     const view = await followSageMaker(() => describeTuning(client, name), {
       finalStates: TUNING_FINAL_STATES,
       ...(options.signal ? {signal: options.signal} : {}),
-      onState: (v) => {
+      onRead: (v) => {
         const done = v.counters ? (v.counters.Completed ?? 0) + (v.counters.Stopped ?? 0) + (v.counters.NonRetryableError ?? 0) : undefined
         options.ui.spinner.update(`tuning job ${name}: ${v.state}${done === undefined ? '' : `, ${done}/${tune.maxTrials} trials done`}`)
       },

@@ -20,14 +20,14 @@ import {awsSettingsFromEnv, clientOptions, credentialCheck, isAuthError, statusO
 import {UserError} from '../errors.js'
 import {newRunId, RUN_FILES} from '../model/run-dir.js'
 import {isS3, joinPath, readBytes, writeFileAtomic} from '../storage/index.js'
-import type {Spinner} from '../ui/spinner.js'
+import {followRemoteJob, interruptedJob, pollIntervalFrom, type RemoteJobUi} from './remote-job.js'
 import {jobRun, type JobRun} from './vertex.js'
 
 /** States after which a training job never changes again. */
 export const FINAL_STATES = new Set(['Completed', 'Failed', 'Stopped'])
 
 /** How often a followed job is read (ML_SAGEMAKER_POLL_MS; DescribeTrainingJob is rate-limited). */
-export const pollIntervalMs = (env: NodeJS.ProcessEnv = process.env) => Math.max(10, Number(env.ML_SAGEMAKER_POLL_MS) || 15_000)
+export const pollIntervalMs = (env: NodeJS.ProcessEnv = process.env) => pollIntervalFrom('ML_SAGEMAKER_POLL_MS', env)
 
 export interface SageMakerJobView {
   name: string
@@ -169,12 +169,7 @@ export function jobFailure(view: SageMakerJobView): UserError {
   })
 }
 
-export interface SageMakerUi {
-  spinner: Spinner
-  note(message: string): void
-  /** Asks a yes/no question on the terminal; absent when not interactive. */
-  ask?: (question: string) => Promise<boolean>
-}
+export type SageMakerUi = RemoteJobUi
 
 export interface SageMakerTrainResult {
   job: string
@@ -231,58 +226,27 @@ export async function prepareSageMakerJob(loaded: LoadedConfig, name: string, co
   }
 }
 
-/** Waits `ms`, or less when `signal` aborts. */
-export const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal?.aborted) return resolve()
-    const timer = setTimeout(done, ms)
-    function done() {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
-    }
-    signal?.addEventListener('abort', done, {once: true})
-  })
+/** A read that failed for a reason other than the service's trouble (no such job, no permission) is not retried. */
+const isTransient = (error: unknown) => !(error instanceof UserError) || error.code === 'SAGEMAKER_UNAVAILABLE'
 
 /**
- * Reads a job until it reaches one of `finalStates` or `signal` aborts, updating the spinner; a read
- * that fails with a service error is retried (8 in a row end it).
+ * Reads a job until it reaches one of `finalStates` or `signal` aborts, calling onRead with every view
+ * (SageMaker's finer progress changes within a state); a read that fails with a service error is retried
+ * (MAX_POLL_FAILURES in a row end it).
  */
-export async function followSageMaker<V extends {state: string}>(
+export function followSageMaker<V extends {state: string}>(
   read: () => Promise<V>,
-  options: {finalStates: Set<string>; signal?: AbortSignal; onState: (view: V) => void},
+  options: {finalStates: ReadonlySet<string>; signal?: AbortSignal; onRead: (view: V) => void},
 ): Promise<V> {
-  let failures = 0
-  for (;;) {
-    let view: V
-    try {
-      view = await read()
-      failures = 0
-    } catch (error) {
-      if (++failures >= 8 || (error instanceof UserError && error.code !== 'SAGEMAKER_UNAVAILABLE')) throw error
-      await sleep(pollIntervalMs(), options.signal)
-      continue
-    }
-    options.onState(view)
-    if (options.finalStates.has(view.state) || options.signal?.aborted) return view
-    await sleep(pollIntervalMs(), options.signal)
-  }
+  return followRemoteJob(read, {...options, isTransient, pollMs: pollIntervalMs()})
 }
 
 /**
- * After Ctrl-C while following a job: on a terminal, asks whether to stop the job too (no: it goes on,
- * and the command returns as detached); elsewhere (CI, --json) stops it, as a CI runner cancelling a
- * step expects. Returns undefined when the job keeps running; throws INTERRUPTED (exit 130) once stopped.
+ * After Ctrl-C while following a SageMaker job (`kind`: training job, tuning job): asks on a terminal
+ * whether to stop it, and stops it elsewhere; see interruptedJob.
  */
-export async function interruptedSageMakerJob(kind: string, name: string, ui: SageMakerUi, stop: () => Promise<{state: string}>, details: Record<string, unknown>): Promise<undefined> {
-  if (ui.ask && !(await ui.ask(`Stop SageMaker ${kind} ${name}? [y/N] `))) {
-    ui.note(`${kind} ${name} keeps running; see it with \`ml train status ${name}\``)
-    return undefined
-  }
-  if (!ui.ask) ui.note(`interrupted (not a terminal, so not asking): stopping ${kind} ${name}`)
-  const after = await stop()
-  throw new UserError(`interrupted: SageMaker ${kind} ${name} was stopped (${after.state})`, {code: 'INTERRUPTED', exit: 'interrupted', details: {...details, state: after.state}})
-}
+export const interruptedSageMakerJob = (kind: string, name: string, ui: SageMakerUi, end: () => Promise<{state: string}>, details: Record<string, unknown>) =>
+  interruptedJob(ui, {service: 'SageMaker', kind, name, verb: 'stop', lookAgain: 'see it with', end, details})
 
 /**
  * Submits the training job and, unless detached, follows it with the spinner to its end. Ctrl-C asks
@@ -318,7 +282,7 @@ export async function trainOnSageMaker(loaded: LoadedConfig, options: {detach: b
     const view = await followSageMaker(() => describeJob(name, client), {
       finalStates: FINAL_STATES,
       ...(options.signal ? {signal: options.signal} : {}),
-      onState: (v) => options.ui.spinner.update(`job ${name}: ${v.state}${v.secondaryState && v.secondaryState !== v.state ? ` (${v.secondaryState})` : ''}`),
+      onRead: (v) => options.ui.spinner.update(`job ${name}: ${v.state}${v.secondaryState && v.secondaryState !== v.state ? ` (${v.secondaryState})` : ''}`),
     })
     options.ui.spinner.stop()
     if (options.signal?.aborted && !FINAL_STATES.has(view.state)) {

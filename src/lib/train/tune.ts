@@ -7,9 +7,9 @@ import {setPath, validateConfig} from '../config/load.js'
 import type {TuneConfig, TuneParameter} from '../config/cloud-schema.js'
 import {jobServiceClient, parentOf as vertexParent, vertexCall, vertexError, type JobServiceClient} from '../cloud/vertex-client.js'
 import {UserError} from '../errors.js'
-import type {Spinner} from '../ui/spinner.js'
 import {textTable} from '../ui/table.js'
 import type {EpochMetrics} from '../model/run-dir.js'
+import type {RemoteJobUi} from './remote-job.js'
 import {checkJobInputs, FINAL_STATES, followJob, jobDisplayName, jobFailure, prepareJob, viewJob, type JobView} from './vertex.js'
 
 /** JSON {parameterId: {key, type}} telling a trial's `ml train` which arguments set which config keys. */
@@ -220,10 +220,8 @@ export function tuneSettings(loaded: LoadedConfig): TuneConfig {
   return tune
 }
 
-export interface TuneUi {
-  spinner: Spinner
-  note(message: string): void
-}
+/** No question on Ctrl-C: a Vertex AI tuning job is left running (`ml train cancel` ends it). */
+export type TuneUi = Pick<RemoteJobUi, 'spinner' | 'note'>
 
 export interface TuneResult {
   job: string

@@ -18,8 +18,8 @@ import {
 } from '../cloud/vertex-client.js'
 import {exists, isCloudStorage, joinPath, parentOf, readBytes, readJson, readText, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
-import type {Spinner} from '../ui/spinner.js'
 import {newRunId, RUN_FILES, type RunInfo} from '../model/run-dir.js'
+import {followRemoteJob, interruptedJob, pollIntervalFrom, type FollowRemoteJobOptions, type RemoteJobUi} from './remote-job.js'
 
 /** States after which a job never changes again. */
 export const FINAL_STATES = new Set([
@@ -31,10 +31,7 @@ export const FINAL_STATES = new Set([
 ])
 
 /** How often a followed job is read (ML_VERTEX_POLL_MS; a job's state changes on a scale of minutes). */
-export const pollIntervalMs = (env: NodeJS.ProcessEnv = process.env) => Math.max(10, Number(env.ML_VERTEX_POLL_MS) || 15_000)
-
-/** Polls that may fail in a row (service briefly unavailable) before following gives up. */
-const MAX_POLL_FAILURES = 8
+export const pollIntervalMs = (env: NodeJS.ProcessEnv = process.env) => pollIntervalFrom('ML_VERTEX_POLL_MS', env)
 
 /** What ml reads from a job resource (CustomJob or HyperparameterTuningJob). */
 export interface JobView {
@@ -208,55 +205,15 @@ export async function submitTrainingJob(loaded: LoadedConfig, prepared: Prepared
   return viewJob(job as JobLike)
 }
 
-export interface FollowOptions {
-  /** Called with each state the job is seen in (the first read included). */
-  onState?: (view: JobView) => void
-  /** Aborting stops following (the job goes on); the last view is returned. */
-  signal?: AbortSignal
-  pollMs?: number
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve()
-    const timer = setTimeout(done, ms)
-    function done() {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
-    }
-    signal?.addEventListener('abort', done, {once: true})
-  })
-}
+/** What followJob reports to (onState), and when it stops (signal); pollMs defaults to ML_VERTEX_POLL_MS. */
+export type FollowOptions = Pick<FollowRemoteJobOptions<JobView>, 'onState' | 'signal'> & {pollMs?: number}
 
 /**
  * Reads a job until it reaches a final state (or `signal` aborts). Brief service trouble is waited
  * out; a job that cannot be read for MAX_POLL_FAILURES polls in a row ends following with an error.
  */
-export async function followJob(
-  read: () => Promise<JobLike>,
-  options: FollowOptions = {},
-): Promise<JobView> {
-  const pollMs = options.pollMs ?? pollIntervalMs()
-  let last: JobView | undefined
-  let failures = 0
-  for (;;) {
-    let view: JobView
-    try {
-      view = viewJob(await read())
-      failures = 0
-    } catch (error) {
-      if (!isTransient(error) || ++failures >= MAX_POLL_FAILURES) throw error
-      await sleep(pollMs, options.signal)
-      if (options.signal?.aborted && last) return last
-      continue
-    }
-    if (!last || view.state !== last.state) options.onState?.(view)
-    last = view
-    if (FINAL_STATES.has(view.state) || options.signal?.aborted) return view
-    await sleep(pollMs, options.signal)
-    if (options.signal?.aborted) return last
-  }
+export function followJob(read: () => Promise<JobLike>, options: FollowOptions = {}): Promise<JobView> {
+  return followRemoteJob(async () => viewJob(await read()), {...options, finalStates: FINAL_STATES, isTransient, pollMs: options.pollMs ?? pollIntervalMs()})
 }
 
 const kindOf = (name: string) => (name.includes('/hyperparameterTuningJobs/') ? 'tuning' : 'custom')
@@ -359,13 +316,7 @@ export async function publishModelDir(runDir: string, env: NodeJS.ProcessEnv = p
   return target
 }
 
-export interface VertexUi {
-  spinner: Spinner
-  /** Diagnostics on stderr (silent under --json). */
-  note(message: string): void
-  /** Asks a yes/no question on the terminal; absent when not interactive. */
-  ask?: (question: string) => Promise<boolean>
-}
+export type VertexUi = RemoteJobUi
 
 export interface VertexTrainResult {
   job: string
@@ -411,17 +362,9 @@ export async function trainOnVertex(
     const times = {...(final.startTime ? {startTime: final.startTime} : {}), ...(final.endTime ? {endTime: final.endTime} : {})}
     if (options.signal?.aborted && !FINAL_STATES.has(final.state)) {
       ui.spinner.stop()
-      if (ui.ask && !(await ui.ask(`Cancel Vertex AI job ${name}? [y/N] `))) {
-        ui.note(`job ${name} keeps running; follow it with \`ml train status ${name}\``)
-        return {...base, state: final.state, detached: true, ...times}
-      }
-      if (!ui.ask) ui.note(`interrupted (not a terminal, so not asking): cancelling job ${name}`)
-      const after = await cancelJob(name, jobs)
-      throw new UserError(`interrupted: Vertex AI job ${name} was cancelled (${after.state})`, {
-        code: 'INTERRUPTED',
-        exit: 'interrupted',
-        details: {...base, state: after.state},
-      })
+      const end = () => cancelJob(name, jobs)
+      await interruptedJob(ui, {service: 'Vertex AI', kind: 'job', name, verb: 'cancel', lookAgain: 'follow it with', end, details: base})
+      return {...base, state: final.state, detached: true, ...times}
     }
     if (final.state !== 'JOB_STATE_SUCCEEDED') {
       ui.spinner.fail(`${name}: ${final.state}`)

@@ -9,10 +9,8 @@ import {after, before, describe, it} from 'node:test'
 import {parse, stringify} from 'yaml'
 import {splitTraffic} from '../../../src/lib/deploy/vertex.js'
 import {runJson} from '../../support/cli.js'
-import {cloudEnv, gsConfig, guardNetwork} from '../../support/cloud-fixtures.js'
-import {tempDir} from '../../support/fixtures.js'
-import {GcsServer} from '../../support/gcs-server.js'
-import {VertexServer} from '../../support/vertex-server.js'
+import {gsConfig, startGoogleCloud, type GoogleCloudStandIns} from '../../support/cloud-fixtures.js'
+import type {VertexServer} from '../../support/vertex-server.js'
 
 const PARENT = 'projects/ml-test-project/locations/us-central1'
 
@@ -25,21 +23,16 @@ interface Deployed {
 }
 
 describe('ml deploy vertex', () => {
-  let gcs: GcsServer
+  let cloud: GoogleCloudStandIns
   let vertex: VertexServer
   let dir: string
-  let cleanup: () => Promise<void>
   let env: NodeJS.ProcessEnv
   let config: string
-  let checkNetwork: () => Promise<void>
   const models = [`${PARENT}/models/11`, `${PARENT}/models/12`]
 
   before(async () => {
-    ;({dir, cleanup} = await tempDir('ml-deploy-vertex-'))
-    checkNetwork = guardNetwork(dir)
-    gcs = await GcsServer.start({buckets: ['ml-deploy']})
-    vertex = await VertexServer.start()
-    env = cloudEnv(gcs, vertex, dir)
+    cloud = await startGoogleCloud('ml-deploy-vertex-', ['ml-deploy'])
+    ;({vertex, dir, env} = cloud)
     // Two versions registered by `ml export --to vertex` (the registry's side of it).
     for (const name of models) vertex.models.set(name, {name, displayName: 'digits'})
     config = path.join(dir, 'ml.yaml')
@@ -47,12 +40,7 @@ describe('ml deploy vertex', () => {
     parsed.deploy = {vertex: {machineType: 'n1-standard-8', minReplicas: 2, maxReplicas: 5, targetCpuUtilization: 70}}
     await writeFile(config, stringify(parsed))
   })
-  after(async () => {
-    await vertex.close()
-    await gcs.close()
-    await checkNetwork()
-    await cleanup()
-  })
+  after(() => cloud.close())
 
   const deploy = (args: string[]) => runJson<Deployed>(['deploy', 'vertex', '--config', config, ...args], {env, cwd: dir})
 

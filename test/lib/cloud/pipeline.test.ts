@@ -12,23 +12,21 @@ import {configureGcs} from '../../../src/lib/storage/gcs.js'
 import {downloadDir} from '../../../src/lib/storage/index.js'
 import {UserError} from '../../../src/lib/errors.js'
 import {runJson} from '../../support/cli.js'
-import {cloudEnv, gsConfig, guardNetwork, uploadMnist} from '../../support/cloud-fixtures.js'
-import {tempDir} from '../../support/fixtures.js'
+import {gsConfig, startCloudStorage, startGoogleCloud, uploadMnist, type CloudStorageStandIn, type GoogleCloudStandIns} from '../../support/cloud-fixtures.js'
 import {startServe} from '../../support/serve-fixtures.js'
-import {GcsServer} from '../../support/gcs-server.js'
+import type {GcsServer} from '../../support/gcs-server.js'
 import {classifyDigits, ingestsIntoBucket, referenceTop, testDigits, trainsIntoBucket, type ProjectBucket} from '../../scenarios/project-on-bucket.js'
-import {VertexServer} from '../../support/vertex-server.js'
+import type {VertexServer} from '../../support/vertex-server.js'
 
 const BUCKET = 'ml-data'
 const CONFIG = `gs://${BUCKET}/proj/ml.yaml`
 
 describe('a project entirely on gs://', () => {
+  let cloud: GoogleCloudStandIns
   let gcs: GcsServer
   let vertex: VertexServer
   let dir: string
-  let cleanup: () => Promise<void>
   let env: NodeJS.ProcessEnv
-  let checkNetwork: () => Promise<void>
   const bucket: ProjectBucket = {
     scheme: 'gs',
     bucket: BUCKET,
@@ -38,11 +36,8 @@ describe('a project entirely on gs://', () => {
   }
 
   before(async () => {
-    ;({dir, cleanup} = await tempDir('ml-cloud-pipeline-'))
-    checkNetwork = guardNetwork(dir)
-    gcs = await GcsServer.start({buckets: [BUCKET]})
-    vertex = await VertexServer.start()
-    env = cloudEnv(gcs, vertex, dir)
+    cloud = await startGoogleCloud('ml-cloud-pipeline-', [BUCKET])
+    ;({gcs, vertex, dir, env} = cloud)
     await uploadMnist(gcs, BUCKET, 'proj/images/train', 'train', 300)
     await uploadMnist(gcs, BUCKET, 'proj/images/test', 'test', 60)
     gcs.put(BUCKET, 'proj/images/train/3/broken.png', 'not a png at all')
@@ -50,13 +45,7 @@ describe('a project entirely on gs://', () => {
     gcs.put(BUCKET, 'proj/images/train/README.txt', 'no class folder')
     gcs.put(BUCKET, 'proj/ml.yaml', gsConfig(BUCKET, 'proj'))
   })
-  after(async () => {
-    configureGcs(undefined)
-    await vertex.close()
-    await gcs.close()
-    await checkNetwork()
-    await cleanup()
-  })
+  after(() => cloud.close())
 
   it('ingests a gcs source into a gs:// store, with quarantine and dedupe', async () => {
     await ingestsIntoBucket(bucket, {env, cwd: dir}, () => {
@@ -155,21 +144,13 @@ describe('dataset store on gs:// with concurrent writers', () => {
   let gcs: GcsServer
   const image = {width: 4, height: 3, channels: 1 as const, fit: 'fill' as const}
   const rule = {validation: 0.1, test: 0.1, seed: 0}
-  let cleanup: () => Promise<void>
-  let checkNetwork: () => Promise<void>
+  let storage: CloudStorageStandIn
   before(async () => {
-    const temp = await tempDir('ml-cloud-store-')
-    cleanup = temp.cleanup
-    checkNetwork = guardNetwork(temp.dir)
-    gcs = await GcsServer.start({buckets: ['stores']})
+    storage = await startCloudStorage('ml-cloud-store-', ['stores'])
+    gcs = storage.gcs
     configureGcs({endpoint: gcs.url, auth: 'none', maxRetries: 1, maxRetryDelayMs: 1})
   })
-  after(async () => {
-    configureGcs(undefined)
-    await gcs.close()
-    await checkNetwork()
-    await cleanup()
-  })
+  after(() => storage.close())
 
   const record = async (store: DatasetStore, i: number) => {
     const sharp = (await import('sharp')).default

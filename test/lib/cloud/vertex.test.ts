@@ -16,10 +16,9 @@ import {readHypertuneFile, trialRows, trialTable} from '../../../src/lib/train/t
 import {followJob, getJob} from '../../../src/lib/train/vertex.js'
 import {UserError} from '../../../src/lib/errors.js'
 import {runCli, runJson, startCli} from '../../support/cli.js'
-import {cloudEnv, gsConfig, guardNetwork, uploadMnist} from '../../support/cloud-fixtures.js'
-import {tempDir} from '../../support/fixtures.js'
-import {GcsServer} from '../../support/gcs-server.js'
-import {VertexServer, type JobResource} from '../../support/vertex-server.js'
+import {gsConfig, startGoogleCloud, uploadMnist, type GoogleCloudStandIns} from '../../support/cloud-fixtures.js'
+import type {GcsServer} from '../../support/gcs-server.js'
+import type {JobResource, VertexServer} from '../../support/vertex-server.js'
 
 const BUCKET = 'ml-vertex'
 const CONFIG = `gs://${BUCKET}/proj/ml.yaml`
@@ -35,19 +34,15 @@ const TUNE = {
   ],
 }
 
+let cloud: GoogleCloudStandIns
 let gcs: GcsServer
 let vertex: VertexServer
 let dir: string
-let cleanup: () => Promise<void>
 let env: NodeJS.ProcessEnv
-let checkNetwork: () => Promise<void>
 
 before(async () => {
-  ;({dir, cleanup} = await tempDir('ml-cloud-vertex-'))
-  checkNetwork = guardNetwork(dir)
-  gcs = await GcsServer.start({buckets: [BUCKET]})
-  vertex = await VertexServer.start()
-  env = cloudEnv(gcs, vertex, dir)
+  cloud = await startGoogleCloud('ml-cloud-vertex-', [BUCKET])
+  ;({gcs, vertex, dir, env} = cloud)
   await uploadMnist(gcs, BUCKET, 'proj/images/train', 'train', 200)
   await uploadMnist(gcs, BUCKET, 'proj/images/test', 'test', 40)
   gcs.put(BUCKET, 'proj/ml.yaml', gsConfig(BUCKET, 'proj'))
@@ -57,13 +52,7 @@ before(async () => {
   const loaded = await loadConfig(CONFIG)
   await runIngest({config: loaded.config, baseDir: loaded.baseDir})
 })
-after(async () => {
-  configureGcs(undefined)
-  await vertex.close()
-  await gcs.close()
-  await checkNetwork()
-  await cleanup()
-})
+after(() => cloud.close())
 
 type Spec = {
   workerPoolSpecs: Array<{

@@ -17,31 +17,23 @@ import type {ImageRecord, SourceCheckpoints, SourceClaims} from '../../../src/li
 import {UserError} from '../../../src/lib/errors.js'
 import {configureGcs} from '../../../src/lib/storage/gcs.js'
 import {listNames} from '../../../src/lib/storage/index.js'
-import {guardNetwork} from '../../support/cloud-fixtures.js'
-import {tempDir} from '../../support/fixtures.js'
-import {GcsServer} from '../../support/gcs-server.js'
+import {startCloudStorage, type CloudStorageStandIn} from '../../support/cloud-fixtures.js'
+import type {GcsServer} from '../../support/gcs-server.js'
 
 const grey: ImageSpec = {width: 4, height: 3, channels: 1, fit: 'fill'}
 const rule = {validation: 0.1, test: 0.1, seed: 0}
 const history = {accepted: 1, duplicates: 0, rejected: 0, sources: ['kafka:digits']}
 const BUCKET = 'stores'
 
+let storage: CloudStorageStandIn
 let dir: string
-let cleanup: () => Promise<void>
 let gcs: GcsServer
-let checkNetwork: () => Promise<void>
 before(async () => {
-  ;({dir, cleanup} = await tempDir('ml-store-shared-'))
-  checkNetwork = guardNetwork(dir)
-  gcs = await GcsServer.start({buckets: [BUCKET]})
+  storage = await startCloudStorage('ml-store-shared-', [BUCKET])
+  ;({dir, gcs} = storage)
   configureGcs({endpoint: gcs.url, auth: 'none', maxRetries: 1, maxRetryDelayMs: 1})
 })
-after(async () => {
-  configureGcs(undefined)
-  await gcs.close()
-  await checkNetwork()
-  await cleanup()
-})
+after(() => storage.close())
 
 async function record(store: DatasetStore, i: number, className: string): Promise<ImageRecord> {
   const raw = new Uint8Array(12).map((_, j) => (i * 37 + j * 11) & 0xff)
