@@ -20,7 +20,7 @@ import {createTopics, digitMessage, kafkaConfig, mnistDigits, produce, storedKey
 import {rebalanceLosesNothing} from '../scenarios/kafka-rebalance.js'
 import {makeCertificates, type Certs} from '../support/certs.js'
 import {kafkaSkip, RealKafka} from './support/kafka.js'
-import {committedOffsets, endOffsets, readRecords, withAdmin} from './support/kafka-admin.js'
+import {committedOffsets, endOffsets, readRecords, withAdmin} from '../support/kafka-admin.js'
 
 const skip = kafkaSkip()
 const USER = 'ingest'

@@ -1,23 +1,18 @@
 // Exactly-once under crashes with a Kinesis source: `ml ingest --follow` is killed with SIGKILL at
 // seeded random moments while a producer puts N digits into a 2-shard stream on moto; after a last
-// clean run the dataset holds each digit exactly once, nothing was ever counted twice, and the
-// manifest's per-shard positions are the last sequence number of each shard.
+// clean run the dataset holds each digit exactly once (the scenario of test/scenarios/ingest-kill.ts,
+// also run on Kafka), nothing was ever counted twice, and the manifest's per-shard positions are the
+// last sequence number of each shard.
 // Before anything else: no test here may reach a host other than this machine.
 import '../../support/loopback-only.js'
 import assert from 'node:assert/strict'
-import {writeFile} from 'node:fs/promises'
-import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
 import {CreateStreamCommand, GetRecordsCommand, GetShardIteratorCommand, KinesisClient, ListShardsCommand, PutRecordsCommand, waitUntilStreamExists} from '@aws-sdk/client-kinesis'
 import {NodeHttpHandler} from '@smithy/node-http-handler'
-import seedrandom from 'seedrandom'
-import {stringify} from 'yaml'
-import {readManifest} from '../../../src/lib/data/store.js'
-import {runJson, startCli} from '../../support/cli.js'
+import {killAndResume, type KillFeed} from '../../scenarios/ingest-kill.js'
 import {awsEnv, useTestCredentials} from '../../support/aws-fixtures.js'
 import {guardNetwork} from '../../support/cloud-fixtures.js'
 import {tempDir} from '../../support/fixtures.js'
-import {mnistDigits, storedKeys} from '../../support/kafka-fixtures.js'
 import {MotoServer} from '../../support/moto-server.js'
 
 const N = 300
@@ -67,59 +62,21 @@ async function lastSequenceNumbers(): Promise<Record<string, string>> {
 
 describe('ml ingest --follow from Kinesis killed at random moments', () => {
   it(`ends with exactly ${N} distinct images after ${ROUNDS} SIGKILLs`, async () => {
-    const rng = seedrandom(SEED)
-    const digits = await mnistDigits(N, 3000)
-    assert.equal(new Set(digits.map((d) => d.key)).size, N, 'the fixture digits are distinct')
-    const config = path.join(dir, 'ml.yaml')
-    await writeFile(
-      config,
-      stringify({
-        data: {
-          // Frequent small commits, so that kills land between and during them.
-          sources: [{type: 'kinesis', stream: STREAM, format: 'image', rollIntervalMs: 100, maxRecordsPerCall: 25}],
-          image: {width: 28, height: 28, channels: 1},
-          store: 'store',
-          shardSize: 10,
-          concurrency: 2,
-        },
-      }),
-    )
-    const perRound = Math.ceil(N / ROUNDS)
-    const versions: number[] = []
-    for (let round = 0; round < ROUNDS; round++) {
-      const {child, done} = startCli(['ingest', '--follow', '--config', config], {env, cwd: dir})
-      const share = digits.slice(round * perRound, (round + 1) * perRound)
-      const producing = (async () => {
-        for (let i = 0; i < share.length; i += 10) {
-          const Records = share.slice(i, i + 10).map((d) => ({Data: Buffer.from(JSON.stringify({label: d.label, image: d.png.toString('base64')})), PartitionKey: d.key}))
-          const answer = await kinesis.send(new PutRecordsCommand({StreamName: STREAM, Records}))
-          assert.equal(answer.FailedRecordCount ?? 0, 0)
-        }
-      })()
-      const delay = 3000 + Math.floor(rng() * 4000)
-      await new Promise((resolve) => setTimeout(resolve, delay))
-      child.kill('SIGKILL')
-      const result = await done
-      assert.equal(result.signal, 'SIGKILL', `round ${round} ended by itself: ${result.stderr}`)
-      await producing
-      versions.push(await readManifest(path.join(dir, 'store')).then((m) => m.version, () => 0))
+    const feed: KillFeed = {
+      source: {type: 'kinesis', stream: STREAM, format: 'image', rollIntervalMs: 100, maxRecordsPerCall: 25},
+      async put(digits) {
+        const Records = digits.map((d) => ({Data: Buffer.from(JSON.stringify({label: d.label, image: d.png.toString('base64')})), PartitionKey: d.key}))
+        const answer = await kinesis.send(new PutRecordsCommand({StreamName: STREAM, Records}))
+        assert.equal(answer.FailedRecordCount ?? 0, 0)
+      },
+      async atEnd(manifest) {
+        // The digits are distinct, so any duplicate would be a record read again after a kill.
+        assert.equal(manifest.history.reduce((n, h) => n + h.duplicates, 0), 0, 'no record was read twice')
+        assert.equal(manifest.history.reduce((n, h) => n + h.accepted, 0), N)
+        const positions = Object.fromEntries(Object.entries(manifest.sources?.kinesis?.[STREAM] ?? {}).map(([shard, p]) => [shard, p.sequenceNumber]))
+        assert.deepEqual(positions, await lastSequenceNumbers(), 'each shard checkpointed at its last record')
+      },
     }
-
-    // One clean run to catch up with whatever the last kill left.
-    const final = await runJson<{total: number; accepted: number; duplicates: number}>(['ingest', '--config', config], {env, cwd: dir})
-    assert.equal(final.code, 0, final.stderr)
-
-    const storeDir = path.join(dir, 'store')
-    const manifest = await readManifest(storeDir)
-    const stored = await storedKeys(storeDir)
-    assert.equal(manifest.total, N, `total ${manifest.total}`)
-    assert.deepEqual(new Map(digits.map((d) => [d.key, d.label])), stored)
-    // The digits are distinct, so any duplicate would be a record read again after a kill.
-    assert.equal(manifest.history.reduce((n, h) => n + h.duplicates, 0), 0, 'no record was read twice')
-    assert.equal(manifest.history.reduce((n, h) => n + h.accepted, 0), N)
-    const positions = Object.fromEntries(Object.entries(manifest.sources?.kinesis?.[STREAM] ?? {}).map(([shard, p]) => [shard, p.sequenceNumber]))
-    assert.deepEqual(positions, await lastSequenceNumbers(), 'each shard checkpointed at its last record')
-    console.log(`manifest versions after each kill: ${versions.join(' ')}; final run accepted ${final.json.accepted}`)
-    assert.ok(versions.at(-1)! > 1, 'the killed runs committed something')
+    await killAndResume(feed, {dir, count: N, digitsFrom: 3000, rounds: ROUNDS, seed: SEED, killWindowMs: [3000, 7000], shardSize: 10, cli: {env, cwd: dir}})
   })
 })

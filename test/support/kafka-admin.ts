@@ -1,7 +1,7 @@
-// What the in-repo broker lets a test read directly, asked of a real broker through the admin API:
-// partition ends, a group's committed offsets, and the records of a topic.
+// Partition ends, a group's committed offsets and the records of a topic, asked through the admin API,
+// so that one test reads them the same way from the in-repo broker and from a real Kafka.
 import type {Kafka, KafkaMessage} from 'kafkajs'
-import {FAST_CONSUMER} from '../../support/kafka-client.js'
+import {FAST_CONSUMER} from './kafka-client.js'
 
 /**
  * Runs `run` with a connected admin client. A retriable answer (a group coordinator still loading the
