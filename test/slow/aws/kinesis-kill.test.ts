@@ -7,56 +7,33 @@
 import '../../support/loopback-only.js'
 import assert from 'node:assert/strict'
 import {after, before, describe, it} from 'node:test'
-import {CreateStreamCommand, GetRecordsCommand, GetShardIteratorCommand, KinesisClient, ListShardsCommand, PutRecordsCommand, waitUntilStreamExists} from '@aws-sdk/client-kinesis'
-import {NodeHttpHandler} from '@smithy/node-http-handler'
+import {CreateStreamCommand, PutRecordsCommand, waitUntilStreamExists, type KinesisClient} from '@aws-sdk/client-kinesis'
 import {killAndResume, type KillFeed} from '../../scenarios/ingest-kill.js'
-import {awsEnv, useTestCredentials} from '../../support/aws-fixtures.js'
-import {guardNetwork} from '../../support/cloud-fixtures.js'
-import {tempDir} from '../../support/fixtures.js'
-import {MotoServer} from '../../support/moto-server.js'
+import {kinesisClient, motoWorkspace, shardRecords, type MotoWorkspace} from '../../support/aws-fixtures.js'
 
 const N = 300
 const ROUNDS = 6
 const STREAM = 'digits'
 const SEED = 'kinesis-kill-1'
 
-let moto: MotoServer
-let dir: string
-let cleanup: () => Promise<void>
-let env: NodeJS.ProcessEnv
-let checkNetwork: () => Promise<void>
+let ws: MotoWorkspace
 let kinesis: KinesisClient
 
 before(async () => {
-  ;({dir, cleanup} = await tempDir('ml-kinesis-kill-'))
-  checkNetwork = guardNetwork(dir)
-  useTestCredentials()
-  moto = await MotoServer.start()
-  env = awsEnv(moto, dir)
-  kinesis = new KinesisClient({endpoint: moto.url, region: 'us-east-1', credentials: {accessKeyId: 'testing', secretAccessKey: 'testing'}, requestHandler: new NodeHttpHandler()})
+  ws = await motoWorkspace('ml-kinesis-kill-')
+  kinesis = kinesisClient(ws.moto.url)
   await kinesis.send(new CreateStreamCommand({StreamName: STREAM, ShardCount: 2}))
   await waitUntilStreamExists({client: kinesis, maxWaitTime: 30, minDelay: 1, maxDelay: 1}, {StreamName: STREAM})
 })
 after(async () => {
-  kinesis.destroy()
-  await moto.close()
-  await checkNetwork()
-  await cleanup()
+  kinesis?.destroy()
+  await ws?.close()
 })
 
-/** The last sequence number of every shard, read back with the SDK. */
+/** The last sequence number of every shard that holds a record, read back with the SDK. */
 async function lastSequenceNumbers(): Promise<Record<string, string>> {
   const out: Record<string, string> = {}
-  for (const shard of (await kinesis.send(new ListShardsCommand({StreamName: STREAM}))).Shards ?? []) {
-    let iterator = (await kinesis.send(new GetShardIteratorCommand({StreamName: STREAM, ShardId: shard.ShardId!, ShardIteratorType: 'TRIM_HORIZON'}))).ShardIterator
-    for (;;) {
-      const answer = await kinesis.send(new GetRecordsCommand({ShardIterator: iterator!}))
-      const records = answer.Records ?? []
-      if (records.length > 0) out[shard.ShardId!] = records.at(-1)!.SequenceNumber!
-      if (records.length === 0 || !answer.NextShardIterator) break
-      iterator = answer.NextShardIterator
-    }
-  }
+  for (const [shard, records] of await shardRecords(kinesis, STREAM)) if (records.length > 0) out[shard] = records.at(-1)!.SequenceNumber!
   return out
 }
 
@@ -77,6 +54,6 @@ describe('ml ingest --follow from Kinesis killed at random moments', () => {
         assert.deepEqual(positions, await lastSequenceNumbers(), 'each shard checkpointed at its last record')
       },
     }
-    await killAndResume(feed, {dir, count: N, digitsFrom: 3000, rounds: ROUNDS, seed: SEED, killWindowMs: [3000, 7000], shardSize: 10, cli: {env, cwd: dir}})
+    await killAndResume(feed, {dir: ws.dir, count: N, digitsFrom: 3000, rounds: ROUNDS, seed: SEED, killWindowMs: [3000, 7000], shardSize: 10, cli: {env: ws.env, cwd: ws.dir}})
   })
 })
