@@ -1,11 +1,15 @@
-// Fixtures for Kafka ingest tests: real MNIST digits as PNG messages, a producer helper, configs for
-// a kafka source, and a reader of what a dataset store holds (sha256 key -> class name).
+// Fixtures for Kafka ingest tests: the in-repo broker with a client and a temp folder, real MNIST
+// digits as PNG messages, a producer helper, configs for a kafka source, and a reader of what a
+// dataset store holds (sha256 key -> class name).
 import {createHash} from 'node:crypto'
 import type {Kafka, Message} from 'kafkajs'
 import {validateConfig} from '../../src/lib/config/load.js'
 import type {MlConfig} from '../../src/lib/config/schema.js'
 import {mnistPng, readMnist} from '../../src/lib/data/mnist.js'
 import {loadSplit, readManifest} from '../../src/lib/data/store.js'
+import {tempDir} from './fixtures.js'
+import {KafkaBroker} from './kafka-broker.js'
+import {kafkaLog, testKafka} from './kafka-client.js'
 
 export interface Digit {
   png: Buffer
@@ -75,4 +79,32 @@ export async function storedKeys(storeDir: string): Promise<Map<string, string>>
     })
   }
   return out
+}
+
+/** What a test file of the in-repo broker works with; `close` stops the broker and removes the folder. */
+export interface BrokerWorkspace {
+  broker: KafkaBroker
+  kafka: Kafka
+  dir: string
+  close(): Promise<void>
+}
+
+/**
+ * The in-repo broker (topics are created by the tests, never on first use), a client of it, and a
+ * temp folder named from `prefix`. When the test process has failed by `close`, the client's last log
+ * lines are printed.
+ */
+export async function brokerWorkspace(prefix: string): Promise<BrokerWorkspace> {
+  const broker = await KafkaBroker.create({autoCreateTopics: false})
+  const {dir, cleanup} = await tempDir(prefix)
+  return {
+    broker,
+    kafka: testKafka(broker.address),
+    dir,
+    async close() {
+      await broker.stop()
+      await cleanup()
+      if (process.exitCode) console.error(kafkaLog.slice(-40).join('\n'))
+    },
+  }
 }
