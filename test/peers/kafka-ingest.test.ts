@@ -21,7 +21,7 @@ import {rebalanceLosesNothing} from '../scenarios/kafka-rebalance.js'
 import {secureCliRoundTrip} from '../scenarios/kafka-secure-cli.js'
 import {makeCertificates, type Certs} from '../support/certs.js'
 import {kafkaSkip, RealKafka} from './support/kafka.js'
-import {committedOffsets, endOffsets, readRecords, withAdmin} from '../support/kafka-admin.js'
+import {adminReads, committedOffsets, endOffsets, withAdmin} from '../support/kafka-admin.js'
 
 const skip = kafkaSkip()
 const USER = 'ingest'
@@ -84,19 +84,7 @@ function progressGate() {
 
 describe('ingest from a real Kafka broker', {skip}, () => {
   it('ingests a topic end to end: corrupt and unlabelled messages go to the quarantine and the dead-letter topic', async () => {
-    const {ws, topic, dead, group} = names()
-    await deadLettersEndToEnd({
-      ws,
-      topic,
-      dead,
-      group,
-      kafka,
-      brokers: [broker.address()],
-      digits,
-      endOffsets: (topic) => endOffsets(kafka, topic),
-      committed: () => committedOffsets(kafka, group, topic),
-      deadLetters: async (count) => (await readRecords(kafka, dead, count)).map((r) => ({value: r.value, headers: Object.fromEntries(Object.entries(r.headers ?? {}).map(([k, v]) => [k, v?.toString()]))})),
-    })
+    await deadLettersEndToEnd({...names(), kafka, brokers: [broker.address()], digits, reads: adminReads(kafka)})
   })
 
   it('names the config key when a topic does not exist, and the source does not create it', async () => {

@@ -4,19 +4,13 @@
 // test/scenarios/ingest-kill.ts, also run on the in-repo broker by test/slow/kafka-kill.test.ts).
 import {after, before, describe, it} from 'node:test'
 import type {Kafka} from 'kafkajs'
-import {kafkaFeed, killAndResume} from '../scenarios/ingest-kill.js'
+import {KAFKA_KILL, kafkaKillAndResume} from '../scenarios/ingest-kill.js'
 import {tempDir} from '../support/fixtures.js'
 import {testKafka} from '../support/kafka-client.js'
 import {createTopics} from '../support/kafka-fixtures.js'
 import {kafkaSkip, RealKafka} from './support/kafka.js'
 
 const skip = kafkaSkip()
-const N = 600
-const ROUNDS = 12
-const PARTITIONS = 4
-const TOPIC = 'digits'
-const GROUP = 'kill-test'
-const SEED = 'kafka-kill-real-1'
 
 let broker: RealKafka
 let kafka: Kafka
@@ -28,7 +22,7 @@ before(async () => {
   ;({dir, cleanup} = await tempDir('ml-peer-kafka-kill-'))
   broker = await RealKafka.start()
   kafka = testKafka(broker.address())
-  await createTopics(kafka, [[TOPIC, PARTITIONS]])
+  await createTopics(kafka, [[KAFKA_KILL.topic, KAFKA_KILL.partitions]])
 })
 after(async () => {
   await broker?.stop()
@@ -36,9 +30,9 @@ after(async () => {
 })
 
 describe('ml ingest --follow killed at random moments, on a real Kafka broker', {skip}, () => {
-  it(`ends with exactly ${N} distinct images after ${ROUNDS} SIGKILLs`, async () => {
+  it(`ends with exactly ${KAFKA_KILL.count} distinct images after ${KAFKA_KILL.rounds} SIGKILLs`, async () => {
     // Kills come later than on the in-repo broker: a real broker holds a new member's join until the
     // killed one's 2 s session has expired, and the CLI itself takes a second or two to start.
-    await killAndResume(kafkaFeed(kafka, broker.address(), TOPIC, GROUP), {dir, count: N, digitsFrom: 2000, rounds: ROUNDS, seed: SEED, killWindowMs: [2500, 8000], shardSize: 20})
+    await kafkaKillAndResume(kafka, broker.address(), dir, {seed: 'kafka-kill-real-1', killWindowMs: [2500, 8000]})
   })
 })

@@ -119,6 +119,15 @@ export async function killAndResume(feed: KillFeed, plan: KillPlan): Promise<voi
   assert.ok(versions.at(-1)! > 1, 'the killed runs committed something')
 }
 
+/** The Kafka runs of the scenario (in-repo broker and real Kafka): one topic of 4 partitions, one group. */
+export const KAFKA_KILL = {count: 600, rounds: 12, digitsFrom: 2000, shardSize: 20, topic: 'digits', partitions: 4, group: 'kill-test'} as const
+
+/** The scenario on a Kafka broker at `brokers` where KAFKA_KILL's topic exists; kills fall in `killWindowMs`. */
+export async function kafkaKillAndResume(kafka: Kafka, brokers: string, dir: string, options: {seed: string; killWindowMs: [number, number]}): Promise<void> {
+  const {topic, group, ...plan} = KAFKA_KILL
+  await killAndResume(kafkaFeed(kafka, brokers, topic, group), {...plan, ...options, dir})
+}
+
 /**
  * A Kafka topic as the stream: a short session so that a killed member's partitions move on quickly,
  * commits every 100 ms. At the end the group's offsets and the manifest's both stand at the end of

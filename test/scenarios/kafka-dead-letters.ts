@@ -10,13 +10,7 @@ import type {Kafka} from 'kafkajs'
 import {runIngest, type IngestProgress} from '../../src/lib/data/ingest.js'
 import {readManifest} from '../../src/lib/data/store.js'
 import {DEAD_LETTER_HEADERS} from '../../src/lib/data/sources/kafka.js'
-import {createTopics, digitMessage, kafkaConfig, produce, storedKeys, type Digit} from '../support/kafka-fixtures.js'
-
-/** A record as the test reads it back: its value and its headers as strings. */
-export interface ReadRecord {
-  value: Buffer | null
-  headers: Record<string, string | undefined>
-}
+import {createTopics, digitMessage, kafkaConfig, produce, storedKeys, type Digit, type KafkaReads} from '../support/kafka-fixtures.js'
 
 export interface DeadLetterSetup {
   kafka: Kafka
@@ -28,16 +22,11 @@ export interface DeadLetterSetup {
   group: string
   /** At least 60 digits. */
   digits: Digit[]
-  /** The end offset of each of a topic's `partitions`. */
-  endOffsets(topic: string, partitions: number): Promise<number[]>
-  /** The group's committed offset of each of the topic's `partitions`. */
-  committed(partitions: number): Promise<Array<number | undefined>>
-  /** The first `count` records of the dead-letter topic (one partition). */
-  deadLetters(count: number): Promise<ReadRecord[]>
+  reads: KafkaReads
 }
 
 export async function deadLettersEndToEnd(s: DeadLetterSetup): Promise<void> {
-  const {kafka, topic, dead, group, ws} = s
+  const {kafka, topic, dead, group, ws, reads} = s
   await createTopics(kafka, [[topic, 3], [dead, 1]])
   const good = s.digits.slice(0, 60)
   const corrupt = {value: good[0]!.png.subarray(0, 60), headers: {label: '7', trace: 'abc'}}
@@ -60,16 +49,16 @@ export async function deadLettersEndToEnd(s: DeadLetterSetup): Promise<void> {
 
   // The manifest records each partition's next offset, and Kafka got the same, after it.
   const manifest = await readManifest(storeDir)
-  const ends = await s.endOffsets(topic, 3)
+  const ends = await reads.endOffsets(topic, 3)
   assert.deepEqual(manifest.sources?.kafka?.[group]?.[topic], Object.fromEntries(ends.map((o, p) => [String(p), String(o)])))
-  assert.deepEqual(await s.committed(3), ends)
+  assert.deepEqual(await reads.committed(group, topic, 3), ends)
 
   const quarantine = (await readFile(path.join(storeDir, 'quarantine.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as {reason: string; origin: string})
   assert.deepEqual(quarantine.map((q) => q.reason).sort(), ['corrupt', 'no-label', 'too-large'])
   for (const q of quarantine) assert.match(q.origin, new RegExp(`^kafka:${topic}/\\d/\\d+$`))
 
   // Dead letters: the original key, value and headers, plus why and where from.
-  const letters = await s.deadLetters(3)
+  const letters = await reads.records(dead, 3)
   assert.equal(letters.length, 3)
   const byReason = new Map(letters.map((r) => [r.headers[DEAD_LETTER_HEADERS.reason], r]))
   assert.deepEqual([...byReason.keys()].sort(), ['corrupt', 'no-label', 'too-large'])
@@ -84,5 +73,5 @@ export async function deadLettersEndToEnd(s: DeadLetterSetup): Promise<void> {
   // A second run starts at the committed offsets: nothing to do, nothing new.
   const again = await runIngest({config, baseDir: ws})
   assert.deepEqual([again.accepted, again.rejected, again.duplicates, again.datasetVersion], [0, 0, 0, manifest.version])
-  assert.deepEqual(await s.endOffsets(dead, 1), [3], 'no dead letter written twice')
+  assert.deepEqual(await reads.endOffsets(dead, 1), [3], 'no dead letter written twice')
 }

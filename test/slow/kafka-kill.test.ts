@@ -3,17 +3,10 @@
 // (the scenario is test/scenarios/ingest-kill.ts), on the in-repo broker.
 import {after, before, describe, it} from 'node:test'
 import type {Kafka} from 'kafkajs'
-import {kafkaFeed, killAndResume} from '../scenarios/ingest-kill.js'
+import {KAFKA_KILL, kafkaKillAndResume} from '../scenarios/ingest-kill.js'
 import {tempDir} from '../support/fixtures.js'
 import {startBrokerProcess, type BrokerProcess} from '../support/kafka-broker-process.js'
 import {testKafka} from '../support/kafka-client.js'
-
-const N = 600
-const ROUNDS = 12
-const PARTITIONS = 4
-const TOPIC = 'digits'
-const GROUP = 'kill-test'
-const SEED = 'kafka-kill-1'
 
 let broker: BrokerProcess
 let kafka: Kafka
@@ -24,7 +17,7 @@ before(async () => {
   ;({dir, cleanup} = await tempDir('ml-kafka-kill-'))
   // Offset commits are slow on this broker, which widens the window between a manifest commit and
   // its offset commit where a kill is the hardest case.
-  broker = await startBrokerProcess([[TOPIC, PARTITIONS]], {OffsetCommit: 250})
+  broker = await startBrokerProcess([[KAFKA_KILL.topic, KAFKA_KILL.partitions]], {OffsetCommit: 250})
   kafka = testKafka(broker.brokers)
 })
 after(async () => {
@@ -33,7 +26,7 @@ after(async () => {
 })
 
 describe('ml ingest --follow killed at random moments', () => {
-  it(`ends with exactly ${N} distinct images after ${ROUNDS} SIGKILLs`, async () => {
-    await killAndResume(kafkaFeed(kafka, broker.brokers, TOPIC, GROUP), {dir, count: N, digitsFrom: 2000, rounds: ROUNDS, seed: SEED, killWindowMs: [300, 4000], shardSize: 20})
+  it(`ends with exactly ${KAFKA_KILL.count} distinct images after ${KAFKA_KILL.rounds} SIGKILLs`, async () => {
+    await kafkaKillAndResume(kafka, broker.brokers, dir, {seed: 'kafka-kill-1', killWindowMs: [300, 4000]})
   })
 })

@@ -2,6 +2,7 @@
 // so that one test reads them the same way from the in-repo broker and from a real Kafka.
 import type {Kafka, KafkaMessage} from 'kafkajs'
 import {FAST_CONSUMER} from './kafka-client.js'
+import type {KafkaReads} from './kafka-fixtures.js'
 
 /**
  * Runs `run` with a connected admin client. A retriable answer (a group coordinator still loading the
@@ -55,4 +56,13 @@ export async function readRecords(kafka: Kafka, topic: string, count: number): P
     await consumer.disconnect()
   }
   return out
+}
+
+/** KafkaReads through the admin API and a consumer, for any broker. */
+export function adminReads(kafka: Kafka): KafkaReads {
+  return {
+    endOffsets: (topic) => endOffsets(kafka, topic),
+    committed: (group, topic) => committedOffsets(kafka, group, topic),
+    records: async (topic, count) => (await readRecords(kafka, topic, count)).map((r) => ({value: r.value, headers: Object.fromEntries(Object.entries(r.headers ?? {}).map(([k, v]) => [k, v?.toString()]))})),
+  }
 }

@@ -81,6 +81,36 @@ export async function storedKeys(storeDir: string): Promise<Map<string, string>>
   return out
 }
 
+/** A record as a test reads it back: its value and its headers as strings. */
+export interface ReadRecord {
+  value: Buffer | null
+  headers: Record<string, string | undefined>
+}
+
+/** What a scenario reads back from a broker, whichever it is. */
+export interface KafkaReads {
+  /** The end offset of each of a topic's `partitions`. */
+  endOffsets(topic: string, partitions: number): Promise<number[]>
+  /** The group's committed offset of each of the topic's `partitions` (undefined: none). */
+  committed(group: string, topic: string, partitions: number): Promise<Array<number | undefined>>
+  /** The first `count` records of a one-partition topic. */
+  records(topic: string, count: number): Promise<ReadRecord[]>
+}
+
+/** KafkaReads straight from the in-repo broker's state. */
+export function brokerReads(broker: KafkaBroker): KafkaReads {
+  const each = <T>(partitions: number, read: (p: number) => T) => Array.from({length: partitions}, (_, p) => read(p))
+  return {
+    endOffsets: async (topic, partitions) => each(partitions, (p) => broker.highWatermark(topic, p)),
+    committed: async (group, topic, partitions) => each(partitions, (p) => broker.committed(group, topic, p)),
+    records: async (topic, count) =>
+      broker
+        .records(topic, 0)
+        .slice(0, count)
+        .map((r) => ({value: r.value, headers: Object.fromEntries(r.headers.map((h) => [h.key, h.value?.toString()]))})),
+  }
+}
+
 /** What a test file of the in-repo broker works with; `close` stops the broker and removes the folder. */
 export interface BrokerWorkspace {
   broker: KafkaBroker

@@ -8,7 +8,7 @@ import {after, afterEach, before, describe, it} from 'node:test'
 import type {Consumer} from 'kafkajs'
 import {runIngest} from '../../../src/lib/data/ingest.js'
 import {UserError} from '../../../src/lib/errors.js'
-import {brokerWorkspace, createTopics, digitMessage, kafkaConfig, mnistDigits, produce, sha256, storedKeys, type Digit} from '../../support/kafka-fixtures.js'
+import {brokerReads, brokerWorkspace, createTopics, digitMessage, kafkaConfig, mnistDigits, produce, sha256, storedKeys, type Digit} from '../../support/kafka-fixtures.js'
 import {deadLettersEndToEnd} from '../../scenarios/kafka-dead-letters.js'
 import {rebalanceLosesNothing} from '../../scenarios/kafka-rebalance.js'
 
@@ -35,23 +35,7 @@ const offsetsOf = (topic: string, partitions: number) => Array.from({length: par
 
 describe('ingest from Kafka', () => {
   it('ingests a topic end to end: corrupt and unlabelled messages go to the quarantine and the dead-letter topic', async () => {
-    const {ws, topic, dead, group} = names()
-    await deadLettersEndToEnd({
-      ws,
-      topic,
-      dead,
-      group,
-      kafka,
-      brokers: [broker.address],
-      digits,
-      endOffsets: async (topic, partitions) => offsetsOf(topic, partitions),
-      committed: async (partitions) => Array.from({length: partitions}, (_, p) => broker.committed(group, topic, p)),
-      deadLetters: async (count) =>
-        broker
-          .records(dead, 0)
-          .slice(0, count)
-          .map((r) => ({value: r.value, headers: Object.fromEntries(r.headers.map((h) => [h.key, h.value?.toString()]))})),
-    })
+    await deadLettersEndToEnd({...names(), kafka, brokers: [broker.address], digits, reads: brokerReads(broker)})
   })
 
   it('names the config key when a topic does not exist, and stores nothing', async () => {
