@@ -12,7 +12,7 @@ import {after, before, describe, it} from 'node:test'
 import {testKafka} from '../support/kafka-client.js'
 import {createTopics, produce} from '../support/kafka-fixtures.js'
 import {kafkaSkip, RealKafka} from './support/kafka.js'
-import {withAdmin} from './support/kafka-admin.js'
+import {withAdmin} from '../support/kafka-admin.js'
 
 const skip = kafkaSkip()
 const here = path.dirname(fileURLToPath(import.meta.url))

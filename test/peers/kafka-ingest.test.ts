@@ -11,16 +11,17 @@ import {stringify} from 'yaml'
 import {validateConfig} from '../../src/lib/config/load.js'
 import {runIngest, type IngestProgress} from '../../src/lib/data/ingest.js'
 import {readManifest} from '../../src/lib/data/store.js'
-import {DEAD_LETTER_HEADERS} from '../../src/lib/data/sources/kafka.js'
 import {UserError} from '../../src/lib/errors.js'
 import {runJson} from '../support/cli.js'
 import {mnistFolders, tempDir} from '../support/fixtures.js'
 import {kafkaLog, testKafka} from '../support/kafka-client.js'
 import {createTopics, digitMessage, kafkaConfig, mnistDigits, produce, storedKeys, type Digit} from '../support/kafka-fixtures.js'
+import {deadLettersEndToEnd} from '../scenarios/kafka-dead-letters.js'
 import {rebalanceLosesNothing} from '../scenarios/kafka-rebalance.js'
+import {secureCliRoundTrip} from '../scenarios/kafka-secure-cli.js'
 import {makeCertificates, type Certs} from '../support/certs.js'
 import {kafkaSkip, RealKafka} from './support/kafka.js'
-import {committedOffsets, endOffsets, readRecords, withAdmin} from './support/kafka-admin.js'
+import {adminReads, committedOffsets, endOffsets, withAdmin} from '../support/kafka-admin.js'
 
 const skip = kafkaSkip()
 const USER = 'ingest'
@@ -83,44 +84,7 @@ function progressGate() {
 
 describe('ingest from a real Kafka broker', {skip}, () => {
   it('ingests a topic end to end: corrupt and unlabelled messages go to the quarantine and the dead-letter topic', async () => {
-    const {ws, topic, dead, group} = names()
-    await createTopics(kafka, [[topic, 3], [dead, 1]])
-    const good = digits.slice(0, 60)
-    const corrupt = {value: good[0]!.png.subarray(0, 60), headers: {label: '7', trace: 'abc'}}
-    const unlabelled = {value: good[1]!.png, headers: {other: 'x'}}
-    const oversized = {value: Buffer.concat([good[3]!.png, Buffer.alloc(4000)]), headers: {label: '1'}}
-    await produce(kafka, topic, [...good.map((d) => digitMessage(d)), corrupt, unlabelled, oversized, digitMessage(good[2]!)])
-
-    const config = kafkaConfig({brokers: [broker.address()], topics: [topic], groupId: group, deadLetterTopic: dead}, {maxFileBytes: 2000})
-    // The first group on this new cluster: the broker creates its offsets topic now, and answers
-    // NOT_COORDINATOR until it is loaded (the in-repo broker never did).
-    const summary = await runIngest({config, baseDir: ws})
-    assert.deepEqual([summary.accepted, summary.rejected, summary.duplicates], [60, 3, 1])
-    assert.deepEqual(summary.rejectedByReason, {corrupt: 1, 'no-label': 1, 'too-large': 1})
-
-    const storeDir = path.join(ws, 'store')
-    assert.deepEqual(await storedKeys(storeDir), new Map(good.map((d) => [d.key, d.label])))
-    const manifest = await readManifest(storeDir)
-    const ends = await endOffsets(kafka, topic)
-    assert.deepEqual(manifest.sources?.kafka?.[group]?.[topic], Object.fromEntries(ends.map((o, p) => [String(p), String(o)])))
-    assert.deepEqual(await committedOffsets(kafka, group, topic), ends)
-
-    const quarantine = (await readFile(path.join(storeDir, 'quarantine.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l))
-    const letters = await readRecords(kafka, dead, 3)
-    assert.equal(letters.length, 3)
-    const header = (r: (typeof letters)[number], name: string) => r.headers?.[name]?.toString()
-    const byReason = new Map(letters.map((r) => [header(r, DEAD_LETTER_HEADERS.reason), r]))
-    assert.deepEqual([...byReason.keys()].sort(), ['corrupt', 'no-label', 'too-large'])
-    assert.deepEqual(byReason.get('corrupt')!.value, corrupt.value)
-    assert.equal(header(byReason.get('corrupt')!, 'trace'), 'abc')
-    assert.deepEqual(byReason.get('no-label')!.value, unlabelled.value)
-    const origin = quarantine.find((q) => q.reason === 'corrupt').origin as string
-    const c = byReason.get('corrupt')!
-    assert.equal(`kafka:${header(c, DEAD_LETTER_HEADERS.topic)}/${header(c, DEAD_LETTER_HEADERS.partition)}/${header(c, DEAD_LETTER_HEADERS.offset)}`, origin)
-
-    const again = await runIngest({config, baseDir: ws})
-    assert.deepEqual([again.accepted, again.rejected, again.duplicates, again.datasetVersion], [0, 0, 0, manifest.version])
-    assert.deepEqual(await endOffsets(kafka, dead), [3], 'no dead letter written twice')
+    await deadLettersEndToEnd({...names(), kafka, brokers: [broker.address()], digits, reads: adminReads(kafka)})
   })
 
   it('names the config key when a topic does not exist, and the source does not create it', async () => {
@@ -287,21 +251,7 @@ describe('TLS and SASL listeners of a real Kafka broker', {skip}, () => {
   })
 
   it('`ml ingest publish` and `ml ingest` over SASL_SSL take ssl and sasl from the config; a wrong password exits 5', async () => {
-    const {train} = await mnistFolders(path.join(dir, 'secure'), 40, 0)
-    const config = path.join(dir, 'secure.yaml')
-    const source = {type: 'kafka', brokers: [broker.address('SASLTLS')], topics: ['secure'], groupId: 'secure', ssl: {caFile: 'certs/ca.pem'}, sasl: {mechanism: 'scram-sha-512', username: USER, passwordEnv: PASSWORD_ENV}}
-    await writeFile(config, stringify({data: {sources: [source], image: {width: 28, height: 28, channels: 1}, store: 'store-secure'}}))
-    const options = (password: string) => ({cwd: dir, env: {[PASSWORD_ENV]: password}})
-    const published = await runJson<{published: number}>(['ingest', 'publish', train, '--topic', 'secure', '--partitions', '2', '--config', config], options(PASSWORD))
-    assert.equal(published.code, 0, published.stderr)
-    assert.equal(published.json.published, 40)
-    const ingested = await runJson<{accepted: number}>(['ingest', '--config', config], options(PASSWORD))
-    assert.equal(ingested.code, 0, ingested.stderr)
-    assert.equal(ingested.json.accepted, 40)
-    const refused = await runJson<{error: {code: string}}>(['ingest', '--config', config], options(WRONG))
-    assert.equal(refused.code, 5)
-    assert.equal(refused.json.error.code, 'KAFKA_AUTH_FAILED')
-    assert.ok(!JSON.stringify(refused.json).includes(WRONG) && !refused.stderr.includes(WRONG))
+    await secureCliRoundTrip({dir, digitsDir: path.join(dir, 'secure'), broker: broker.address('SASLTLS'), mechanism: 'scram-sha-512', user: USER, password: PASSWORD, wrong: WRONG, passwordEnv: PASSWORD_ENV})
   })
 })
 

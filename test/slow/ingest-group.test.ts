@@ -3,21 +3,19 @@
 // random moments and started again. The dataset must end with each digit exactly once, and the
 // manifest and the group's offsets at the end of every partition.
 import assert from 'node:assert/strict'
-import {spawn, type ChildProcess} from 'node:child_process'
-import {once} from 'node:events'
-import {readFile, writeFile} from 'node:fs/promises'
+import type {ChildProcess} from 'node:child_process'
 import path from 'node:path'
-import {createInterface} from 'node:readline'
-import {fileURLToPath} from 'node:url'
 import {after, before, describe, it} from 'node:test'
 import type {Kafka} from 'kafkajs'
 import seedrandom from 'seedrandom'
-import {stringify} from 'yaml'
 import {readManifest} from '../../src/lib/data/store.js'
+import {assertStoredOnce, distinctDigits, manifestVersion, writeStreamConfig} from '../scenarios/ingest-kill.js'
 import {startCli, type CliResult} from '../support/cli.js'
 import {tempDir} from '../support/fixtures.js'
+import {committedOffsets, endOffsets} from '../support/kafka-admin.js'
+import {startBrokerProcess, type BrokerProcess} from '../support/kafka-broker-process.js'
 import {testKafka} from '../support/kafka-client.js'
-import {digitMessage, mnistDigits, produce, storedKeys} from '../support/kafka-fixtures.js'
+import {digitMessage, produce} from '../support/kafka-fixtures.js'
 
 const N = 600
 const MEMBERS = 3
@@ -29,9 +27,7 @@ const SEED = 'ingest-group-1'
 /** Exit code of a member fenced out of a commit (INGEST_FENCED, exit kind "service"): restarted like a killed one. */
 const FENCED_EXIT = 5
 
-const here = path.dirname(fileURLToPath(import.meta.url))
-let broker: ChildProcess
-let brokers: string
+let broker: BrokerProcess
 let kafka: Kafka
 let dir: string
 let cleanup: () => Promise<void>
@@ -39,18 +35,12 @@ let cleanup: () => Promise<void>
 before(async () => {
   ;({dir, cleanup} = await tempDir('ml-ingest-group-'))
   // Slow offset commits widen the window between a manifest commit and its offset commit.
-  const main = path.join(here, '..', 'support', 'kafka-broker-main.js')
-  broker = spawn(process.execPath, [main, '--topic', `${TOPIC}:${PARTITIONS}`, '--delay', 'OffsetCommit:150'], {stdio: ['pipe', 'pipe', 'inherit']})
-  const [line] = (await once(createInterface({input: broker.stdout!}), 'line')) as [string]
-  brokers = `127.0.0.1:${(JSON.parse(line) as {port: number}).port}`
-  kafka = testKafka(brokers)
+  broker = await startBrokerProcess([[TOPIC, PARTITIONS]], {OffsetCommit: 150})
+  kafka = testKafka(broker.brokers)
 })
 after(async () => {
-  if (broker.exitCode === null) {
-    broker.kill('SIGTERM')
-    await once(broker, 'exit')
-  }
-  await cleanup()
+  await broker?.stop()
+  await cleanup?.()
 })
 
 interface Member {
@@ -61,23 +51,11 @@ interface Member {
 describe('three ml ingest --follow processes in one consumer group', () => {
   it(`store ${N} digits exactly once while members are killed ${KILLS} times`, async () => {
     const rng = seedrandom(SEED)
-    const digits = await mnistDigits(N, 4000)
-    assert.equal(new Set(digits.map((d) => d.key)).size, N, 'the fixture digits are distinct')
-    const config = path.join(dir, 'ml.yaml')
-    await writeFile(
-      config,
-      stringify({
-        data: {
-          // A short session so that a killed member's partitions move on quickly; small shards and
-          // frequent commits so that kills and rebalances land between manifest and offset commits.
-          sources: [{type: 'kafka', brokers: [brokers], topics: [TOPIC], groupId: GROUP, sessionTimeoutMs: 2000, rollIntervalMs: 150}],
-          image: {width: 28, height: 28, channels: 1},
-          store: 'store',
-          shardSize: 20,
-          concurrency: 2,
-        },
-      }),
-    )
+    const digits = await distinctDigits(N, 4000)
+    // A short session so that a killed member's partitions move on quickly; small shards and
+    // frequent commits so that kills and rebalances land between manifest and offset commits.
+    const source = {type: 'kafka', brokers: [broker.brokers], topics: [TOPIC], groupId: GROUP, sessionTimeoutMs: 2000, rollIntervalMs: 150}
+    const config = await writeStreamConfig(dir, source, 20)
     const storeDir = path.join(dir, 'store')
     const start = (): Member => startCli(['ingest', '--follow', '--config', config])
     const members: Member[] = Array.from({length: MEMBERS}, start)
@@ -117,7 +95,7 @@ describe('three ml ingest --follow processes in one consumer group', () => {
       members[i] = start()
       restarts++
       watchers.push(watch(i))
-      versions.push(await readManifest(storeDir).then((m) => m.version, () => 0))
+      versions.push(await manifestVersion(storeDir))
     }
     await producing
 
@@ -139,24 +117,14 @@ describe('three ml ingest --follow processes in one consumer group', () => {
     for (const [i, result] of results.entries()) assert.ok([0, FENCED_EXIT, 'starting'].includes(ended[i]!), `member ${i} ended with ${result.code}: ${result.stderr}`)
     assert.ok(ended.includes(0), `at least one member stopped cleanly: ${ended.join(', ')}`)
 
-    const manifest = await readManifest(storeDir)
-    const stored = await storedKeys(storeDir)
-    assert.equal(manifest.total, N, `total ${manifest.total}`)
-    assert.equal(stored.size, N)
-    assert.deepEqual(stored, new Map(digits.map((d) => [d.key, d.label])))
-    const quarantine = await readFile(path.join(storeDir, 'quarantine.jsonl'), 'utf8').catch(() => '')
-    assert.equal(quarantine.trim(), '', 'nothing quarantined')
     // Shards of killed members that never committed were cleaned up by the next member to start,
     // or are at most the last killed members' (no commit names them).
-    const admin = kafka.admin()
-    await admin.connect()
-    const ends = await admin.fetchTopicOffsets(TOPIC)
-    const [offsets] = await admin.fetchOffsets({groupId: GROUP, topics: [TOPIC]})
-    await admin.disconnect()
-    const end = Object.fromEntries(ends.map((e) => [String(e.partition), e.offset]))
-    assert.deepEqual(manifest.sources?.kafka?.[GROUP]?.[TOPIC], end, 'the manifest records every partition at its end')
-    const committed = Object.fromEntries(offsets!.partitions.map((p) => [String(p.partition), p.offset]))
-    for (const [partition, offset] of Object.entries(committed)) assert.ok(BigInt(offset) <= BigInt(end[partition]!), `group offset of ${partition} within the topic`)
+    const manifest = await assertStoredOnce(storeDir, digits)
+    const ends = await endOffsets(kafka, TOPIC)
+    assert.deepEqual(manifest.sources?.kafka?.[GROUP]?.[TOPIC], Object.fromEntries(ends.map((o, p) => [String(p), String(o)])), 'the manifest records every partition at its end')
+    const committed = await committedOffsets(kafka, GROUP, TOPIC)
+    assert.equal(committed.length, PARTITIONS)
+    for (const [partition, offset] of committed.entries()) assert.ok((offset ?? 0) <= ends[partition]!, `group offset of ${partition} within the topic`)
     console.log(`manifest versions after each kill: ${versions.join(' ')}; restarts ${restarts}, fenced exits ${fenced}; members at the end: ${ended.join(', ')}; final version ${manifest.version}`)
     assert.ok(versions.at(-1)! > 1, 'members committed while others were killed')
   })

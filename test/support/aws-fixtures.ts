@@ -2,9 +2,68 @@
 // SDK clients, MNIST digits uploaded as PNGs, a config on s3://, and the environment that points the
 // ml CLI at the emulator (and nowhere else).
 import http from 'node:http'
+import {GetRecordsCommand, GetShardIteratorCommand, KinesisClient, ListShardsCommand, type _Record} from '@aws-sdk/client-kinesis'
 import {CreateBucketCommand, PutObjectCommand, S3Client} from '@aws-sdk/client-s3'
+import {NodeHttpHandler} from '@smithy/node-http-handler'
 import {bucketConfig, loopbackEnv, uploadDigits} from './bucket-fixtures.js'
-import {AWS_TEST_ENV, type MotoServer} from './moto-server.js'
+import {guardNetwork} from './cloud-fixtures.js'
+import {tempDir} from './fixtures.js'
+import {AWS_TEST_ENV, MotoServer} from './moto-server.js'
+
+/** What a test file runs against: a temp folder, moto, and the environment that points `ml` at it. */
+export interface MotoWorkspace {
+  moto: MotoServer
+  dir: string
+  env: NodeJS.ProcessEnv
+  /** Stops moto, checks that no connection to another host was attempted, removes the folder. */
+  close(): Promise<void>
+}
+
+/** A temp folder named from `prefix` with the loopback guard's log in it, test credentials, and moto started. */
+export async function motoWorkspace(prefix: string): Promise<MotoWorkspace> {
+  const {dir, cleanup} = await tempDir(prefix)
+  const checkNetwork = guardNetwork(dir)
+  useTestCredentials()
+  let moto: MotoServer
+  try {
+    moto = await MotoServer.start()
+  } catch (error) {
+    await cleanup()
+    throw error
+  }
+  return {
+    moto,
+    dir,
+    env: awsEnv(moto, dir),
+    async close() {
+      await moto.close()
+      await checkNetwork()
+      await cleanup()
+    },
+  }
+}
+
+/** A Kinesis client on moto. moto serves HTTP/1.1; the Kinesis client would use HTTP/2. */
+export function kinesisClient(url: string): KinesisClient {
+  return new KinesisClient({endpoint: url, region: 'us-east-1', credentials: {accessKeyId: 'testing', secretAccessKey: 'testing'}, requestHandler: new NodeHttpHandler()})
+}
+
+/** Every record of `stream`, read from the start of each shard: shard id -> records in order. */
+export async function shardRecords(kinesis: KinesisClient, stream: string): Promise<Map<string, _Record[]>> {
+  const out = new Map<string, _Record[]>()
+  for (const shard of (await kinesis.send(new ListShardsCommand({StreamName: stream}))).Shards ?? []) {
+    const records: _Record[] = []
+    let iterator = (await kinesis.send(new GetShardIteratorCommand({StreamName: stream, ShardId: shard.ShardId!, ShardIteratorType: 'TRIM_HORIZON'}))).ShardIterator
+    for (;;) {
+      const answer = await kinesis.send(new GetRecordsCommand({ShardIterator: iterator!}))
+      records.push(...(answer.Records ?? []))
+      if ((answer.Records ?? []).length === 0 || !answer.NextShardIterator) break
+      iterator = answer.NextShardIterator
+    }
+    out.set(shard.ShardId!, records)
+  }
+  return out
+}
 
 /** Puts the fake credentials and region into this process's environment (the SDK's default chain reads them). */
 export function useTestCredentials(): void {

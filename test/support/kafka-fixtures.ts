@@ -1,11 +1,15 @@
-// Fixtures for Kafka ingest tests: real MNIST digits as PNG messages, a producer helper, configs for
-// a kafka source, and a reader of what a dataset store holds (sha256 key -> class name).
+// Fixtures for Kafka ingest tests: the in-repo broker with a client and a temp folder, real MNIST
+// digits as PNG messages, a producer helper, configs for a kafka source, and a reader of what a
+// dataset store holds (sha256 key -> class name).
 import {createHash} from 'node:crypto'
 import type {Kafka, Message} from 'kafkajs'
 import {validateConfig} from '../../src/lib/config/load.js'
 import type {MlConfig} from '../../src/lib/config/schema.js'
 import {mnistPng, readMnist} from '../../src/lib/data/mnist.js'
 import {loadSplit, readManifest} from '../../src/lib/data/store.js'
+import {tempDir} from './fixtures.js'
+import {KafkaBroker} from './kafka-broker.js'
+import {kafkaLog, testKafka} from './kafka-client.js'
 
 export interface Digit {
   png: Buffer
@@ -75,4 +79,62 @@ export async function storedKeys(storeDir: string): Promise<Map<string, string>>
     })
   }
   return out
+}
+
+/** A record as a test reads it back: its value and its headers as strings. */
+export interface ReadRecord {
+  value: Buffer | null
+  headers: Record<string, string | undefined>
+}
+
+/** What a scenario reads back from a broker, whichever it is. */
+export interface KafkaReads {
+  /** The end offset of each of a topic's `partitions`. */
+  endOffsets(topic: string, partitions: number): Promise<number[]>
+  /** The group's committed offset of each of the topic's `partitions` (undefined: none). */
+  committed(group: string, topic: string, partitions: number): Promise<Array<number | undefined>>
+  /** The first `count` records of a one-partition topic. */
+  records(topic: string, count: number): Promise<ReadRecord[]>
+}
+
+/** KafkaReads straight from the in-repo broker's state. */
+export function brokerReads(broker: KafkaBroker): KafkaReads {
+  const each = <T>(partitions: number, read: (p: number) => T) => Array.from({length: partitions}, (_, p) => read(p))
+  return {
+    endOffsets: async (topic, partitions) => each(partitions, (p) => broker.highWatermark(topic, p)),
+    committed: async (group, topic, partitions) => each(partitions, (p) => broker.committed(group, topic, p)),
+    records: async (topic, count) =>
+      broker
+        .records(topic, 0)
+        .slice(0, count)
+        .map((r) => ({value: r.value, headers: Object.fromEntries(r.headers.map((h) => [h.key, h.value?.toString()]))})),
+  }
+}
+
+/** What a test file of the in-repo broker works with; `close` stops the broker and removes the folder. */
+export interface BrokerWorkspace {
+  broker: KafkaBroker
+  kafka: Kafka
+  dir: string
+  close(): Promise<void>
+}
+
+/**
+ * The in-repo broker (topics are created by the tests, never on first use), a client of it, and a
+ * temp folder named from `prefix`. When the test process has failed by `close`, the client's last log
+ * lines are printed.
+ */
+export async function brokerWorkspace(prefix: string): Promise<BrokerWorkspace> {
+  const broker = await KafkaBroker.create({autoCreateTopics: false})
+  const {dir, cleanup} = await tempDir(prefix)
+  return {
+    broker,
+    kafka: testKafka(broker.address),
+    dir,
+    async close() {
+      await broker.stop()
+      await cleanup()
+      if (process.exitCode) console.error(kafkaLog.slice(-40).join('\n'))
+    },
+  }
 }

@@ -1,11 +1,51 @@
-// What the SageMaker tests share: running a job's container as SageMaker runs it, and a proxy in front of
-// moto's SageMaker that lets a test replace the answer to one operation (x-amz-target), for what moto
-// does not do: jobs that fail, run for a while, stop, or list a tuning job's trials.
+// What the SageMaker tests share: a project on moto's S3 with its dataset ingested, running a job's
+// container as SageMaker runs it, and a proxy in front of moto's SageMaker that lets a test replace the
+// answer to one operation (x-amz-target), for what moto does not do: jobs that fail, run for a while,
+// stop, or list a tuning job's trials.
+import assert from 'node:assert/strict'
 import {mkdir, writeFile} from 'node:fs/promises'
 import http from 'node:http'
 import path from 'node:path'
+import {SageMakerClient} from '@aws-sdk/client-sagemaker'
 import {downloadDir} from '../../src/lib/storage/index.js'
-import {runCli, type CliResult} from './cli.js'
+import {configureS3} from '../../src/lib/storage/s3.js'
+import {createBuckets, putObject, uploadMnistS3, type MotoWorkspace} from './aws-fixtures.js'
+import {runCli, runJson, type CliResult} from './cli.js'
+
+export interface SageMakerProject {
+  /** s3://<bucket>/proj/ml.yaml */
+  config: string
+  /** A SageMaker client on moto. */
+  sagemaker: SageMakerClient
+  /** Destroys the client and points this process's s3:// storage back at AWS's default. */
+  close(): void
+}
+
+/**
+ * A project on moto's S3: 150 training and 30 test MNIST digits under s3://<bucket>/proj/images,
+ * `yaml` as s3://<bucket>/proj/ml.yaml, and its dataset ingested through the CLI (with `env`); this
+ * process's s3:// storage is pointed at moto too.
+ */
+export async function sagemakerProject(ws: MotoWorkspace, bucket: string, yaml: string, env: NodeJS.ProcessEnv = ws.env): Promise<SageMakerProject> {
+  const {moto} = ws
+  const sagemaker = new SageMakerClient({endpoint: moto.url, region: 'us-east-1', credentials: {accessKeyId: 'testing', secretAccessKey: 'testing'}})
+  await createBuckets(moto.url, bucket)
+  await uploadMnistS3(moto.url, bucket, 'proj/images/train', 'train', 150)
+  await uploadMnistS3(moto.url, bucket, 'proj/images/test', 'test', 30)
+  await putObject(moto.url, bucket, 'proj/ml.yaml', yaml)
+  configureS3({endpoint: moto.url, forcePathStyle: true})
+  const config = `s3://${bucket}/proj/ml.yaml`
+  const ingest = await runJson(['ingest', '--config', config], {env, cwd: ws.dir})
+  assert.equal(ingest.code, 0, ingest.stderr)
+  return {
+    config,
+    sagemaker,
+    close() {
+      sagemaker.destroy()
+      configureS3(undefined)
+    },
+  }
+}
 
 /**
  * Runs a job's container command as SageMaker does: `<image> train` (ml train `args`) with /opt/ml laid

@@ -6,63 +6,33 @@ import '../../support/loopback-only.js'
 import assert from 'node:assert/strict'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
-import {
-  CreateStreamCommand,
-  GetRecordsCommand,
-  GetShardIteratorCommand,
-  KinesisClient,
-  ListShardsCommand,
-  PutRecordCommand,
-  SplitShardCommand,
-  waitUntilStreamExists,
-} from '@aws-sdk/client-kinesis'
-import {NodeHttpHandler} from '@smithy/node-http-handler'
+import {CreateStreamCommand, ListShardsCommand, PutRecordCommand, SplitShardCommand, waitUntilStreamExists, type KinesisClient} from '@aws-sdk/client-kinesis'
 import {stringify} from 'yaml'
 import {writeFile} from 'node:fs/promises'
 import {readManifest} from '../../../src/lib/data/store.js'
 import {runJson} from '../../support/cli.js'
-import {awsEnv, useTestCredentials} from '../../support/aws-fixtures.js'
-import {guardNetwork} from '../../support/cloud-fixtures.js'
-import {mnistFolders, tempDir} from '../../support/fixtures.js'
+import {kinesisClient, motoWorkspace, shardRecords, type MotoWorkspace} from '../../support/aws-fixtures.js'
+import {mnistFolders} from '../../support/fixtures.js'
 import {storedKeys} from '../../support/kafka-fixtures.js'
-import {MotoServer} from '../../support/moto-server.js'
 
-let moto: MotoServer
+let ws: MotoWorkspace
 let dir: string
-let cleanup: () => Promise<void>
 let env: NodeJS.ProcessEnv
-let checkNetwork: () => Promise<void>
 let kinesis: KinesisClient
 
 before(async () => {
-  ;({dir, cleanup} = await tempDir('ml-kinesis-'))
-  checkNetwork = guardNetwork(dir)
-  useTestCredentials()
-  moto = await MotoServer.start()
-  env = awsEnv(moto, dir)
-  // moto serves HTTP/1.1; the Kinesis client would use HTTP/2.
-  kinesis = new KinesisClient({endpoint: moto.url, region: 'us-east-1', credentials: {accessKeyId: 'testing', secretAccessKey: 'testing'}, requestHandler: new NodeHttpHandler()})
+  ws = await motoWorkspace('ml-kinesis-')
+  ;({dir, env} = ws)
+  kinesis = kinesisClient(ws.moto.url)
 })
 after(async () => {
-  kinesis.destroy()
-  await moto.close()
-  await checkNetwork()
-  await cleanup()
+  kinesis?.destroy()
+  await ws?.close()
 })
 
+/** The data of every record of `stream`, shard after shard. */
 async function allRecords(stream: string): Promise<Buffer[]> {
-  const out: Buffer[] = []
-  const shards = (await kinesis.send(new ListShardsCommand({StreamName: stream}))).Shards ?? []
-  for (const shard of shards) {
-    let iterator = (await kinesis.send(new GetShardIteratorCommand({StreamName: stream, ShardId: shard.ShardId!, ShardIteratorType: 'TRIM_HORIZON'}))).ShardIterator
-    for (;;) {
-      const answer = await kinesis.send(new GetRecordsCommand({ShardIterator: iterator!}))
-      out.push(...(answer.Records ?? []).map((r) => Buffer.from(r.Data!)))
-      if ((answer.Records ?? []).length === 0 || !answer.NextShardIterator) break
-      iterator = answer.NextShardIterator
-    }
-  }
-  return out
+  return [...(await shardRecords(kinesis, stream)).values()].flat().map((r) => Buffer.from(r.Data!))
 }
 
 describe('ml ingest from a kinesis stream', () => {

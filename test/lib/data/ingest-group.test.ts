@@ -3,31 +3,14 @@
 // records, and the store ends with every digit once and every partition's position at its end.
 import assert from 'node:assert/strict'
 import path from 'node:path'
-import {after, before, describe, it} from 'node:test'
-import type {Kafka} from 'kafkajs'
+import {after, describe, it} from 'node:test'
 import {runIngest} from '../../../src/lib/data/ingest.js'
 import {readManifest} from '../../../src/lib/data/store.js'
-import {tempDir} from '../../support/fixtures.js'
-import {KafkaBroker} from '../../support/kafka-broker.js'
-import {kafkaLog, testKafka} from '../../support/kafka-client.js'
-import {createTopics, digitMessage, kafkaConfig, mnistDigits, produce, storedKeys} from '../../support/kafka-fixtures.js'
+import {brokerWorkspace, createTopics, digitMessage, kafkaConfig, mnistDigits, produce, storedKeys} from '../../support/kafka-fixtures.js'
 
 const PARTITIONS = 4
-let broker: KafkaBroker
-let kafka: Kafka
-let dir: string
-let cleanup: () => Promise<void>
-
-before(async () => {
-  broker = await KafkaBroker.create({autoCreateTopics: false})
-  kafka = testKafka(broker.address)
-  ;({dir, cleanup} = await tempDir('ml-ingest-group-'))
-})
-after(async () => {
-  await broker.stop()
-  await cleanup()
-  if (process.exitCode) console.error(kafkaLog.slice(-40).join('\n'))
-})
+const {broker, kafka, dir, close} = await brokerWorkspace('ml-ingest-group-')
+after(close)
 
 describe('two ingests of one consumer group into one store', () => {
   it('store every digit exactly once, with the partitions split between them', async () => {

@@ -4,32 +4,17 @@ import assert from 'node:assert/strict'
 import {once} from 'node:events'
 import {writeFile} from 'node:fs/promises'
 import path from 'node:path'
-import {after, before, describe, it} from 'node:test'
-import type {Kafka} from 'kafkajs'
+import {after, describe, it} from 'node:test'
 import {stringify} from 'yaml'
 import {validateConfig} from '../../../src/lib/config/load.js'
 import {runIngest} from '../../../src/lib/data/ingest.js'
 import {readManifest} from '../../../src/lib/data/store.js'
 import {runCli, runJson, startCli} from '../../support/cli.js'
-import {mnistFolders, tempDir} from '../../support/fixtures.js'
-import {KafkaBroker} from '../../support/kafka-broker.js'
-import {testKafka} from '../../support/kafka-client.js'
-import {createTopics, digitMessage, mnistDigits, produce, storedKeys} from '../../support/kafka-fixtures.js'
+import {mnistFolders} from '../../support/fixtures.js'
+import {brokerWorkspace, createTopics, digitMessage, mnistDigits, produce, storedKeys} from '../../support/kafka-fixtures.js'
 
-let broker: KafkaBroker
-let kafka: Kafka
-let dir: string
-let cleanup: () => Promise<void>
-
-before(async () => {
-  broker = await KafkaBroker.create({autoCreateTopics: false})
-  kafka = testKafka(broker.address)
-  ;({dir, cleanup} = await tempDir('ml-kafka-cli-'))
-})
-after(async () => {
-  await broker.stop()
-  await cleanup()
-})
+const {broker, kafka, dir, close} = await brokerWorkspace('ml-kafka-cli-')
+after(close)
 
 async function writeConfig(file: string, source: Record<string, unknown>, store: string): Promise<string> {
   await writeFile(

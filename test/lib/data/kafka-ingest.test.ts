@@ -5,38 +5,24 @@ import assert from 'node:assert/strict'
 import {readFile, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {after, afterEach, before, describe, it} from 'node:test'
-import type {Consumer, Kafka} from 'kafkajs'
-import {runIngest, type IngestProgress} from '../../../src/lib/data/ingest.js'
-import {readManifest} from '../../../src/lib/data/store.js'
-import {DEAD_LETTER_HEADERS} from '../../../src/lib/data/sources/kafka.js'
+import type {Consumer} from 'kafkajs'
+import {runIngest} from '../../../src/lib/data/ingest.js'
 import {UserError} from '../../../src/lib/errors.js'
-import {tempDir} from '../../support/fixtures.js'
-import {KafkaBroker} from '../../support/kafka-broker.js'
-import {kafkaLog, testKafka} from '../../support/kafka-client.js'
-import {createTopics, digitMessage, kafkaConfig, mnistDigits, produce, sha256, storedKeys, type Digit} from '../../support/kafka-fixtures.js'
+import {brokerReads, brokerWorkspace, createTopics, digitMessage, kafkaConfig, mnistDigits, produce, sha256, storedKeys, type Digit} from '../../support/kafka-fixtures.js'
+import {deadLettersEndToEnd} from '../../scenarios/kafka-dead-letters.js'
 import {rebalanceLosesNothing} from '../../scenarios/kafka-rebalance.js'
 
-let broker: KafkaBroker
-let kafka: Kafka
-let dir: string
-let cleanup: () => Promise<void>
+const {broker, kafka, dir, close} = await brokerWorkspace('ml-kafka-ingest-')
 let digits: Digit[]
 const consumers: Consumer[] = []
 
 before(async () => {
-  broker = await KafkaBroker.create({autoCreateTopics: false})
-  kafka = testKafka(broker.address)
-  ;({dir, cleanup} = await tempDir('ml-kafka-ingest-'))
   digits = await mnistDigits(240)
 })
 afterEach(async () => {
   await Promise.all(consumers.splice(0).map((c) => c.disconnect().catch(() => {})))
 })
-after(async () => {
-  await broker.stop()
-  await cleanup()
-  if (process.exitCode) console.error(kafkaLog.slice(-40).join('\n'))
-})
+after(close)
 
 let n = 0
 /** A fresh workspace folder, topic names and group id for one test. */
@@ -49,52 +35,7 @@ const offsetsOf = (topic: string, partitions: number) => Array.from({length: par
 
 describe('ingest from Kafka', () => {
   it('ingests a topic end to end: corrupt and unlabelled messages go to the quarantine and the dead-letter topic', async () => {
-    const {ws, topic, dead, group} = names()
-    await createTopics(kafka, [[topic, 3], [dead, 1]])
-    const good = digits.slice(0, 60)
-    const corrupt = {value: good[0]!.png.subarray(0, 60), headers: {label: '7', trace: 'abc'}}
-    const unlabelled = {value: good[1]!.png, headers: {other: 'x'}}
-    const oversized = {value: Buffer.concat([good[3]!.png, Buffer.alloc(4000)]), headers: {label: '1'}}
-    await produce(kafka, topic, [...good.map((d) => digitMessage(d)), corrupt, unlabelled, oversized, digitMessage(good[2]!)])
-
-    const progress: IngestProgress[] = []
-    const config = kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group, deadLetterTopic: dead}, {maxFileBytes: 2000})
-    const summary = await runIngest({config, baseDir: ws, onProgress: (p) => progress.push(p)})
-    assert.deepEqual([summary.accepted, summary.rejected, summary.duplicates], [60, 3, 1])
-    assert.deepEqual(summary.rejectedByReason, {corrupt: 1, 'no-label': 1, 'too-large': 1})
-    assert.equal(summary.total, 60)
-    assert.equal(progress.at(-1)!.seen, 64)
-
-    const storeDir = path.join(ws, 'store')
-    const stored = await storedKeys(storeDir)
-    assert.deepEqual(new Map(good.map((d) => [d.key, d.label])), stored)
-
-    // The manifest records each partition's next offset, and Kafka got the same, after it.
-    const manifest = await readManifest(storeDir)
-    const ends = offsetsOf(topic, 3)
-    assert.deepEqual(manifest.sources?.kafka?.[group]?.[topic], Object.fromEntries(ends.map((o, p) => [String(p), String(o)])))
-    assert.deepEqual([0, 1, 2].map((p) => broker.committed(group, topic, p)), ends)
-
-    const quarantine = (await readFile(path.join(storeDir, 'quarantine.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l))
-    assert.deepEqual(quarantine.map((q) => q.reason).sort(), ['corrupt', 'no-label', 'too-large'])
-    for (const q of quarantine) assert.match(q.origin, new RegExp(`^kafka:${topic}/\\d/\\d+$`))
-
-    // Dead letters: the original key, value and headers, plus why and where from.
-    const letters = broker.records(dead, 0)
-    assert.equal(letters.length, 3)
-    const header = (r: (typeof letters)[number], name: string) => r.headers.find((h) => h.key === name)?.value?.toString()
-    const byReason = new Map(letters.map((r) => [header(r, DEAD_LETTER_HEADERS.reason), r]))
-    assert.deepEqual(byReason.get('corrupt')!.value, corrupt.value)
-    assert.equal(header(byReason.get('corrupt')!, 'trace'), 'abc')
-    assert.equal(header(byReason.get('corrupt')!, DEAD_LETTER_HEADERS.topic), topic)
-    assert.deepEqual(byReason.get('no-label')!.value, unlabelled.value)
-    const origin = quarantine.find((q) => q.reason === 'corrupt').origin as string
-    assert.equal(`kafka:${topic}/${header(byReason.get('corrupt')!, DEAD_LETTER_HEADERS.partition)}/${header(byReason.get('corrupt')!, DEAD_LETTER_HEADERS.offset)}`, origin)
-
-    // A second run starts at the committed offsets: nothing to do, nothing new.
-    const again = await runIngest({config, baseDir: ws})
-    assert.deepEqual([again.accepted, again.rejected, again.duplicates, again.datasetVersion], [0, 0, 0, manifest.version])
-    assert.equal(broker.records(dead, 0).length, 3)
+    await deadLettersEndToEnd({...names(), kafka, brokers: [broker.address], digits, reads: brokerReads(broker)})
   })
 
   it('names the config key when a topic does not exist, and stores nothing', async () => {

@@ -3,17 +3,15 @@
 // (wrong CA, no client certificate, bad files, wrong password) ending at once with what to fix.
 import assert from 'node:assert/strict'
 import {once} from 'node:events'
-import {writeFile} from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
 import type {KafkaConfig} from 'kafkajs'
-import {stringify} from 'yaml'
 import {runIngest} from '../../../src/lib/data/ingest.js'
 import {UserError} from '../../../src/lib/errors.js'
+import {secureCliRoundTrip} from '../../scenarios/kafka-secure-cli.js'
 import {makeCertificates, type Certs} from '../../support/certs.js'
-import {runJson} from '../../support/cli.js'
-import {mnistFolders, tempDir} from '../../support/fixtures.js'
+import {tempDir} from '../../support/fixtures.js'
 import {API, KafkaBroker, VERSIONS} from '../../support/kafka-broker.js'
 import {kafkaLog, testKafka} from '../../support/kafka-client.js'
 import {createTopics, digitMessage, kafkaConfig, mnistDigits, produce, storedKeys, type Digit} from '../../support/kafka-fixtures.js'
@@ -199,26 +197,6 @@ describe('kafka source with SASL', () => {
 describe('ml ingest publish and ml ingest over TLS + SASL (CLI)', {skip: tlsSkip}, () => {
   it('publish and ingest take ssl and sasl from the config; a wrong password exits 5 without showing it', async () => {
     const broker = await startBroker({tls: certs.server, sasl: {username: USER, password: PASSWORD}})
-    const {train} = await mnistFolders(dir, 40, 0)
-    const config = path.join(dir, 'secure.yaml')
-    // Relative to the config's folder, which is also the working directory here (publish resolves
-    // against the latter).
-    const source = {type: 'kafka', brokers: [broker.address], topics: ['secure'], groupId: 'secure', ssl: {caFile: 'certs/ca.pem'}, sasl: {mechanism: 'scram-sha-256', username: USER, passwordEnv: PASSWORD_ENV}}
-    await writeFile(config, stringify({data: {sources: [source], image: {width: 28, height: 28, channels: 1}, store: 'store-secure'}}))
-    const options = (password: string) => ({cwd: dir, env: {[PASSWORD_ENV]: password}})
-
-    const published = await runJson<{published: number}>(['ingest', 'publish', train, '--topic', 'secure', '--partitions', '2', '--config', config], options(PASSWORD))
-    assert.equal(published.code, 0, published.stderr)
-    assert.equal(published.json.published, 40)
-
-    const ingested = await runJson<{accepted: number}>(['ingest', '--config', config], options(PASSWORD))
-    assert.equal(ingested.code, 0, ingested.stderr)
-    assert.equal(ingested.json.accepted, 40)
-
-    const refused = await runJson<{error: {code: string; message: string}}>(['ingest', '--config', config], options(WRONG))
-    assert.equal(refused.code, 5)
-    assert.equal(refused.json.error.code, 'KAFKA_AUTH_FAILED')
-    assert.match(refused.json.error.message, new RegExp(`SASL authentication as user ${USER}`))
-    assert.ok(!JSON.stringify(refused.json).includes(WRONG) && !refused.stderr.includes(WRONG))
+    await secureCliRoundTrip({dir, digitsDir: dir, broker: broker.address, mechanism: 'scram-sha-256', user: USER, password: PASSWORD, wrong: WRONG, passwordEnv: PASSWORD_ENV})
   })
 })

@@ -10,16 +10,13 @@ import '../../support/loopback-only.js'
 import assert from 'node:assert/strict'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
-import {DescribeHyperParameterTuningJobCommand, SageMakerClient} from '@aws-sdk/client-sagemaker'
+import {DescribeHyperParameterTuningJobCommand, type SageMakerClient} from '@aws-sdk/client-sagemaker'
 import {parse, stringify} from 'yaml'
-import {configureS3} from '../../../src/lib/storage/s3.js'
 import {readBytes} from '../../../src/lib/storage/index.js'
 import {runJson, startCli} from '../../support/cli.js'
-import {awsEnv, createBuckets, putObject, s3Config, uploadMnistS3, useTestCredentials} from '../../support/aws-fixtures.js'
-import {guardNetwork} from '../../support/cloud-fixtures.js'
-import {tempDir} from '../../support/fixtures.js'
-import {MotoServer} from '../../support/moto-server.js'
-import {runSageMakerContainer, sagemakerProxy} from '../../support/sagemaker-fixtures.js'
+import {motoWorkspace, s3Config, type MotoWorkspace} from '../../support/aws-fixtures.js'
+import type {MotoServer} from '../../support/moto-server.js'
+import {runSageMakerContainer, sagemakerProject, sagemakerProxy, type SageMakerProject} from '../../support/sagemaker-fixtures.js'
 
 const BUCKET = 'ml-sm-tune'
 const CONFIG = `s3://${BUCKET}/proj/ml.yaml`
@@ -40,35 +37,25 @@ const TUNE = {
 }
 
 describe('ml tune --target sagemaker', () => {
+  let ws: MotoWorkspace
+  let project: SageMakerProject
   let moto: MotoServer
   let dir: string
-  let cleanup: () => Promise<void>
   let env: NodeJS.ProcessEnv
-  let checkNetwork: () => Promise<void>
   let sagemaker: SageMakerClient
 
   before(async () => {
-    ;({dir, cleanup} = await tempDir('ml-sagemaker-tune-'))
-    checkNetwork = guardNetwork(dir)
-    useTestCredentials()
-    moto = await MotoServer.start()
-    env = {...awsEnv(moto, dir), ML_SAGEMAKER_POLL_MS: '20'}
-    sagemaker = new SageMakerClient({endpoint: moto.url, region: 'us-east-1', credentials: {accessKeyId: 'testing', secretAccessKey: 'testing'}})
-    await createBuckets(moto.url, BUCKET)
-    await uploadMnistS3(moto.url, BUCKET, 'proj/images/train', 'train', 150)
-    await uploadMnistS3(moto.url, BUCKET, 'proj/images/test', 'test', 30)
+    ws = await motoWorkspace('ml-sagemaker-tune-')
+    ;({moto, dir} = ws)
+    env = {...ws.env, ML_SAGEMAKER_POLL_MS: '20'}
     const config = parse(s3Config(BUCKET, 'proj', {sagemaker: SAGEMAKER, train: {epochs: 2}})) as Record<string, unknown>
-    await putObject(moto.url, BUCKET, 'proj/ml.yaml', stringify({...config, tune: TUNE}))
-    configureS3({endpoint: moto.url, forcePathStyle: true})
-    const ingest = await runJson(['ingest', '--config', CONFIG], {env, cwd: dir})
-    assert.equal(ingest.code, 0, ingest.stderr)
+    project = await sagemakerProject(ws, BUCKET, stringify({...config, tune: TUNE}), env)
+    assert.equal(project.config, CONFIG)
+    sagemaker = project.sagemaker
   })
   after(async () => {
-    sagemaker.destroy()
-    configureS3(undefined)
-    await moto.close()
-    await checkNetwork()
-    await cleanup()
+    project?.close()
+    await ws?.close()
   })
 
   /** Runs one trial's container as SageMaker does: `<image> train`, hyperparameters.json = static + tuned values. */

@@ -10,14 +10,11 @@ import assert from 'node:assert/strict'
 import {readFile, readdir} from 'node:fs/promises'
 import path from 'node:path'
 import {after, before, describe, it} from 'node:test'
-import {DescribeTrainingJobCommand, SageMakerClient} from '@aws-sdk/client-sagemaker'
-import {configureS3} from '../../../src/lib/storage/s3.js'
+import {DescribeTrainingJobCommand, type SageMakerClient} from '@aws-sdk/client-sagemaker'
 import {runJson} from '../../support/cli.js'
-import {awsEnv, createBuckets, putObject, s3Config, uploadMnistS3, useTestCredentials} from '../../support/aws-fixtures.js'
-import {guardNetwork} from '../../support/cloud-fixtures.js'
-import {tempDir} from '../../support/fixtures.js'
-import {MotoServer} from '../../support/moto-server.js'
-import {runSageMakerContainer, sagemakerProxy} from '../../support/sagemaker-fixtures.js'
+import {motoWorkspace, s3Config, type MotoWorkspace} from '../../support/aws-fixtures.js'
+import type {MotoServer} from '../../support/moto-server.js'
+import {runSageMakerContainer, sagemakerProject, sagemakerProxy, type SageMakerProject} from '../../support/sagemaker-fixtures.js'
 
 const BUCKET = 'ml-sm'
 const CONFIG = `s3://${BUCKET}/proj/ml.yaml`
@@ -29,34 +26,23 @@ const SAGEMAKER = {
 }
 
 describe('ml train --target sagemaker', () => {
+  let ws: MotoWorkspace
+  let project: SageMakerProject
   let moto: MotoServer
   let dir: string
-  let cleanup: () => Promise<void>
   let env: NodeJS.ProcessEnv
-  let checkNetwork: () => Promise<void>
   let sagemaker: SageMakerClient
 
   before(async () => {
-    ;({dir, cleanup} = await tempDir('ml-sagemaker-'))
-    checkNetwork = guardNetwork(dir)
-    useTestCredentials()
-    moto = await MotoServer.start()
-    env = awsEnv(moto, dir)
-    sagemaker = new SageMakerClient({endpoint: moto.url, region: 'us-east-1', credentials: {accessKeyId: 'testing', secretAccessKey: 'testing'}})
-    await createBuckets(moto.url, BUCKET)
-    await uploadMnistS3(moto.url, BUCKET, 'proj/images/train', 'train', 150)
-    await uploadMnistS3(moto.url, BUCKET, 'proj/images/test', 'test', 30)
-    await putObject(moto.url, BUCKET, 'proj/ml.yaml', s3Config(BUCKET, 'proj', {sagemaker: SAGEMAKER}))
-    configureS3({endpoint: moto.url, forcePathStyle: true})
-    const ingest = await runJson(['ingest', '--config', CONFIG], {env, cwd: dir})
-    assert.equal(ingest.code, 0, ingest.stderr)
+    ws = await motoWorkspace('ml-sagemaker-')
+    ;({moto, dir, env} = ws)
+    project = await sagemakerProject(ws, BUCKET, s3Config(BUCKET, 'proj', {sagemaker: SAGEMAKER}))
+    assert.equal(project.config, CONFIG)
+    sagemaker = project.sagemaker
   })
   after(async () => {
-    sagemaker.destroy()
-    configureS3(undefined)
-    await moto.close()
-    await checkNetwork()
-    await cleanup()
+    project?.close()
+    await ws?.close()
   })
 
   /** Runs the job's container command as SageMaker does: `<image> train` with /opt/ml laid out under `root`. */

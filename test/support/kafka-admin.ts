@@ -1,7 +1,8 @@
-// What the in-repo broker lets a test read directly, asked of a real broker through the admin API:
-// partition ends, a group's committed offsets, and the records of a topic.
+// Partition ends, a group's committed offsets and the records of a topic, asked through the admin API,
+// so that one test reads them the same way from the in-repo broker and from a real Kafka.
 import type {Kafka, KafkaMessage} from 'kafkajs'
-import {FAST_CONSUMER} from '../../support/kafka-client.js'
+import {FAST_CONSUMER} from './kafka-client.js'
+import type {KafkaReads} from './kafka-fixtures.js'
 
 /**
  * Runs `run` with a connected admin client. A retriable answer (a group coordinator still loading the
@@ -55,4 +56,13 @@ export async function readRecords(kafka: Kafka, topic: string, count: number): P
     await consumer.disconnect()
   }
   return out
+}
+
+/** KafkaReads through the admin API and a consumer, for any broker. */
+export function adminReads(kafka: Kafka): KafkaReads {
+  return {
+    endOffsets: (topic) => endOffsets(kafka, topic),
+    committed: (group, topic) => committedOffsets(kafka, group, topic),
+    records: async (topic, count) => (await readRecords(kafka, topic, count)).map((r) => ({value: r.value, headers: Object.fromEntries(Object.entries(r.headers ?? {}).map(([k, v]) => [k, v?.toString()]))})),
+  }
 }
