@@ -416,6 +416,7 @@ async function main(): Promise<void> {
     // The instance gain, apart from batching: one instance per core (the event loop sharing one) against the plan.
     const cores = os.availableParallelism()
     let perCore: Load | undefined
+    const perCoreBatched: Record<number, Load> = {}
     if (cores !== PLAN.instances) {
       note(`${cores} instances (one per core), batching on: the instance gain`)
       await setServeConfig(model.config, {...served, instances: cores, threads: 1})
@@ -423,6 +424,11 @@ async function main(): Promise<void> {
       try {
         await load(`${wide.url}/v2/models/mnist/infer`, bodies.fp32, {seconds: 1})
         perCore = await load(`${wide.url}/v2/models/mnist/infer`, bodies.fp32, {seconds: SATURATION_SECONDS})
+        // Client-batched requests leave the event loop little to do: can the engine have every core?
+        for (const size of CLIENT_BATCHES) {
+          note(`${cores} instances: ${size} images per request (binary tensor data)`)
+          perCoreBatched[size] = await load(`${wide.url}/v2/models/mnist/infer`, bodies.clientBatched[size]!, {seconds: SATURATION_SECONDS, imagesPerRequest: size, connections: Math.max(2, Math.ceil(CONNECTIONS / size))})
+        }
       } finally {
         await stop(wide)
       }
@@ -546,7 +552,16 @@ async function main(): Promise<void> {
       naiveImagesPerSec: Math.round(mean(naives.map((n) => n.imagesPerSec))),
       batchingGain: round(mean(rounds.map((r, i) => r.json.imagesPerSec / naives[i]!.imagesPerSec))),
       // Served one-image JSON with one instance per core over the plan's instances (both batched), apart from batching.
-      instanceGain: perCore === undefined ? null : {instances: cores, imagesPerSec: Math.round(perCore.imagesPerSec), gain: round(perCore.imagesPerSec / mean(rounds.map((r) => r.json.imagesPerSec)))},
+      instanceGain:
+        perCore === undefined
+          ? null
+          : {
+              instances: cores,
+              imagesPerSec: Math.round(perCore.imagesPerSec),
+              gain: round(perCore.imagesPerSec / mean(rounds.map((r) => r.json.imagesPerSec))),
+              // serve.instances = cores for client-batched traffic, against the best raw engine throughput.
+              clientBatchedVsRaw: Object.fromEntries(Object.entries(perCoreBatched).map(([size, l]) => [size, {imagesPerSec: Math.round(l.imagesPerSec), value: round(l.imagesPerSec / raw)}])),
+            },
       meanBatchSizeAtSaturation: round((best.batches.after.sum - best.batches.before.sum) / (best.batches.after.count - best.batches.before.count)),
       meanBatchSizeAtHalfLoad: round((afterHalfLoad.sum - afterSaturation.sum) / (afterHalfLoad.count - afterSaturation.count)),
       rounds: rounds.map((r, i) => ({
