@@ -15,6 +15,7 @@ import {JsonLog} from '../src/lib/serve/log.js'
 import {InstancePool} from '../src/lib/serve/pool.js'
 import type {Runtime} from '../src/lib/serve/worker-protocol.js'
 import {planThreads} from '../src/lib/engine/inference.js'
+import {EVENT_LOOP_SAMPLE_MS} from '../src/lib/metric-names.js'
 import {preprocessImage, type Preprocessing} from '../src/lib/serve/predictor.js'
 import {readJson} from '../src/lib/storage/index.js'
 import {tempDir} from '../test/support/fixtures.js'
@@ -180,9 +181,10 @@ async function batches(url: string): Promise<{sum: number; count: number; lagMax
   return {
     sum: sample(text, 'ml_serve_batch_size_sum'),
     count: sample(text, 'ml_serve_batch_size_count'),
-    // Event-loop lag since the previous scrape (prom-client resets it on each), and young-generation GCs so far.
-    lagMaxMs: sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
-    lagP99Ms: sample(text, 'nodejs_eventloop_lag_p99_seconds') * 1000,
+    // Event-loop lag since the previous scrape (prom-client resets it on each), beyond the sampling
+    // interval that the metric includes; and young-generation GCs so far.
+    lagMaxMs: Math.max(0, sample(text, 'nodejs_eventloop_lag_max_seconds') * 1000 - EVENT_LOOP_SAMPLE_MS),
+    lagP99Ms: Math.max(0, sample(text, 'nodejs_eventloop_lag_p99_seconds') * 1000 - EVENT_LOOP_SAMPLE_MS),
     minorGcs: sample(text, 'nodejs_gc_duration_seconds_count', {kind: 'minor'}),
     minorGcSeconds: sample(text, 'nodejs_gc_duration_seconds_sum', {kind: 'minor'}),
   }

@@ -38,6 +38,13 @@ export const TRITON = {
   computeUs: 'nv_inference_compute_infer_duration_us',
 } as const
 
+/**
+ * The event-loop sampling interval the server gives prom-client (eventLoopMonitoringPrecision). Node's
+ * monitorEventLoopDelay records each interval between samples, so an idle loop reads about this much:
+ * the lag itself is the metric minus this.
+ */
+export const EVENT_LOOP_SAMPLE_MS = 10
+
 /** prom-client's collectDefaultMetrics names. */
 export const PROCESS = {
   cpuSeconds: 'process_cpu_seconds_total',

@@ -1,7 +1,7 @@
 // What a dashboard row shows for an `ml serve` target: rates, error ratio, latency quantiles and batch
 // sizes over the window between two scrapes (and since start), plus queue, process and drift figures.
 import {counterIncrease, EMPTY_HISTOGRAM as EMPTY, histogramIncrease, histogramMean, histogramQuantile, histogramsBy, type HistogramData} from './histogram.js'
-import {CLIENT_ERROR, MODEL_PROTOCOLS, PROCESS, SERVE, SERVER_ERROR} from '../metric-names.js'
+import {CLIENT_ERROR, EVENT_LOOP_SAMPLE_MS, MODEL_PROTOCOLS, PROCESS, SERVE, SERVER_ERROR} from '../metric-names.js'
 import {groupKey, has, labelsMatch, sumOf, type Exposition} from './prom-text.js'
 import type {ScrapeResult} from './scrape.js'
 
@@ -217,7 +217,8 @@ export function serveStats(current: ScrapeResult, previous?: ScrapeResult): Targ
       cpuCores: cpuNow !== null && cpuBefore !== null && seconds > 0 ? counterIncrease(cpuBefore, cpuNow) / seconds : null,
       residentBytes: gauge(PROCESS.residentBytes),
       heapUsedBytes: gauge(PROCESS.heapUsedBytes),
-      eventLoopLagP99Ms: lag === null ? null : ms(lag),
+      // The gauge includes the sampling interval (an idle loop reads ~10 ms): the lag is what exceeds it.
+      eventLoopLagP99Ms: lag === null ? null : ms(Math.max(0, lag - EVENT_LOOP_SAMPLE_MS / MS)),
       uptimeSeconds: start === null ? null : Math.max(0, current.at / 1000 - start),
     },
     models,

@@ -1,7 +1,7 @@
 // Prometheus metrics of one server process (prom-client): ml_serve_* histograms for latency and batch
 // sizes, Triton's nv_inference_* names for existing dashboards, and Node's default process metrics.
 import {collectDefaultMetrics, Counter, Gauge, Histogram, Registry} from 'prom-client'
-import {SERVE, TRITON} from '../metric-names.js'
+import {EVENT_LOOP_SAMPLE_MS, SERVE, TRITON} from '../metric-names.js'
 import {imageSize, meanBrightness, topClasses} from './input-stats.js'
 
 type VersionLabels = 'model' | 'version'
@@ -134,7 +134,7 @@ export class ServeMetrics {
 
   constructor(options: {defaultMetrics?: boolean} = {}) {
     // Process CPU, memory, GC, handles and event-loop lag (the lag shows whether anything blocks it).
-    if (options.defaultMetrics !== false) collectDefaultMetrics({register: this.registry, eventLoopMonitoringPrecision: 10})
+    if (options.defaultMetrics !== false) collectDefaultMetrics({register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS})
   }
 
   private nvCounter(name: string, help: string): Counter<VersionLabels> {

@@ -68,6 +68,15 @@ describe('serve figures from two scrapes', () => {
     assert.equal(m.total.avgBatchSize, 10)
   })
 
+  it('event-loop lag is what exceeds the sampling interval the gauge includes', () => {
+    const at = (p99: number) =>
+      serveStats({target: T, url: `${T}/metrics`, at: 1, durationMs: 1, expo: parseExposition(`nodejs_eventloop_lag_p99_seconds ${p99}\n`)}).process?.eventLoopLagP99Ms
+    // An idle loop sampled every 10 ms reads about 10.2 ms.
+    near(at(0.0102), 0.2, 1e-9)
+    near(at(0.0135), 3.5, 1e-9)
+    assert.equal(at(0.009), 0, 'a sample that came early is no lag, not negative')
+  })
+
   it('a first scrape has totals but no window; a failed scrape is down', async () => {
     const {first} = await twoScrapes()
     const stats = serveStats(first)
