@@ -244,6 +244,16 @@ interface Saturation {
   batches: {before: {sum: number; count: number}; after: {sum: number; count: number}}
 }
 
+/** Client-batched binary requests at saturation, CLIENT_BATCHES[i] images each (fewer connections for bigger batches). */
+async function clientBatchedLoads(inferUrl: string, bodies: Bodies, label: string): Promise<Record<number, Load>> {
+  const loads: Record<number, Load> = {}
+  for (const size of CLIENT_BATCHES) {
+    note(`${label}: ${size} images per request (binary tensor data)`)
+    loads[size] = await load(inferUrl, bodies.clientBatched[size]!, {seconds: SATURATION_SECONDS, imagesPerRequest: size, connections: Math.max(2, Math.ceil(CONNECTIONS / size))})
+  }
+  return loads
+}
+
 /** A served configuration at saturation: one-image JSON, one-image binary, and client-batched binary. */
 async function saturate(url: string, bodies: Bodies, label: string): Promise<Saturation> {
   const inferUrl = `${url}/v2/models/mnist/infer`
@@ -251,11 +261,7 @@ async function saturate(url: string, bodies: Bodies, label: string): Promise<Sat
   const before = await batches(url)
   const json = await load(inferUrl, bodies.fp32, {seconds: SATURATION_SECONDS})
   const after = await batches(url)
-  const clientBatched: Record<number, Load> = {}
-  for (const size of CLIENT_BATCHES) {
-    note(`${label}: ${size} images per request (binary tensor data)`)
-    clientBatched[size] = await load(inferUrl, bodies.clientBatched[size]!, {seconds: SATURATION_SECONDS, imagesPerRequest: size, connections: Math.max(2, Math.ceil(CONNECTIONS / size))})
-  }
+  const clientBatched = await clientBatchedLoads(inferUrl, bodies, label)
   note(`${label}: binary tensor data (the tritonclient default), one image per request`)
   const binary = await load(inferUrl, bodies.binary, {seconds: SATURATION_SECONDS})
   return {json, binary, clientBatched, batches: {before, after}}
@@ -418,7 +424,7 @@ async function main(): Promise<void> {
     // The instance gain, apart from batching: one instance per core (the event loop sharing one) against the plan.
     const cores = os.availableParallelism()
     let perCore: Load | undefined
-    const perCoreBatched: Record<number, Load> = {}
+    let perCoreBatched: Record<number, Load> = {}
     if (cores !== PLAN.instances) {
       note(`${cores} instances (one per core), batching on: the instance gain`)
       await setServeConfig(model.config, {...served, instances: cores, threads: 1})
@@ -427,10 +433,7 @@ async function main(): Promise<void> {
         await load(`${wide.url}/v2/models/mnist/infer`, bodies.fp32, {seconds: 1})
         perCore = await load(`${wide.url}/v2/models/mnist/infer`, bodies.fp32, {seconds: SATURATION_SECONDS})
         // Client-batched requests leave the event loop little to do: can the engine have every core?
-        for (const size of CLIENT_BATCHES) {
-          note(`${cores} instances: ${size} images per request (binary tensor data)`)
-          perCoreBatched[size] = await load(`${wide.url}/v2/models/mnist/infer`, bodies.clientBatched[size]!, {seconds: SATURATION_SECONDS, imagesPerRequest: size, connections: Math.max(2, Math.ceil(CONNECTIONS / size))})
-        }
+        perCoreBatched = await clientBatchedLoads(`${wide.url}/v2/models/mnist/infer`, bodies, `${cores} instances`)
       } finally {
         await stop(wide)
       }
