@@ -1,5 +1,6 @@
 // The live dashboard loop: one tick per refresh, redrawn in place on a terminal (alternate screen,
 // no flicker, follows resizes; q or Ctrl-C quits) or appended as plain frames when output is a pipe.
+import {sleep} from '../abortable.js'
 import {Collector, type CollectorOptions, type Frame} from './collector.js'
 import {renderDashboard, type RenderOptions} from './render.js'
 
@@ -19,19 +20,6 @@ const LEAVE = '\x1b[?25h\x1b[?1049l'
 const HOME = '\x1b[H'
 const CLEAR_LINE = '\x1b[K'
 const CLEAR_BELOW = '\x1b[J'
-
-function wait(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve()
-    const timer = setTimeout(done, ms)
-    function done() {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    signal.addEventListener('abort', done, {once: true})
-  })
-}
 
 export async function runLive(options: LiveOptions): Promise<{frames: number}> {
   const out = options.output
@@ -75,7 +63,7 @@ export async function runLive(options: LiveOptions): Promise<{frames: number}> {
       draw()
       frames++
       if (options.frames !== undefined && frames >= options.frames) break
-      await wait(Math.max(0, options.refreshMs - (Date.now() - started)), stop.signal)
+      await sleep(Math.max(0, options.refreshMs - (Date.now() - started)), stop.signal)
     }
   } finally {
     process.off('SIGINT', onSignal)

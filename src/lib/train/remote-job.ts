@@ -1,5 +1,6 @@
 // Following a job that runs on a cloud service (a Vertex AI or SageMaker training or tuning job): the
 // polling loop and what Ctrl-C does meanwhile, with each service's states, errors and wording as parameters.
+import {sleep} from '../abortable.js'
 import {UserError} from '../errors.js'
 import type {Spinner} from '../ui/spinner.js'
 
@@ -20,20 +21,6 @@ export const MAX_POLL_FAILURES = 8
  * few), else every 15 s; a job's state changes on a scale of minutes and the services rate-limit reads.
  */
 export const pollIntervalFrom = (variable: string, env: NodeJS.ProcessEnv = process.env) => Math.max(10, Number(env[variable]) || 15_000)
-
-/** Waits `ms`, or less when `signal` aborts. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve()
-    const timer = setTimeout(done, ms)
-    function done() {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
-    }
-    signal?.addEventListener('abort', done, {once: true})
-  })
-}
 
 export interface FollowRemoteJobOptions<V extends {state: string}> {
   /** States after which the job never changes again. */

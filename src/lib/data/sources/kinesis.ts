@@ -10,6 +10,7 @@
 // records of one partition key stay in order across a reshard.
 import type {KinesisClient, Shard} from '@aws-sdk/client-kinesis'
 import type {KinesisSourceConfig} from '../../config/schema.js'
+import {sleep} from '../../abortable.js'
 import {awsSettingsFromEnv, clientOptions, credentialCheck, isAuthError, statusOf} from '../../cloud/aws.js'
 import {UserError} from '../../errors.js'
 import type {SourceCheckpoints} from '../types.js'
@@ -209,18 +210,6 @@ export function openKinesisSource(source: KinesisSourceConfig, ctx: SourceContex
     }
   }
 
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      if (ctx.signal?.aborted) return resolve()
-      const timer = setTimeout(done, ms)
-      function done() {
-        clearTimeout(timer)
-        ctx.signal?.removeEventListener('abort', done)
-        resolve()
-      }
-      ctx.signal?.addEventListener('abort', done, {once: true})
-    })
-
   const makeItem = (shard: ShardState, record: {SequenceNumber?: string; PartitionKey?: string; Data?: Uint8Array}): SourceItem => {
     const sequenceNumber = record.SequenceNumber!
     const data = record.Data ?? new Uint8Array()
@@ -308,7 +297,7 @@ export function openKinesisSource(source: KinesisSourceConfig, ctx: SourceContex
         return
       }
       if (!progressed && !resharded) {
-        await sleep(pollMs())
+        await sleep(pollMs(), ctx.signal)
         // In follow mode a reshard by someone else shows as a parent ending; new shards are also
         // picked up from time to time.
         if (ctx.follow) await discover()
@@ -336,7 +325,7 @@ export function openKinesisSource(source: KinesisSourceConfig, ctx: SourceContex
           throw new UserError(`Kinesis refused ${failed.length} dead letter(s) for ${source.deadLetterStream}: ${answer.Records?.find((r) => r.ErrorCode)?.ErrorMessage}`, {code: 'KINESIS_UNAVAILABLE', exit: 'service'})
         }
         entries = failed
-        if (entries.length > 0) await sleep(Math.min(2000, 100 * 2 ** attempt))
+        if (entries.length > 0) await sleep(Math.min(2000, 100 * 2 ** attempt), ctx.signal)
       }
       deadLetters.splice(0, batch.length)
     }
