@@ -178,7 +178,17 @@ const args = process.argv.slice(2)
 const only = args.includes('--only') ? (args[args.indexOf('--only') + 1] as Dataset) : undefined
 const epochs = args.includes('--epochs') ? Number(args[args.indexOf('--epochs') + 1]) : undefined
 const recipeFile = args.includes('--recipe') ? args[args.indexOf('--recipe') + 1] : undefined
-const override = recipeFile ? (JSON.parse(await readFile(recipeFile, 'utf8')) as Partial<Recipe>) : undefined
+async function readRecipe(file: string): Promise<Partial<Recipe>> {
+  try {
+    const recipe = JSON.parse(await readFile(file, 'utf8')) as unknown
+    if (recipe === null || typeof recipe !== 'object' || Array.isArray(recipe)) throw new Error('not a JSON object')
+    return recipe as Partial<Recipe>
+  } catch (error) {
+    process.stderr.write(`bench:accuracy: --recipe ${file}: ${(error as Error).message}; give a JSON object {model, train} as in ml.yaml\n`)
+    process.exit(2)
+  }
+}
+const override = recipeFile ? await readRecipe(recipeFile) : undefined
 const results: DatasetResult[] = []
 for (const dataset of Object.keys(RECIPES) as Dataset[]) if (!only || only === dataset) results.push(await benchDataset(dataset, epochs, override))
 process.stdout.write(JSON.stringify({budgetSeconds: BUDGET_SECONDS, cores: os.availableParallelism(), recipes: override ? {override} : RECIPES, results}) + '\n')
