@@ -21,6 +21,9 @@ export function servedLabels(repository: Pick<ModelRepository, 'models'>, model:
   return {model, version: /^[1-9][0-9]{0,15}$/.test(version) && entry.versions.has(Number(version)) ? version : UNKNOWN_LABEL}
 }
 
+/** Milliseconds to the microsecond. */
+const micros = (ms: number) => Math.round(ms * 1e3) / 1e3
+
 export class RequestAccounting {
   private inFlightCount = 0
   private handledCount = 0
@@ -66,7 +69,8 @@ export class RequestAccounting {
     this.metrics.requestDuration.observe({model, version, protocol: state.protocol}, seconds)
     if (state.inference && model !== '') this.metrics.inferenceRequest(model, version, status < 400, seconds)
     if (this.accessLog.enabled) {
-      this.accessLog.write({method: req.method, path, status, ms: Math.round(seconds * 1e6) / 1e3, model: state.model ?? null, version: state.version ?? null, bytes: state.bytes ?? 0, protocol: state.protocol})
+      const timing = state.timing === undefined ? undefined : {queueMs: micros(state.timing.queueMs), computeMs: micros(state.timing.computeMs), batch: state.timing.batch}
+      this.accessLog.write({method: req.method, path, status, ms: micros(seconds * 1e3), model: state.model ?? null, version: state.version ?? null, bytes: state.bytes ?? 0, protocol: state.protocol, ...timing})
     }
     if (this.inFlightCount === 0) this.idleEvents.emit('idle')
   }

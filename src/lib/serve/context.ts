@@ -44,6 +44,8 @@ export interface RequestState {
   admission?: Ticket
   /** Response body bytes, for the access log. */
   bytes?: number
+  /** Where an inference request's time went (access log): queued, computing, and the batch it ran in. */
+  timing?: {queueMs: number; computeMs: number; batch: number}
   /** The request's headers (a canary split's sticky header is read from them). */
   headers?: IncomingHttpHeaders
   /** The version a canary split chose for this request, once chosen (admission and handler agree). */
@@ -95,6 +97,7 @@ export async function runModel(ctx: ServeContext, state: RequestState, version: 
   state.inference = true
   state.admission?.release()
   const outcome = await ctx.scheduler.submit(version.key, input, n, state.deadline, state.cancel)
+  state.timing = {queueMs: outcome.queueMs, computeMs: outcome.computeMs, batch: outcome.batchSize}
   ctx.metrics?.predicted(version.model, String(version.version), version.labels, outcome.output, n)
   return outcome.output
 }

@@ -161,7 +161,8 @@ describe('serving operations: batching, shedding, timeouts, metrics, logs, auth,
         if (lines.some((l) => l.path === '/v2/models/nope')) break
         await new Promise((resolve) => setImmediate(resolve))
       }
-      const line = lines.find((l) => l.path === '/v2/models/digits/infer' && l.status === 200)!
+      // The marker request is the last inference so far, and ran alone.
+      const line = lines.findLast((l) => l.path === '/v2/models/digits/infer' && l.status === 200)!
       assert.deepEqual(Object.keys(line).slice(0, 8), ['time', 'method', 'path', 'status', 'ms', 'model', 'version', 'bytes'])
       assert.equal(line.method, 'POST')
       assert.equal(line.model, 'digits')
@@ -169,9 +170,15 @@ describe('serving operations: batching, shedding, timeouts, metrics, logs, auth,
       assert.equal(line.bytes, Buffer.byteLength(marker.text))
       assert.ok(typeof line.ms === 'number' && line.ms > 0)
       assert.ok(!Number.isNaN(Date.parse(line.time as string)))
+      // Where the inference request's time went: queued, computing, and the batch it ran in.
+      assert.equal(line.batch, 1)
+      assert.ok(typeof line.queueMs === 'number' && line.queueMs >= 0)
+      assert.ok(typeof line.computeMs === 'number' && line.computeMs > 0)
+      assert.ok((line.queueMs as number) + (line.computeMs as number) <= (line.ms as number))
       const missing = lines.find((l) => l.path === '/v2/models/nope')!
       assert.equal(missing.status, 404)
       assert.equal(missing.model, 'nope')
+      assert.equal(missing.computeMs, undefined, 'no timing on a request that ran no model')
       assert.equal(lines.length, server.handled() - 0, 'one line per request so far')
     })
 
