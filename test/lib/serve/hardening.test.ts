@@ -105,7 +105,7 @@ describe('serving under attack: bounded labels, depth, finite inputs, admission,
         assert.equal(tf.status, 400, tf.text)
         assert.match(tf.json.error, /^instances\[0\]: value .* not a finite 32-bit float/)
       }
-      for (const bad of [Number.NaN, Number.POSITIVE_INFINITY]) {
+      for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
         const floats = new Float32Array(784).fill(0.5)
         floats[300] = bad
         const head = Buffer.from(JSON.stringify({inputs: [{name: 'image', shape: [1, 28, 28, 1], datatype: 'FP32', parameters: {binary_data_size: 784 * 4}}]}))

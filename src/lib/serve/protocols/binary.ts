@@ -1,6 +1,7 @@
 // Triton's binary tensor data extension of KServe V2 HTTP: a body is the JSON inference request or
 // response followed by raw tensor bytes (little-endian, row-major; a BYTES element is a 4-byte
 // length and its bytes), and the Inference-Header-Content-Length header says where the JSON ends.
+import os from 'node:os'
 import type {Reply} from '../context.js'
 import {badRequest, type HttpError} from '../http-error.js'
 import {isObject, parseJson} from '../inputs.js'
@@ -57,19 +58,41 @@ export function binaryInputs(inputs: unknown[], binary: Buffer | undefined): Arr
   return chunks
 }
 
-/** Little-endian FP32 values; NaN and Infinity are the client's mistake (400 naming `where`). */
+/** The tensor bytes are little-endian, as on every host Node runs on in practice: then a copy suffices. */
+const LITTLE_ENDIAN_HOST = os.endianness() === 'LE'
+/** An FP32 whose exponent bits are all set is NaN or +-Infinity. */
+const EXPONENT_BITS = 0x7f800000
+
+/**
+ * Little-endian FP32 values; NaN and Infinity are the client's mistake (400 naming `where`). On a
+ * little-endian host the bytes are copied whole and checked as integers (a client batch of 64 MNIST
+ * images is 50,176 values: converting them one by one took ~0.3 ms of the event loop per request).
+ */
 export function readFloats(bytes: Buffer, where: string): Float32Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const out = new Float32Array(bytes.length / 4)
+  if (LITTLE_ENDIAN_HOST) {
+    new Uint8Array(out.buffer).set(bytes)
+    const bits = new Uint32Array(out.buffer)
+    for (let i = 0; i < bits.length; i++) {
+      if ((bits[i]! & EXPONENT_BITS) === EXPONENT_BITS) throw notFinite(where, i, out[i]!)
+    }
+    return out
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   for (let i = 0; i < out.length; i++) {
     const value = view.getFloat32(i * 4, true)
-    if (!Number.isFinite(value)) throw badRequest(`${where}: element ${i} is ${value}; NaN and Infinity are not accepted`)
+    if (!Number.isFinite(value)) throw notFinite(where, i, value)
     out[i] = value
   }
   return out
 }
 
+function notFinite(where: string, index: number, value: number): HttpError {
+  return badRequest(`${where}: element ${index} is ${value}; NaN and Infinity are not accepted`)
+}
+
 export function floatBytes(values: Float32Array): Buffer {
+  if (LITTLE_ENDIAN_HOST) return Buffer.from(new Uint8Array(values.buffer, values.byteOffset, values.byteLength))
   const out = Buffer.allocUnsafe(values.length * 4)
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength)
   for (let i = 0; i < values.length; i++) view.setFloat32(i * 4, values[i]!, true)
