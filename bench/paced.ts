@@ -10,6 +10,12 @@ export interface PacedResult {
   latencies: number[]
   failed: number
   requestsPerSec: number
+  /**
+   * How late the generator's own 1 ms ticks ran (ms beyond 1 ms, p99 and max): a late tick sends
+   * what fell due meanwhile as one burst, which a server sees as bursty arrivals.
+   */
+  tickLateP99Ms: number
+  tickLateMaxMs: number
 }
 
 /** Connections the paced generator may open. */
@@ -107,8 +113,13 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
   const interval = 1000 / rate
   const start = performance.now()
   let sent = 0
+  const late: number[] = []
+  let lastTick = start
   await new Promise<void>((resolve) => {
     const timer = setInterval(() => {
+      const now = performance.now()
+      late.push(Math.max(0, now - lastTick - 1))
+      lastTick = now
       const due = Math.min(total, Math.floor((performance.now() - start) / interval) + 1)
       for (; sent < due; sent++) {
         const bytes = requests[sent % requests.length]!
@@ -126,7 +137,14 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
   if (outstanding > 0 || waiting.length > 0) await new Promise<void>((resolve) => (drained = resolve))
   const elapsed = (performance.now() - start) / 1000
   for (const socket of [...all]) socket.destroy()
-  return {latencies: latencies.sort((a, b) => a - b), failed, requestsPerSec: latencies.length / elapsed}
+  late.sort((a, b) => a - b)
+  return {
+    latencies: latencies.sort((a, b) => a - b),
+    failed,
+    requestsPerSec: latencies.length / elapsed,
+    tickLateP99Ms: late[Math.max(0, Math.ceil(0.99 * late.length) - 1)] ?? 0,
+    tickLateMaxMs: late.at(-1) ?? 0,
+  }
 }
 
 

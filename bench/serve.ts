@@ -22,6 +22,7 @@ import {tempDir} from '../test/support/fixtures.js'
 import {sample} from '../test/support/serve-metrics.js'
 import {setServeConfig, startServe, testDigits, trainServeModel, type ServeChild} from '../test/support/serve-fixtures.js'
 import {PYTHON} from '../test/peers/support/python.js'
+import {machineTicks, mainThreadCpuMs, startControl, stealPct} from './control.js'
 import {pacedInChild, type PacedResult} from './paced.js'
 
 /**
@@ -143,32 +144,26 @@ async function load(url: string, bodies: Body[], options: {seconds: number; rate
   return {imagesPerSec: (result['2xx'] * (options.imagesPerRequest ?? 1)) / result.duration, latencies, non2xx: result.non2xx, errors: result.errors + result.timeouts, autocannonP99: result.latency.p99}
 }
 
-/** The most requests/s a do-nothing Node server (parse the JSON, answer 10 numbers) takes here. */
-async function httpCeiling(bodies: string[]): Promise<number> {
-  const script = `const http = require('node:http')
-const reply = JSON.stringify({model_name: 'x', model_version: '1', outputs: [{name: 'probabilities', datatype: 'FP32', shape: [1, 10], data: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.1]}]})
-const server = http.createServer((req, res) => {
-  const chunks = []
-  req.on('data', (c) => chunks.push(c))
-  req.on('end', () => {
-    JSON.parse(Buffer.concat(chunks).toString('utf8'))
-    res.writeHead(200, {'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(reply)})
-    res.end(reply)
-  })
-})
-server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'))
-process.on('SIGTERM', () => process.exit(0))`
-  const child = spawn(process.execPath, ['-e', script], {stdio: ['ignore', 'pipe', 'inherit']})
+/**
+ * The most requests/s the do-nothing control server (bench/control.ts) takes here: one-image JSON,
+ * and each client batch size in binary tensor data (the same connections as clientBatchedLoads).
+ */
+async function httpCeiling(bodies: Bodies, dir: string, withBatches: boolean): Promise<{json: number; /** Requests/s of each size. */ clientBatched: Record<number, number>}> {
+  const control = await startControl({hop: false, timingsFile: path.join(dir, 'control-timings.json')})
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())))
-      child.once('exit', (code) => reject(new Error(`the ceiling server exited (${code})`)))
-    })
-    return (await load(`http://127.0.0.1:${port}/`, bodies, {seconds: 5})).imagesPerSec
+    const json = (await load(`${control.url}/`, bodies.fp32, {seconds: 5})).imagesPerSec
+    const clientBatched: Record<number, number> = {}
+    if (withBatches) {
+      for (const size of CLIENT_BATCHES) clientBatched[size] = (await load(`${control.url}/`, bodies.clientBatched[size]!, {seconds: SATURATION_SECONDS, connections: batchConnections(size)})).imagesPerSec
+    }
+    return {json, clientBatched}
   } finally {
-    child.kill('SIGTERM')
+    await control.stop()
   }
 }
+
+/** Connections of the client-batched loads: CONNECTIONS images in flight, at least 2 requests. */
+const batchConnections = (size: number) => Math.max(2, Math.ceil(CONNECTIONS / size))
 
 /** The server's batch-size histogram sum and count so far. */
 async function batches(url: string): Promise<{sum: number; count: number; lagMaxMs: number; lagP99Ms: number; minorGcs: number; minorGcSeconds: number}> {
@@ -245,11 +240,41 @@ interface Saturation {
 }
 
 /** Client-batched binary requests at saturation, CLIENT_BATCHES[i] images each (fewer connections for bigger batches). */
+/** Event-loop CPU microseconds per answered request over a paced run (Linux; null elsewhere). */
+function perRequestMicros(before: number | undefined, after: number | undefined, run: PacedResult): number | null {
+  if (before === undefined || after === undefined || run.latencies.length === 0) return null
+  return Math.round(((after - before) * 1000) / run.latencies.length)
+}
+
+/**
+ * The half-load latency floor of this machine: the control server, each request making the round
+ * trip to a worker thread that ml serve's hand-off to an instance makes, paced at ml's half-load rate
+ * and timed inside the server as ml's access log is. On a VM, waking a thread on another vCPU can wait
+ * for the hypervisor (steal), which no server code avoids.
+ */
+async function halfLoadFloor(bodies: Bodies, rate: number, dir: string) {
+  const control = await startControl({hop: true, timingsFile: path.join(dir, 'control-timings.json')})
+  try {
+    // One second of warm-up, as ml serve had; its requests are left out of the timings.
+    await pacedInChild(`${control.url}/`, bodies.fp32, rate, 1, dir)
+    const ticks = machineTicks()
+    const cpu = mainThreadCpuMs(control.pid)
+    const run = await pacedInChild(`${control.url}/`, bodies.fp32, rate, HALF_LOAD_SECONDS, dir)
+    const loopMicros = perRequestMicros(cpu, mainThreadCpuMs(control.pid), run)
+    const steal = stealPct(ticks, machineTicks())
+    const timings = (await control.stop()).slice(rate).sort((a, b) => a - b)
+    return {p50Ms: round(percentile(timings, 50)), p99Ms: round(percentile(timings, 99)), eventLoopMicrosPerRequest: loopMicros, stealPct: steal, generatorTickLateMaxMs: round(run.tickLateMaxMs)}
+  } catch (error) {
+    await control.stop().catch(() => [])
+    throw error
+  }
+}
+
 async function clientBatchedLoads(inferUrl: string, bodies: Bodies, label: string): Promise<Record<number, Load>> {
   const loads: Record<number, Load> = {}
   for (const size of CLIENT_BATCHES) {
     note(`${label}: ${size} images per request (binary tensor data)`)
-    loads[size] = await load(inferUrl, bodies.clientBatched[size]!, {seconds: SATURATION_SECONDS, imagesPerRequest: size, connections: Math.max(2, Math.ceil(CONNECTIONS / size))})
+    loads[size] = await load(inferUrl, bodies.clientBatched[size]!, {seconds: SATURATION_SECONDS, imagesPerRequest: size, connections: batchConnections(size)})
   }
   return loads
 }
@@ -393,7 +418,7 @@ async function main(): Promise<void> {
     const served = {processes: PROCESSES, instances: PLAN.instances, threads: PLAN.threads, maxBatchSize: MAX_BATCH, maxQueueDelayMs: QUEUE_DELAY_MS, maxQueueSize: 4096, accessLog, pollIntervalMs: 0}
 
     note('HTTP ceiling: a do-nothing Node server under the same load')
-    const ceilings = [await httpCeiling(bodies.fp32)]
+    const ceilings = [await httpCeiling(bodies, dir, false)]
     // Raw, served and naive alternate, ROUNDS times: other processes on the machine slow all of them down,
     // so each ratio is taken within a round (back to back) and the rounds' ratios are averaged.
     const raws: Array<Awaited<ReturnType<typeof rawByEngine>>> = []
@@ -420,7 +445,7 @@ async function main(): Promise<void> {
       note(`round ${round}: the same ${PLAN.instances} instance(s), batching off`)
       naives.push(await naiveRequestsPerSec(model.config, dir, served, bodies))
     }
-    ceilings.push(await httpCeiling(bodies.fp32))
+    ceilings.push(await httpCeiling(bodies, dir, true))
     // The instance gain, apart from batching: one instance per core (the event loop sharing one) against the plan.
     const cores = os.availableParallelism()
     let perCore: Load | undefined
@@ -454,9 +479,15 @@ async function main(): Promise<void> {
     await load(inferUrl, bodies.fp32, {seconds: 1})
     const afterSaturation = await batches(server.url)
     const logged = await accessLogLines(accessLog)
+    const ticksBefore = machineTicks()
+    const cpuBefore = mainThreadCpuMs(server.child.pid!)
     const halfLoad = await pacedInChild(inferUrl, bodies.fp32, Math.round(half), HALF_LOAD_SECONDS, dir)
+    const loopMicrosPerRequest = perRequestMicros(cpuBefore, mainThreadCpuMs(server.child.pid!), halfLoad)
+    const halfLoadSteal = stealPct(ticksBefore, machineTicks())
     const serverHalfLoad = (await accessLogLines(accessLog)).slice(logged.length).map((line) => line.ms).sort((a, b) => a - b)
     const afterHalfLoad = await batches(server.url)
+    note(`half-load floor: the control server with a worker-thread round trip, ${Math.round(half)} requests/s for ${HALF_LOAD_SECONDS} s`)
+    const floor = await halfLoadFloor(bodies, Math.round(half), dir)
     note('b64 PNG images (BYTES) at saturation')
     const b64 = await load(inferUrl, bodies.b64, {seconds: SATURATION_SECONDS})
     await stop(server)
@@ -489,7 +520,7 @@ async function main(): Promise<void> {
     }
 
     const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length
-    const ceiling = mean(ceilings)
+    const ceiling = mean(ceilings.map((c) => c.json))
     const raw = mean(raws.map((r) => r.best))
     const perRound = (pick: (r: Saturation) => Load, against: (i: number) => number) => mean(rounds.map((r, i) => pick(r).imagesPerSec / against(i)))
     const jsonVsCeiling = mean(rounds.map((r) => r.json.imagesPerSec)) / ceiling
@@ -502,6 +533,15 @@ async function main(): Promise<void> {
     const oneThread = raws[0]!.splits.findIndex((split) => split.instances === 1 && split.threads === 1)
     const engineCoreSecondsPerImage = oneThread < 0 ? Number.NaN : 1 / mean(raws.map((r) => r.splits[oneThread]!.imagesPerSec))
     const jsonBound = httpCoreSecondsPerRequest / (httpCoreSecondsPerRequest + engineCoreSecondsPerImage)
+    // The same bound for client-batched binary requests against the best raw split: the control server
+    // takes `ceiling` requests/s of that size with every core busy, so a request costs cores/ceiling
+    // core-seconds of HTTP and parsing; the engine needs cores/raw core-seconds per image at best.
+    const engineBestCoreSecondsPerImage = os.availableParallelism() / raw
+    const clientBatchedBound = Object.fromEntries(CLIENT_BATCHES.map((size) => {
+      const requestsPerSec = ceilings.at(-1)!.clientBatched[size]!
+      const httpPerImage = os.availableParallelism() / requestsPerSec / size
+      return [size, {bound: engineBestCoreSecondsPerImage / (engineBestCoreSecondsPerImage + httpPerImage), httpMicrosPerRequest: (httpPerImage * size) * 1e6, ceilingRequestsPerSec: requestsPerSec}]
+    }))
     const serverP99 = percentile(serverHalfLoad, 99)
     const p99TargetMs = 2 * single + QUEUE_DELAY_MS
     const result = {
@@ -535,9 +575,16 @@ async function main(): Promise<void> {
           httpMicrosPerRequest: round(httpCoreSecondsPerRequest * 1e6, 1),
           engineMicrosPerImage: round(engineCoreSecondsPerImage * 1e6, 1),
         },
-        clientBatchedVsRaw: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, {value: clientBatchedVsRaw[size], target: TARGETS.clientBatchedVsRaw, met: clientBatchedVsRaw[size]! >= TARGETS.clientBatchedVsRaw}])),
-        // Timed inside the server (access log: request received to response sent).
-        serverP99AtHalfLoadMs: {value: round(serverP99), target: round(p99TargetMs), met: serverP99 <= p99TargetMs},
+        clientBatchedVsRaw: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, {
+          value: clientBatchedVsRaw[size],
+          target: TARGETS.clientBatchedVsRaw,
+          met: clientBatchedVsRaw[size]! >= TARGETS.clientBatchedVsRaw,
+          boundFromCpu: round(clientBatchedBound[size]!.bound),
+          httpMicrosPerRequest: round(clientBatchedBound[size]!.httpMicrosPerRequest, 1),
+        }])),
+        // Timed inside the server (access log: request received to response sent). floorP99: the control
+        // server with the same hand-off to a worker thread and nothing else, at the same rate.
+        serverP99AtHalfLoadMs: {value: round(serverP99), target: round(p99TargetMs), met: serverP99 <= p99TargetMs, floorP99: floor.p99Ms},
       },
       halfLoadTargetRequestsPerSec: Math.round(half),
       halfLoadRequestsPerSec: Math.round(halfLoad.requestsPerSec),
@@ -552,7 +599,15 @@ async function main(): Promise<void> {
         eventLoopLagMaxMs: round(afterHalfLoad.lagMaxMs),
         eventLoopLagP99Ms: round(afterHalfLoad.lagP99Ms),
         minorGcMeanMs: afterHalfLoad.minorGcs > afterSaturation.minorGcs ? round((1000 * (afterHalfLoad.minorGcSeconds - afterSaturation.minorGcSeconds)) / (afterHalfLoad.minorGcs - afterSaturation.minorGcs)) : null,
+        // The event loop's CPU per request (Linux), the hypervisor's share of the machine meanwhile, and how
+        // late the load generator's own ticks ran (a late tick sends a burst).
+        eventLoopMicrosPerRequest: loopMicrosPerRequest,
+        stealPct: halfLoadSteal,
+        generatorTickLateMaxMs: round(halfLoad.tickLateMaxMs),
       },
+      // The control server (bench/control.ts) with a worker-thread round trip per request, paced alike.
+      halfLoadFloor: floor,
+      httpCeilingClientBatchedRequestsPerSec: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, Math.round(clientBatchedBound[size]!.ceilingRequestsPerSec)])),
       // Batching on against off at the SAME instance count, measured in every round.
       naiveImagesPerSec: Math.round(mean(naives.map((n) => n.imagesPerSec))),
       batchingGain: round(mean(rounds.map((r, i) => r.json.imagesPerSec / naives[i]!.imagesPerSec))),

@@ -1,0 +1,118 @@
+// The do-nothing server bench:serve measures against: it parses the same request bodies (one-image
+// JSON, or KServe binary tensor data) and answers fixed probabilities, with no model, scheduler,
+// metrics or log. At saturation it is the HTTP ceiling of this machine; paced, with `hop`, each
+// request also makes the round trip to a worker thread that any server with an inference thread
+// makes, which gives the half-load latency floor. Also: what the machine did meanwhile (Linux).
+import {spawn} from 'node:child_process'
+import {readFileSync} from 'node:fs'
+import {readFile, writeFile} from 'node:fs/promises'
+import http from 'node:http'
+import {fileURLToPath, pathToFileURL} from 'node:url'
+import {Worker} from 'node:worker_threads'
+
+export interface ControlServer {
+  url: string
+  pid: number
+  /** Stops the server; resolves with the milliseconds of each request it answered, received to sent. */
+  stop(): Promise<number[]>
+}
+
+/** Starts the control server in a process of its own (as `ml serve` runs in its own). */
+export async function startControl(options: {hop: boolean; timingsFile: string}): Promise<ControlServer> {
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), options.hop ? 'hop' : 'direct', options.timingsFile], {stdio: ['ignore', 'pipe', 'inherit']})
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())))
+    child.once('exit', (code) => reject(new Error(`the control server exited (${code})`)))
+  })
+  return {
+    url: `http://127.0.0.1:${port}`,
+    pid: child.pid!,
+    async stop() {
+      const exited = new Promise((resolve) => child.once('exit', resolve))
+      child.kill('SIGTERM')
+      await exited
+      return JSON.parse(await readFile(options.timingsFile, 'utf8')) as number[]
+    },
+  }
+}
+
+/** CPU milliseconds the process's main thread has run so far (Linux schedstat; undefined elsewhere). */
+export function mainThreadCpuMs(pid: number): number | undefined {
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6
+  } catch {
+    return undefined
+  }
+}
+
+/** CPU time counters of the whole machine (Linux /proc/stat: total and stolen by the hypervisor). */
+export function machineTicks(): {total: number; steal: number} | undefined {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+    return {total: fields.reduce((a, b) => a + b, 0), steal: fields[7] ?? 0}
+  } catch {
+    return undefined
+  }
+}
+
+/** The share (%) of all CPU time between two readings that the hypervisor took from this machine. */
+export function stealPct(before: ReturnType<typeof machineTicks>, after: ReturnType<typeof machineTicks>): number | null {
+  if (before === undefined || after === undefined || after.total === before.total) return null
+  return Math.round((1000 * (after.steal - before.steal)) / (after.total - before.total)) / 10
+}
+
+const PROBABILITIES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.1]
+
+/** The server itself: control.js <hop|direct> <timings.json>. */
+function serveControl(hop: boolean, timingsFile: string): void {
+  const timings: number[] = []
+  const waiting = new Map<number, () => void>()
+  let nextId = 0
+  const worker = hop
+    ? new Worker("const {parentPort} = require('node:worker_threads'); parentPort.on('message', (m) => { const out = new Float32Array(m.n * 10); parentPort.postMessage({id: m.id, out}, [out.buffer]) })", {eval: true})
+    : undefined
+  worker?.on('message', (m: {id: number}) => {
+    const done = waiting.get(m.id)!
+    waiting.delete(m.id)
+    done()
+  })
+  const server = http.createServer((req, res) => {
+    const started = performance.now()
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const body = Buffer.concat(chunks)
+      const split = req.headers['inference-header-content-length']
+      let input: Float32Array
+      let n = 1
+      if (typeof split === 'string') {
+        const head = JSON.parse(body.subarray(0, Number(split)).toString('utf8')) as {inputs: Array<{shape: number[]}>}
+        n = head.inputs[0]!.shape[0]!
+        input = new Float32Array((body.length - Number(split)) / 4)
+        new Uint8Array(input.buffer).set(body.subarray(Number(split)))
+      } else {
+        const request = JSON.parse(body.toString('utf8')) as {inputs: Array<{data: number[]}>}
+        input = new Float32Array(request.inputs[0]!.data)
+      }
+      const answer = () => {
+        const data = Array.from({length: n}, () => PROBABILITIES).flat()
+        const reply = JSON.stringify({model_name: 'control', model_version: '1', outputs: [{name: 'probabilities', datatype: 'FP32', shape: [n, 10], data}]})
+        res.writeHead(200, {'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(reply)})
+        res.end(reply)
+        res.once('close', () => timings.push(performance.now() - started))
+      }
+      if (worker === undefined) return answer()
+      const id = nextId++
+      waiting.set(id, answer)
+      worker.postMessage({id, n, input}, [input.buffer as ArrayBuffer])
+    })
+  })
+  server.listen(0, '127.0.0.1', () => process.stdout.write(`${(server.address() as {port: number}).port}\n`))
+  process.once('SIGTERM', () => {
+    void writeFile(timingsFile, JSON.stringify(timings)).then(() => process.exit(0))
+  })
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  serveControl(process.argv[2] === 'hop', process.argv[3]!)
+}
