@@ -34,6 +34,8 @@ const DRAIN_REFUSE_MS = 500
 
 /** Another listener drained with the HTTP port (the gRPC port): it stops taking calls and finishes its own. */
 export interface DrainedListener {
+  /** At the start of the shutdown delay: asks clients on long-lived connections to reconnect. */
+  goAway?(): void
   close(): Promise<void>
 }
 
@@ -120,6 +122,7 @@ export class Lifecycle {
       this.shutdownStarted = performance.now()
       if (!skipDelay && this.shutdownDelayMs > 0) {
         this.log.event('info', 'shutdown-delay', {delayMs: this.shutdownDelayMs})
+        for (const listener of this.listeners) listener.goAway?.()
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, this.shutdownDelayMs)
           this.endDelay = () => {

@@ -319,6 +319,41 @@ describe('gRPC port: KServe V2 GRPCInferenceService and TF Serving PredictionSer
     }
   })
 
+  it('the shutdown delay sends GOAWAY: clients reconnect while the port keeps serving, not ready', async (t) => {
+    const version = server.repository.models.get('digits')!.versions.get(1)!
+    const delayed = await startServer(serveOptions({
+      repository: path.dirname(path.dirname(version.dir)),
+      models: [{name: 'digits', labels: {}}],
+      port: 0,
+      grpc: {port: 0},
+      instances: 1,
+      pollIntervalMs: 0,
+      accessLog: 'off',
+      engine: 'wasm',
+      // Ended by the test (skipDelay), never by its timer.
+      shutdownDelayMs: 600_000,
+    }), {log: new JsonLog(undefined)})
+    const client = clients(delayed.grpcPort!).kserve
+    t.after(async () => {
+      client.close()
+      await delayed.shutdown({skipDelay: true})
+    })
+    const live = await call(client, 'ServerLive', {})
+    assert.equal(live.live, true)
+    const channel = client.getChannel()
+    assert.equal(channel.getConnectivityState(false), grpc.connectivityState.READY)
+    const shutdown = delayed.shutdown()
+    // The connection leaves READY only when the server sends GOAWAY (the deadline just bounds a failure).
+    const changed = await new Promise<Error | undefined>((resolve) => channel.watchConnectivityState(grpc.connectivityState.READY, Date.now() + 30_000, resolve))
+    assert.equal(changed, undefined, 'the connection stayed open: no GOAWAY during the shutdown delay')
+    assert.equal(delayed.ready(), false)
+    // A new connection is still served for the rest of the delay.
+    const answer = await call(client, 'ModelInfer', {model_name: 'digits', inputs: [{name: 'image', datatype: 'BYTES', shape: [1], contents: {bytes_contents: [pngs[0]]}}]})
+    assert.equal(answer.outputs[0].contents.fp32_contents.length, 10)
+    await delayed.shutdown({skipDelay: true})
+    await shutdown
+  })
+
   // Last: it stops the server.
   it('shutdown answers the calls in flight, then refuses new ones', async () => {
     const body = {model_name: 'digits', inputs: [{name: 'image', datatype: 'BYTES', shape: [10], contents: {bytes_contents: pngs}}]}

@@ -32,6 +32,12 @@ export interface GrpcHandle {
   inFlight(): number
   /** Calls received since start. */
   handled(): number
+  /**
+   * Sends GOAWAY on every open connection while the port keeps serving (the shutdown delay): clients
+   * finish their calls there and open a new connection, which the load balancer sends elsewhere once
+   * this server's endpoint is gone. An HTTP/2 connection otherwise lives until the port closes.
+   */
+  goAway(): void
   /** Stops taking calls (GOAWAY) and resolves once the calls in flight are answered. */
   close(): Promise<void>
 }
@@ -192,6 +198,11 @@ export async function startGrpc(deps: GrpcDeps): Promise<GrpcHandle> {
     port: bound,
     inFlight: () => inFlight,
     handled: () => handled,
+    goAway() {
+      // Calls under way on those connections keep their time; whatever is left when the port closes
+      // is tryShutdown's (below).
+      server.drain(`${host}:${bound}`, options.shutdownDelayMs + options.requestTimeoutMs)
+    },
     close() {
       closing ??= (async () => {
         // tryShutdown: no new calls (GOAWAY to every client), then waits for the calls in flight. A call
