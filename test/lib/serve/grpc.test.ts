@@ -96,6 +96,22 @@ describe('gRPC port: KServe V2 GRPCInferenceService and TF Serving PredictionSer
     assertClose(httpAnswer, fixture.expected, 1e-4)
   })
 
+  /** A second server with gRPC on the same model, with `fields` of its own (the caller stops it). */
+  const anotherServer = (fields: Partial<Parameters<typeof serveOptions>[0]>) => {
+    const version = server.repository.models.get('digits')!.versions.get(1)!
+    return startServer(serveOptions({
+      repository: path.dirname(path.dirname(version.dir)),
+      models: [{name: 'digits', labels: {}}],
+      port: 0,
+      grpc: {port: 0},
+      instances: 1,
+      pollIntervalMs: 0,
+      accessLog: 'off',
+      engine: 'wasm',
+      ...fields,
+    }), {log: new JsonLog(undefined)})
+  }
+
   after(async () => {
     kserve?.close()
     tfserving?.close()
@@ -275,18 +291,7 @@ describe('gRPC port: KServe V2 GRPCInferenceService and TF Serving PredictionSer
       t.skip(`openssl could not make a self-signed certificate (${(error as Error).message.split('\n')[0]})`)
       return
     }
-    const version = server.repository.models.get('digits')!.versions.get(1)!
-    const tls = await startServer(serveOptions({
-      repository: path.dirname(path.dirname(version.dir)),
-      models: [{name: 'digits', labels: {}}],
-      port: 0,
-      grpc: {port: 0},
-      instances: 1,
-      pollIntervalMs: 0,
-      accessLog: 'off',
-      engine: 'wasm',
-      tls: {cert, key},
-    }), {log: new JsonLog(undefined)})
+    const tls = await anotherServer({tls: {cert, key}})
     t.after(() => tls.close())
     const definition = grpc.loadPackageDefinition(protoLoader.loadSync(KSERVE_PROTO, LOADER_OPTIONS)) as any
     const secure: Client = new definition.inference.GRPCInferenceService(`127.0.0.1:${tls.grpcPort}`, grpc.credentials.createSsl(await readFile(cert)))
@@ -320,19 +325,8 @@ describe('gRPC port: KServe V2 GRPCInferenceService and TF Serving PredictionSer
   })
 
   it('the shutdown delay sends GOAWAY: clients reconnect while the port keeps serving, not ready', async (t) => {
-    const version = server.repository.models.get('digits')!.versions.get(1)!
-    const delayed = await startServer(serveOptions({
-      repository: path.dirname(path.dirname(version.dir)),
-      models: [{name: 'digits', labels: {}}],
-      port: 0,
-      grpc: {port: 0},
-      instances: 1,
-      pollIntervalMs: 0,
-      accessLog: 'off',
-      engine: 'wasm',
-      // Ended by the test (skipDelay), never by its timer.
-      shutdownDelayMs: 600_000,
-    }), {log: new JsonLog(undefined)})
+    // Ended by the test (skipDelay), never by its timer.
+    const delayed = await anotherServer({shutdownDelayMs: 600_000})
     const client = clients(delayed.grpcPort!).kserve
     t.after(async () => {
       client.close()
