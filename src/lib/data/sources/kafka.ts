@@ -367,6 +367,7 @@ export class KafkaSourceStream implements SourceStream {
     }
     this.joined = true
     if (revoked) this.ctx.onWithdrawn?.()
+    this.ctx.observer?.assigned?.(assignment)
     this.applyPause()
     this.wake()
   }
