@@ -1,6 +1,7 @@
 // `runIngest` from Kafka topics served by the test broker: end to end with bad messages (quarantine and
 // dead-letter topic), exactly-once across a crash between the manifest and the offset commit, the
-// json format, backpressure, and a rebalance that moves partitions to another consumer mid-stream.
+// json format, backpressure, a rebalance that moves partitions to another consumer mid-stream, and a
+// member whose session expired while it held uncommitted work (the group went on without it).
 import assert from 'node:assert/strict'
 import {readFile, writeFile} from 'node:fs/promises'
 import path from 'node:path'
