@@ -166,10 +166,12 @@ describe('ingest from Kafka', () => {
     })
     const recheck = () => [...checks].forEach((run) => run())
     let accepted = 0
+    const warnings: string[] = []
     const controller = new AbortController()
     const ingest = runIngest({
       config: kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group, clientId: 'ingest-a'}, {shardSize: 10_000, concurrency: 2}),
       baseDir: ws,
+      observer: {warn: (message) => warnings.push(message)},
       follow: true,
       rollIntervalMs: 3_600_000,
       signal: controller.signal,
@@ -215,5 +217,6 @@ describe('ingest from Kafka', () => {
     assert.equal(summary.accepted + other.length, all.length)
     assert.deepEqual(new Set([...stored.keys(), ...other]), new Set(all.map((d) => d.key)))
     assert.deepEqual(committed(), ends)
+    assert.match(warnings.join('\n'), new RegExp(`rejoined consumer group ${group} as a new member .*raise sessionTimeoutMs`))
   })
 })

@@ -366,6 +366,11 @@ export class KafkaSourceStream implements SourceStream {
       }
     }
     this.joined = true
+    if (rejoined) {
+      this.ctx.observer?.warn?.(
+        `rejoined consumer group ${this.source.groupId} as a new member (its session had expired, or its consumer restarted): the work not yet committed is read again from the group's offsets; raise sessionTimeoutMs if this recurs`,
+      )
+    }
     if (revoked) this.ctx.onWithdrawn?.()
     this.ctx.observer?.assigned?.(assignment)
     this.applyPause()
