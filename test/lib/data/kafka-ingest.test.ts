@@ -219,4 +219,84 @@ describe('ingest from Kafka', () => {
     assert.deepEqual(committed(), ends)
     assert.match(warnings.join('\n'), new RegExp(`rejoined consumer group ${group} as a new member .*raise sessionTimeoutMs`))
   })
+
+  it('a commit that starts while the member rejoins the group records only the partitions it keeps', async () => {
+    // Ingest A holds the uncommitted work of all 4 partitions; B joins, and A is rejoining (its
+    // JoinGroup held back) when its run ends and the last commit starts. Positions taken then would
+    // include the partitions B gets, whose offsets A could not commit any more (its offset commit
+    // lands after the new generation began): B would read them again.
+    const {ws, topic, group} = names()
+    await createTopics(kafka, [[topic, 4]])
+    const all = digits.slice(80, 160)
+    await produce(kafka, topic, all.map((d, i) => ({...digitMessage(d), partition: i % 4})))
+    const ends = offsetsOf(topic, 4)
+
+    const checks = new Set<() => void>()
+    const until = (check: () => boolean) => new Promise<void>((resolve) => {
+      const run = () => {
+        if (!check()) return
+        checks.delete(run)
+        resolve()
+      }
+      checks.add(run)
+      run()
+    })
+    const recheck = () => [...checks].forEach((run) => run())
+    let accepted = 0
+    const controller = new AbortController()
+    const ingest = runIngest({
+      config: kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group, clientId: 'ingest-c'}, {shardSize: 10_000, concurrency: 2}),
+      baseDir: ws,
+      follow: true,
+      rollIntervalMs: 3_600_000,
+      signal: controller.signal,
+      onProgress: (p) => {
+        accepted = p.accepted
+        recheck()
+      },
+    })
+    await until(() => accepted === all.length)
+    const releaseJoin = broker.hold('JoinGroup', 'ingest-c')
+    const releaseCommit = broker.hold('OffsetCommit', 'ingest-c')
+    let rejoining = false
+    const onRequest = (e: {api: string; clientId: string | null}) => {
+      if (e.api === 'JoinGroup' && e.clientId === 'ingest-c') rejoining = true
+      recheck()
+    }
+    broker.on('request', onRequest)
+
+    const other: string[] = []
+    const positions = new Map<number, number>()
+    let bAssigned: number[] = []
+    const b = kafka.consumer({groupId: group, ...FAST_CONSUMER})
+    consumers.push(b)
+    b.on(b.events.GROUP_JOIN, (e) => {
+      bAssigned = e.payload.memberAssignment[topic] ?? []
+      recheck()
+    })
+    await b.connect()
+    await b.subscribe({topic, fromBeginning: true})
+    // B's join completes only once A has rejoined too.
+    const bRunning = b.run({
+      eachMessage: async ({partition, message}) => {
+        other.push(sha256(message.value!))
+        positions.set(partition, Number(message.offset) + 1)
+        recheck()
+      },
+    })
+    await until(() => rejoining)
+    broker.off('request', onRequest)
+    controller.abort()
+    releaseJoin()
+    await bRunning
+    await until(() => bAssigned.length === 2 && bAssigned.every((p) => positions.get(p) === ends[p]))
+    releaseCommit()
+    const summary = await ingest
+    await b.disconnect()
+    const stored = await storedKeys(path.join(ws, 'store'))
+    assert.deepEqual(other.filter((k) => stored.has(k)), [], 'stored by A, consumed by B')
+    assert.equal(summary.accepted + other.length, all.length)
+    assert.deepEqual(new Set([...stored.keys(), ...other]), new Set(all.map((d) => d.key)))
+    assert.deepEqual([0, 1, 2, 3].map((p) => broker.committed(group, topic, p)), ends)
+  })
 })

@@ -140,6 +140,12 @@ export class KafkaSourceStream implements SourceStream {
   private deferredAssignment: {assignment: Record<string, number[]>; memberId: string} | undefined
   /** The member id of the assignment in effect: kafkajs rejoins with a new one after its session expired. */
   private memberId: string | undefined
+  /**
+   * From kafkajs's REBALANCING (it is rejoining the group) to the next assignment: any partition
+   * may be revoked, so a commit waits for the assignment before taking its positions.
+   */
+  private rebalancing: {done: Promise<void>; end: () => void} | undefined
+  private rebalanceTimeout = 0
   private closed = false
   private readonly keyName: string
   private readonly onAbort = () => this.wake()
@@ -242,12 +248,13 @@ export class KafkaSourceStream implements SourceStream {
         }
       }
       const sessionTimeout = source.sessionTimeoutMs
+      this.rebalanceTimeout = Math.max(sessionTimeout, 10_000)
       const fetchBytes = Math.min(MAX_FETCH_BYTES, Math.max(MIN_FETCH_BYTES, Math.floor(source.maxInFlightBytes / 2)))
       this.consumer = client.kafka.consumer({
         groupId: source.groupId,
         allowAutoTopicCreation: false,
         sessionTimeout,
-        rebalanceTimeout: Math.max(sessionTimeout, 10_000),
+        rebalanceTimeout: this.rebalanceTimeout,
         heartbeatInterval: Math.max(100, Math.min(3000, Math.floor(sessionTimeout / 10))),
         // How long a fetch waits for data, and kafkajs sleeps when every partition is paused. Stopping
         // waits for that, so a run to the end of the topic would spend up to this long after its last
@@ -257,8 +264,13 @@ export class KafkaSourceStream implements SourceStream {
         maxBytesPerPartition: Math.min(PARTITION_FETCH_BYTES, fetchBytes),
       })
       const consumer = this.consumer
-      consumer.on(consumer.events.GROUP_JOIN, (event) => this.assign(event.payload.memberAssignment, event.payload.memberId))
+      consumer.on(consumer.events.REBALANCING, () => this.rebalanceStarted())
+      consumer.on(consumer.events.GROUP_JOIN, (event) => {
+        this.rebalanceEnded()
+        this.assign(event.payload.memberAssignment, event.payload.memberId)
+      })
       consumer.on(consumer.events.CRASH, (event) => {
+        this.rebalanceEnded()
         if (!event.payload.restart) this.fail(client.failed(event.payload.error))
       })
       await consumer.connect()
@@ -269,6 +281,31 @@ export class KafkaSourceStream implements SourceStream {
       // Without a client, createKafka itself failed, with a UserError that says why.
       throw this.client ? this.client.failed(error) : error
     }
+  }
+
+  private rebalanceStarted(): void {
+    if (this.rebalancing) return
+    let end!: () => void
+    const done = new Promise<void>((resolve) => (end = resolve))
+    this.rebalancing = {done, end}
+  }
+
+  private rebalanceEnded(): void {
+    this.rebalancing?.end()
+    this.rebalancing = undefined
+  }
+
+  /**
+   * Waits (at most the rebalance timeout) for the assignment of a rebalance under way: its GROUP_JOIN
+   * drops the work of the partitions this member loses, which the commit must not record, and
+   * whose offsets it could no longer commit.
+   */
+  private async settleRebalance(): Promise<void> {
+    const rebalancing = this.rebalancing
+    if (!rebalancing || this.closed) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([rebalancing.done, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.rebalanceTimeout)))])
+    clearTimeout(timer)
   }
 
   private fail(error: Error): void {
@@ -580,6 +617,7 @@ export class KafkaSourceStream implements SourceStream {
   }
 
   async checkpoint(): Promise<SourceCheckpoints> {
+    await this.settleRebalance()
     this.committing = true
     // Dead letters first: once the manifest moves past a rejected message it is never seen again.
     while (this.deadLetterFlush) await this.deadLetterFlush
@@ -686,6 +724,7 @@ export class KafkaSourceStream implements SourceStream {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.rebalanceEnded()
     this.wake()
     const steps: Array<() => Promise<void> | undefined> = [
       () => this.consumer?.disconnect(),
