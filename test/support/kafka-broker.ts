@@ -209,6 +209,8 @@ export class KafkaBroker extends EventEmitter {
   private readonly topics = new Map<string, PartitionLog[]>()
   private readonly groups = new Map<string, Group>()
   private readonly faults = new Map<ApiName, Fault[]>()
+  /** Requests held back until their gate opens (see hold()). */
+  private readonly gates = new Set<{api: ApiName; clientId: string; opened: Promise<void>}>()
   private readonly timers = new Set<NodeJS.Timeout>()
   private readonly autoCreate: boolean
   private readonly defaultPartitions: number
@@ -307,6 +309,31 @@ export class KafkaBroker extends EventEmitter {
     const queue = this.faults.get(api) ?? []
     for (let i = 0; i < times; i++) queue.push(fault)
     this.faults.set(api, queue)
+  }
+
+  /**
+   * Holds back every request of `api` from clients named `clientId` (a member that is slow to come
+   * back, say) until the returned function is called; the held requests are then served in order.
+   */
+  hold(api: ApiName, clientId: string): () => void {
+    let open!: () => void
+    const gate = {api, clientId, opened: new Promise<void>((resolve) => (open = resolve))}
+    this.gates.add(gate)
+    return () => {
+      this.gates.delete(gate)
+      open()
+    }
+  }
+
+  /**
+   * Ends a member's session now, as when its heartbeats stop arriving in time: it leaves the group
+   * (a rebalance follows), and its next request as that member is answered UNKNOWN_MEMBER_ID.
+   */
+  expire(groupId: string, memberId: string): void {
+    const group = this.groups.get(groupId)
+    const member = group?.members.get(memberId)
+    if (!group || !member) throw new Error(`no member ${memberId} in group ${groupId}`)
+    this.removeMember(group, member, true)
   }
 
   createTopic(name: string, partitions: number): void {
@@ -424,6 +451,8 @@ export class KafkaBroker extends EventEmitter {
     // advertise, only ApiVersions v3 is flexible.
     if (api === 'ApiVersions' && version >= 3) r.taggedFields()
     this.emit('request', {api, version, clientId} satisfies RequestEvent)
+    for (const gate of [...this.gates]) if (gate.api === api && gate.clientId === clientId) await gate.opened
+    if (conn.socket.destroyed || !this.running) return
     const delay = this.delays[api] ?? 0
     if (delay > 0) {
       await this.sleep(delay / 2)

@@ -1,6 +1,7 @@
 // `runIngest` from Kafka topics served by the test broker: end to end with bad messages (quarantine and
 // dead-letter topic), exactly-once across a crash between the manifest and the offset commit, the
-// json format, backpressure, and a rebalance that moves partitions to another consumer mid-stream.
+// json format, backpressure, a rebalance that moves partitions to another consumer mid-stream, and a
+// member whose session expired while it held uncommitted work (the group went on without it).
 import assert from 'node:assert/strict'
 import {readFile, writeFile} from 'node:fs/promises'
 import path from 'node:path'
@@ -11,6 +12,7 @@ import {UserError} from '../../../src/lib/errors.js'
 import {brokerReads, brokerWorkspace, createTopics, digitMessage, kafkaConfig, mnistDigits, produce, sha256, storedKeys, type Digit} from '../../support/kafka-fixtures.js'
 import {deadLettersEndToEnd} from '../../scenarios/kafka-dead-letters.js'
 import {rebalanceLosesNothing} from '../../scenarios/kafka-rebalance.js'
+import {FAST_CONSUMER} from '../../support/kafka-client.js'
 
 const {broker, kafka, dir, close} = await brokerWorkspace('ml-kafka-ingest-')
 let digits: Digit[]
@@ -139,5 +141,162 @@ describe('ingest from Kafka', () => {
       endOffsets: async () => offsetsOf(topic, 4),
       committed: async () => [0, 1, 2, 3].map((p) => broker.committed(group, topic, p)),
     })
+  })
+
+  it('drops the work of every partition when the group went on without it (session expired), kept partitions included', async () => {
+    // Ingest A holds the uncommitted work of all 4 partitions when its session ends (heartbeats that
+    // came too late). B joins, takes all 4, consumes and commits everything while A's rejoin is held
+    // back; then A rejoins with a new member id and gets 2 partitions back. Their messages were
+    // consumed by B meanwhile: A must drop its work on them too, not only on the 2 it lost.
+    const {ws, topic, group} = names()
+    await createTopics(kafka, [[topic, 4]])
+    const all = digits.slice(0, 80)
+    await produce(kafka, topic, all.map((d, i) => ({...digitMessage(d), partition: i % 4})))
+    const ends = offsetsOf(topic, 4)
+
+    const checks = new Set<() => void>()
+    const until = (check: () => boolean) => new Promise<void>((resolve) => {
+      const run = () => {
+        if (!check()) return
+        checks.delete(run)
+        resolve()
+      }
+      checks.add(run)
+      run()
+    })
+    const recheck = () => [...checks].forEach((run) => run())
+    let accepted = 0
+    const warnings: string[] = []
+    const controller = new AbortController()
+    const ingest = runIngest({
+      config: kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group, clientId: 'ingest-a'}, {shardSize: 10_000, concurrency: 2}),
+      baseDir: ws,
+      observer: {warn: (message) => warnings.push(message)},
+      follow: true,
+      rollIntervalMs: 3_600_000,
+      signal: controller.signal,
+      onProgress: (p) => {
+        accepted = p.accepted
+        recheck()
+      },
+    })
+    await until(() => accepted === all.length)
+    const [a] = broker.group(group)!.members
+    const releaseA = broker.hold('JoinGroup', 'ingest-a')
+    broker.expire(group, a!)
+
+    const other: string[] = []
+    let bAssigned: number[] = []
+    const b = kafka.consumer({groupId: group, ...FAST_CONSUMER})
+    consumers.push(b)
+    b.on(b.events.GROUP_JOIN, (e) => {
+      bAssigned = e.payload.memberAssignment[topic] ?? []
+      recheck()
+    })
+    broker.on('commit', recheck)
+    await b.connect()
+    await b.subscribe({topic, fromBeginning: true})
+    await b.run({
+      eachMessage: async ({message}) => {
+        other.push(sha256(message.value!))
+      },
+    })
+    const committed = () => [0, 1, 2, 3].map((p) => broker.committed(group, topic, p))
+    await until(() => bAssigned.length === 4 && committed().every((offset, p) => offset === ends[p]))
+    assert.equal(accepted, all.length, 'A has not heard of the rebalance yet')
+
+    const before = accepted
+    releaseA()
+    // A back in the group, with part of the partitions: it reports what it took back.
+    await until(() => bAssigned.length === 2 && accepted !== before)
+    broker.off('commit', recheck)
+    controller.abort()
+    const summary = await ingest
+    const stored = await storedKeys(path.join(ws, 'store'))
+    assert.deepEqual(other.filter((k) => stored.has(k)), [], 'stored by A, consumed by B')
+    assert.equal(summary.accepted + other.length, all.length)
+    assert.deepEqual(new Set([...stored.keys(), ...other]), new Set(all.map((d) => d.key)))
+    assert.deepEqual(committed(), ends)
+    assert.match(warnings.join('\n'), new RegExp(`rejoined consumer group ${group} as a new member .*raise sessionTimeoutMs`))
+  })
+
+  it('a commit that starts while the member rejoins the group records only the partitions it keeps', async () => {
+    // Ingest A holds the uncommitted work of all 4 partitions; B joins, and A is rejoining (its
+    // JoinGroup held back) when its run ends and the last commit starts. Positions taken then would
+    // include the partitions B gets, whose offsets A could not commit any more (its offset commit
+    // lands after the new generation began): B would read them again.
+    const {ws, topic, group} = names()
+    await createTopics(kafka, [[topic, 4]])
+    const all = digits.slice(80, 160)
+    await produce(kafka, topic, all.map((d, i) => ({...digitMessage(d), partition: i % 4})))
+    const ends = offsetsOf(topic, 4)
+
+    const checks = new Set<() => void>()
+    const until = (check: () => boolean) => new Promise<void>((resolve) => {
+      const run = () => {
+        if (!check()) return
+        checks.delete(run)
+        resolve()
+      }
+      checks.add(run)
+      run()
+    })
+    const recheck = () => [...checks].forEach((run) => run())
+    let accepted = 0
+    const controller = new AbortController()
+    const ingest = runIngest({
+      config: kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group, clientId: 'ingest-c'}, {shardSize: 10_000, concurrency: 2}),
+      baseDir: ws,
+      follow: true,
+      rollIntervalMs: 3_600_000,
+      signal: controller.signal,
+      onProgress: (p) => {
+        accepted = p.accepted
+        recheck()
+      },
+    })
+    await until(() => accepted === all.length)
+    const releaseJoin = broker.hold('JoinGroup', 'ingest-c')
+    const releaseCommit = broker.hold('OffsetCommit', 'ingest-c')
+    let rejoining = false
+    const onRequest = (e: {api: string; clientId: string | null}) => {
+      if (e.api === 'JoinGroup' && e.clientId === 'ingest-c') rejoining = true
+      recheck()
+    }
+    broker.on('request', onRequest)
+
+    const other: string[] = []
+    const positions = new Map<number, number>()
+    let bAssigned: number[] = []
+    const b = kafka.consumer({groupId: group, ...FAST_CONSUMER})
+    consumers.push(b)
+    b.on(b.events.GROUP_JOIN, (e) => {
+      bAssigned = e.payload.memberAssignment[topic] ?? []
+      recheck()
+    })
+    await b.connect()
+    await b.subscribe({topic, fromBeginning: true})
+    // B's join completes only once A has rejoined too.
+    const bRunning = b.run({
+      eachMessage: async ({partition, message}) => {
+        other.push(sha256(message.value!))
+        positions.set(partition, Number(message.offset) + 1)
+        recheck()
+      },
+    })
+    await until(() => rejoining)
+    broker.off('request', onRequest)
+    controller.abort()
+    releaseJoin()
+    await bRunning
+    await until(() => bAssigned.length === 2 && bAssigned.every((p) => positions.get(p) === ends[p]))
+    releaseCommit()
+    const summary = await ingest
+    await b.disconnect()
+    const stored = await storedKeys(path.join(ws, 'store'))
+    assert.deepEqual(other.filter((k) => stored.has(k)), [], 'stored by A, consumed by B')
+    assert.equal(summary.accepted + other.length, all.length)
+    assert.deepEqual(new Set([...stored.keys(), ...other]), new Set(all.map((d) => d.key)))
+    assert.deepEqual([0, 1, 2, 3].map((p) => broker.committed(group, topic, p)), ends)
   })
 })

@@ -137,7 +137,15 @@ export class KafkaSourceStream implements SourceStream {
    * the claims then let only one of the two commits through.
    */
   private committing = false
-  private deferredAssignment: Record<string, number[]> | undefined
+  private deferredAssignment: {assignment: Record<string, number[]>; memberId: string} | undefined
+  /** The member id of the assignment in effect: kafkajs rejoins with a new one after its session expired. */
+  private memberId: string | undefined
+  /**
+   * From kafkajs's REBALANCING (it is rejoining the group) to the next assignment: any partition
+   * may be revoked, so a commit waits for the assignment before taking its positions.
+   */
+  private rebalancing: {done: Promise<void>; end: () => void} | undefined
+  private rebalanceTimeout = 0
   private closed = false
   private readonly keyName: string
   private readonly onAbort = () => this.wake()
@@ -240,12 +248,13 @@ export class KafkaSourceStream implements SourceStream {
         }
       }
       const sessionTimeout = source.sessionTimeoutMs
+      this.rebalanceTimeout = Math.max(sessionTimeout, 10_000)
       const fetchBytes = Math.min(MAX_FETCH_BYTES, Math.max(MIN_FETCH_BYTES, Math.floor(source.maxInFlightBytes / 2)))
       this.consumer = client.kafka.consumer({
         groupId: source.groupId,
         allowAutoTopicCreation: false,
         sessionTimeout,
-        rebalanceTimeout: Math.max(sessionTimeout, 10_000),
+        rebalanceTimeout: this.rebalanceTimeout,
         heartbeatInterval: Math.max(100, Math.min(3000, Math.floor(sessionTimeout / 10))),
         // How long a fetch waits for data, and kafkajs sleeps when every partition is paused. Stopping
         // waits for that, so a run to the end of the topic would spend up to this long after its last
@@ -255,8 +264,13 @@ export class KafkaSourceStream implements SourceStream {
         maxBytesPerPartition: Math.min(PARTITION_FETCH_BYTES, fetchBytes),
       })
       const consumer = this.consumer
-      consumer.on(consumer.events.GROUP_JOIN, (event) => this.assign(event.payload.memberAssignment))
+      consumer.on(consumer.events.REBALANCING, () => this.rebalanceStarted())
+      consumer.on(consumer.events.GROUP_JOIN, (event) => {
+        this.rebalanceEnded()
+        this.assign(event.payload.memberAssignment, event.payload.memberId)
+      })
       consumer.on(consumer.events.CRASH, (event) => {
+        this.rebalanceEnded()
         if (!event.payload.restart) this.fail(client.failed(event.payload.error))
       })
       await consumer.connect()
@@ -267,6 +281,31 @@ export class KafkaSourceStream implements SourceStream {
       // Without a client, createKafka itself failed, with a UserError that says why.
       throw this.client ? this.client.failed(error) : error
     }
+  }
+
+  private rebalanceStarted(): void {
+    if (this.rebalancing) return
+    let end!: () => void
+    const done = new Promise<void>((resolve) => (end = resolve))
+    this.rebalancing = {done, end}
+  }
+
+  private rebalanceEnded(): void {
+    this.rebalancing?.end()
+    this.rebalancing = undefined
+  }
+
+  /**
+   * Waits (at most the rebalance timeout) for the assignment of a rebalance under way: its GROUP_JOIN
+   * drops the work of the partitions this member loses, which the commit must not record, and
+   * whose offsets it could no longer commit.
+   */
+  private async settleRebalance(): Promise<void> {
+    const rebalancing = this.rebalancing
+    if (!rebalancing || this.closed) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([rebalancing.done, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.rebalanceTimeout)))])
+    clearTimeout(timer)
   }
 
   private fail(error: Error): void {
@@ -314,17 +353,26 @@ export class KafkaSourceStream implements SourceStream {
     return part
   }
 
-  /** A new generation's assignment: revoked partitions drop their unsettled work, which kafkajs will hand to the new owner. */
-  private assign(assignment: Record<string, number[]>): void {
+  /**
+   * A new generation's assignment: revoked partitions drop their unsettled work, which kafkajs will
+   * hand to the new owner. A new member id means that the group went on without this member (its
+   * session expired: heartbeats that came too late, under load, say), and then every partition is
+   * revoked, those assigned again included: in the generations it missed another member may have
+   * consumed and committed them, and their work buffered here would be stored a second time. They
+   * are read again from the group's committed offsets, where kafkajs starts a new generation.
+   */
+  private assign(assignment: Record<string, number[]>, memberId: string): void {
     if (this.committing) {
-      this.deferredAssignment = assignment
+      this.deferredAssignment = {assignment, memberId}
       return
     }
+    const rejoined = this.memberId !== undefined && this.memberId !== memberId
+    this.memberId = memberId
     const now = new Set<string>()
     for (const [topic, partitions] of Object.entries(assignment)) for (const p of partitions) now.add(key(topic, p))
     let revoked = false
     for (const [k, part] of this.parts) {
-      if (part.assigned && !now.has(k)) {
+      if (part.assigned && (rejoined || !now.has(k))) {
         revoked = true
         part.assigned = false
         part.epoch++
@@ -340,12 +388,14 @@ export class KafkaSourceStream implements SourceStream {
         }
       }
     }
+    // One read of the latest manifest for the whole assignment.
+    let latest: Promise<SourceCheckpoints | undefined> | undefined
     for (const k of now) {
       const [topic, partition] = k.split('\u0000') as [string, string]
       const part = this.part(topic, Number(partition))
       if (!part.assigned && part.epoch > 0) part.baseKnown = false
       // Other members may have moved a newly assigned partition on since this one last saw it.
-      if (!part.assigned && this.ctx.latestCheckpoints) part.base = this.loadBase(part, part.epoch)
+      if (!part.assigned && this.ctx.latestCheckpoints) part.base = this.loadBase(part, part.epoch, (latest ??= this.ctx.latestCheckpoints()))
       part.assigned = true
       if (part.seekTo !== undefined) {
         this.consumer!.seek({topic, partition: part.partition, offset: part.seekTo.toString()})
@@ -353,7 +403,13 @@ export class KafkaSourceStream implements SourceStream {
       }
     }
     this.joined = true
+    if (rejoined) {
+      this.ctx.observer?.warn?.(
+        `rejoined consumer group ${this.source.groupId} as a new member (its session had expired, or its consumer restarted): the work not yet committed is read again from the group's offsets; raise sessionTimeoutMs if this recurs`,
+      )
+    }
     if (revoked) this.ctx.onWithdrawn?.()
+    this.ctx.observer?.assigned?.(assignment)
     this.applyPause()
     this.wake()
   }
@@ -364,9 +420,9 @@ export class KafkaSourceStream implements SourceStream {
    * between the two commits): messages below it are in the dataset already, stored by this or
    * another member, and are skipped.
    */
-  private async loadBase(part: Part, epoch: number): Promise<void> {
+  private async loadBase(part: Part, epoch: number, read: Promise<SourceCheckpoints | undefined>): Promise<void> {
     try {
-      const latest = await this.ctx.latestCheckpoints!()
+      const latest = await read
       if (part.epoch !== epoch) return
       const value = latest?.kafka?.[this.source.groupId]?.[part.topic]?.[String(part.partition)]
       part.claim = value === undefined ? undefined : BigInt(value)
@@ -405,9 +461,11 @@ export class KafkaSourceStream implements SourceStream {
 
   private async onBatch({batch, resolveOffset}: EachBatchPayload): Promise<void> {
     const part = this.part(batch.topic, batch.partition)
+    const epoch = part.epoch
     if (part.base) await part.base
-    // A batch fetched before a revoke: its messages belong to the next owner now.
-    if (!part.assigned || this.closed) return
+    // A batch fetched before a revoke: its messages belong to the next owner now (or, for a
+    // partition assigned again meanwhile, are fetched again from the group's committed offset).
+    if (!part.assigned || part.epoch !== epoch || this.closed) return
     const first = batch.messages[0]
     if (part.resyncTo !== undefined && first !== undefined) {
       if (BigInt(first.offset) > part.resyncTo && part.resyncSeeks++ < 20) {
@@ -559,6 +617,7 @@ export class KafkaSourceStream implements SourceStream {
   }
 
   async checkpoint(): Promise<SourceCheckpoints> {
+    await this.settleRebalance()
     this.committing = true
     // Dead letters first: once the manifest moves past a rejected message it is never seen again.
     while (this.deadLetterFlush) await this.deadLetterFlush
@@ -645,7 +704,7 @@ export class KafkaSourceStream implements SourceStream {
     this.committing = false
     const deferred = this.deferredAssignment
     this.deferredAssignment = undefined
-    if (deferred) this.assign(deferred)
+    if (deferred) this.assign(deferred.assignment, deferred.memberId)
     for (const {part, epoch, offset} of snapshot) {
       if (part.epoch === epoch && part.assigned && offset > part.committedKafka) commits.push({topic: part.topic, partition: part.partition, offset: offset.toString()})
     }
@@ -665,6 +724,7 @@ export class KafkaSourceStream implements SourceStream {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.rebalanceEnded()
     this.wake()
     const steps: Array<() => Promise<void> | undefined> = [
       () => this.consumer?.disconnect(),

@@ -49,6 +49,11 @@ export interface StreamObserver {
   lag?(topic: string, partition: number, lag: number): void
   /** Consumption paused (true) because too many bytes are in flight, or resumed (false). */
   paused?(paused: boolean): void
+  /**
+   * Consumer groups: the partitions (per topic) this member consumes from now on, once the work of
+   * those it lost has been dropped.
+   */
+  assigned?(assignment: Record<string, number[]>): void
   /** Something went wrong that the run survives (e.g. an offset commit failed). */
   warn?(message: string): void
 }
