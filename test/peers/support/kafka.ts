@@ -187,7 +187,11 @@ export class RealKafka {
 
   /** kafka-storage format: a new cluster id, and the SCRAM credentials (KRaft stores them in metadata). */
   private async format(security?: KafkaSecurity): Promise<void> {
-    const clusterId = randomBytes(16).toString('base64url')
+    // As Kafka's own Uuid.randomUuid: never one starting with '-', which the tool would read as a flag
+    // (1 start in 64 failed with "argument --cluster-id/-t: expected one argument").
+    let clusterId: string
+    do clusterId = randomBytes(16).toString('base64url')
+    while (clusterId.startsWith('-'))
     const scram = security
       ? ['SCRAM-SHA-256', 'SCRAM-SHA-512'].flatMap((m) => ['--add-scram', `${m}=[name=${security.user},password=${security.password}]`])
       : []
