@@ -7,7 +7,7 @@ import {readFile, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {after, afterEach, before, describe, it} from 'node:test'
 import type {Consumer} from 'kafkajs'
-import {runIngest} from '../../../src/lib/data/ingest.js'
+import {runIngest, type IngestObserver} from '../../../src/lib/data/ingest.js'
 import {UserError} from '../../../src/lib/errors.js'
 import {brokerReads, brokerWorkspace, createTopics, digitMessage, kafkaConfig, mnistDigits, produce, sha256, storedKeys, type Digit} from '../../support/kafka-fixtures.js'
 import {deadLettersEndToEnd} from '../../scenarios/kafka-dead-letters.js'
@@ -34,6 +34,51 @@ function names() {
 }
 
 const offsetsOf = (topic: string, partitions: number) => Array.from({length: partitions}, (_, p) => broker.highWatermark(topic, p))
+
+/** `all` spread over a new 4-partition topic; resolves with each partition's end offset. */
+async function fourPartitions(topic: string, all: Digit[]): Promise<number[]> {
+  await createTopics(kafka, [[topic, 4]])
+  await produce(kafka, topic, all.map((d, i) => ({...digitMessage(d), partition: i % 4})))
+  return offsetsOf(topic, 4)
+}
+
+/** Waits driven by events: until(check) resolves once check() holds, tried now and at every recheck(). */
+function conditions() {
+  const checks = new Set<() => void>()
+  const until = (check: () => boolean) => new Promise<void>((resolve) => {
+    const run = () => {
+      if (!check()) return
+      checks.delete(run)
+      resolve()
+    }
+    checks.add(run)
+    run()
+  })
+  const recheck = () => [...checks].forEach((run) => run())
+  return {until, recheck}
+}
+
+/**
+ * A follow-mode ingest of `topic` as client `clientId` that commits only when it ends (the abort);
+ * `progress.accepted` follows its progress, each report a recheck().
+ */
+function followIngest(options: {ws: string; topic: string; group: string; clientId: string; recheck: () => void; observer?: IngestObserver}) {
+  const progress = {accepted: 0}
+  const controller = new AbortController()
+  const ingest = runIngest({
+    config: kafkaConfig({brokers: [broker.address], topics: [options.topic], groupId: options.group, clientId: options.clientId}, {shardSize: 10_000, concurrency: 2}),
+    baseDir: options.ws,
+    ...(options.observer ? {observer: options.observer} : {}),
+    follow: true,
+    rollIntervalMs: 3_600_000,
+    signal: controller.signal,
+    onProgress: (p) => {
+      progress.accepted = p.accepted
+      options.recheck()
+    },
+  })
+  return {progress, controller, ingest}
+}
 
 describe('ingest from Kafka', () => {
   it('ingests a topic end to end: corrupt and unlabelled messages go to the quarantine and the dead-letter topic', async () => {
@@ -149,38 +194,13 @@ describe('ingest from Kafka', () => {
     // back; then A rejoins with a new member id and gets 2 partitions back. Their messages were
     // consumed by B meanwhile: A must drop its work on them too, not only on the 2 it lost.
     const {ws, topic, group} = names()
-    await createTopics(kafka, [[topic, 4]])
     const all = digits.slice(0, 80)
-    await produce(kafka, topic, all.map((d, i) => ({...digitMessage(d), partition: i % 4})))
-    const ends = offsetsOf(topic, 4)
+    const ends = await fourPartitions(topic, all)
 
-    const checks = new Set<() => void>()
-    const until = (check: () => boolean) => new Promise<void>((resolve) => {
-      const run = () => {
-        if (!check()) return
-        checks.delete(run)
-        resolve()
-      }
-      checks.add(run)
-      run()
-    })
-    const recheck = () => [...checks].forEach((run) => run())
-    let accepted = 0
+    const {until, recheck} = conditions()
     const warnings: string[] = []
-    const controller = new AbortController()
-    const ingest = runIngest({
-      config: kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group, clientId: 'ingest-a'}, {shardSize: 10_000, concurrency: 2}),
-      baseDir: ws,
-      observer: {warn: (message) => warnings.push(message)},
-      follow: true,
-      rollIntervalMs: 3_600_000,
-      signal: controller.signal,
-      onProgress: (p) => {
-        accepted = p.accepted
-        recheck()
-      },
-    })
-    await until(() => accepted === all.length)
+    const {progress, controller, ingest} = followIngest({ws, topic, group, clientId: 'ingest-a', recheck, observer: {warn: (message) => warnings.push(message)}})
+    await until(() => progress.accepted === all.length)
     const [a] = broker.group(group)!.members
     const releaseA = broker.hold('JoinGroup', 'ingest-a')
     broker.expire(group, a!)
@@ -203,12 +223,12 @@ describe('ingest from Kafka', () => {
     })
     const committed = () => [0, 1, 2, 3].map((p) => broker.committed(group, topic, p))
     await until(() => bAssigned.length === 4 && committed().every((offset, p) => offset === ends[p]))
-    assert.equal(accepted, all.length, 'A has not heard of the rebalance yet')
+    assert.equal(progress.accepted, all.length, 'A has not heard of the rebalance yet')
 
-    const before = accepted
+    const before = progress.accepted
     releaseA()
     // A back in the group, with part of the partitions: it reports what it took back.
-    await until(() => bAssigned.length === 2 && accepted !== before)
+    await until(() => bAssigned.length === 2 && progress.accepted !== before)
     broker.off('commit', recheck)
     controller.abort()
     const summary = await ingest
@@ -226,36 +246,12 @@ describe('ingest from Kafka', () => {
     // include the partitions B gets, whose offsets A could not commit any more (its offset commit
     // lands after the new generation began): B would read them again.
     const {ws, topic, group} = names()
-    await createTopics(kafka, [[topic, 4]])
     const all = digits.slice(80, 160)
-    await produce(kafka, topic, all.map((d, i) => ({...digitMessage(d), partition: i % 4})))
-    const ends = offsetsOf(topic, 4)
+    const ends = await fourPartitions(topic, all)
 
-    const checks = new Set<() => void>()
-    const until = (check: () => boolean) => new Promise<void>((resolve) => {
-      const run = () => {
-        if (!check()) return
-        checks.delete(run)
-        resolve()
-      }
-      checks.add(run)
-      run()
-    })
-    const recheck = () => [...checks].forEach((run) => run())
-    let accepted = 0
-    const controller = new AbortController()
-    const ingest = runIngest({
-      config: kafkaConfig({brokers: [broker.address], topics: [topic], groupId: group, clientId: 'ingest-c'}, {shardSize: 10_000, concurrency: 2}),
-      baseDir: ws,
-      follow: true,
-      rollIntervalMs: 3_600_000,
-      signal: controller.signal,
-      onProgress: (p) => {
-        accepted = p.accepted
-        recheck()
-      },
-    })
-    await until(() => accepted === all.length)
+    const {until, recheck} = conditions()
+    const {progress, controller, ingest} = followIngest({ws, topic, group, clientId: 'ingest-c', recheck})
+    await until(() => progress.accepted === all.length)
     const releaseJoin = broker.hold('JoinGroup', 'ingest-c')
     const releaseCommit = broker.hold('OffsetCommit', 'ingest-c')
     let rejoining = false
