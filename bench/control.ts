@@ -24,14 +24,21 @@ export async function startControl(options: {hop: boolean; timingsFile: string})
     child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())))
     child.once('exit', (code) => reject(new Error(`the control server exited (${code})`)))
   })
+  // Once: a second stop() (after a failure) must not wait for an exit that has already happened.
+  let stopped: Promise<number[]> | undefined
   return {
     url: `http://127.0.0.1:${port}`,
     pid: child.pid!,
-    async stop() {
-      const exited = new Promise((resolve) => child.once('exit', resolve))
-      child.kill('SIGTERM')
-      await exited
-      return JSON.parse(await readFile(options.timingsFile, 'utf8')) as number[]
+    stop() {
+      stopped ??= (async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          const exited = new Promise((resolve) => child.once('exit', resolve))
+          child.kill('SIGTERM')
+          await exited
+        }
+        return JSON.parse(await readFile(options.timingsFile, 'utf8')) as number[]
+      })()
+      return stopped
     },
   }
 }

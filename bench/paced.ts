@@ -120,7 +120,7 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
       const now = performance.now()
       late.push(Math.max(0, now - lastTick - 1))
       lastTick = now
-      const due = Math.min(total, Math.floor((performance.now() - start) / interval) + 1)
+      const due = Math.min(total, Math.floor((now - start) / interval) + 1)
       for (; sent < due; sent++) {
         const bytes = requests[sent % requests.length]!
         const scheduled = start + sent * interval

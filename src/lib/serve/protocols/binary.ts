@@ -66,7 +66,7 @@ const EXPONENT_BITS = 0x7f800000
 /**
  * Little-endian FP32 values; NaN and Infinity are the client's mistake (400 naming `where`). On a
  * little-endian host the bytes are copied whole and checked as integers (a client batch of 64 MNIST
- * images is 50,176 values: converting them one by one took ~0.3 ms of the event loop per request).
+ * images is 50,176 values: 0.13-0.15 ms so, 0.19-0.21 ms converting them one by one).
  */
 export function readFloats(bytes: Buffer, where: string): Float32Array {
   const out = new Float32Array(bytes.length / 4)
