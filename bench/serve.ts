@@ -80,8 +80,8 @@ async function rawBatched(engine: EnginePreference, versionDir: string, digits: 
     let countedFrom = 0
     const loop = async () => {
       while (performance.now() < end) {
-        // A fresh buffer per batch: its buffer is transferred to the worker, as the server's are.
-        await pool.run('m/1', template.slice(), MAX_BATCH)
+        // Copied into the instance's batch buffer, as the server's batches are.
+        await pool.run('m/1', [template], MAX_BATCH)
         if (!counting && performance.now() >= end - RAW_SECONDS * 1000) {
           counting = true
           countedFrom = performance.now()

@@ -10,9 +10,13 @@ import type {FromWorker, LoadSpec, ToWorker, WorkerInit} from './worker-protocol
 
 const port = parentPort!
 const models = new Map<string, {spec: LoadSpec; model: InferenceModel}>()
+/** The batch buffer shared with the main thread. */
+let shared: SharedArrayBuffer | undefined
+/** This thread's copy of a batch's input: the runtimes take no views of shared memory. Grown, never per batch. */
+let scratch = new Float32Array(0)
 
-function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
-  port.postMessage(message, transfer)
+function post(message: FromWorker): void {
+  port.postMessage(message)
 }
 
 async function open(spec: LoadSpec): Promise<InferenceModel> {
@@ -49,12 +53,19 @@ async function handle(message: ToWorker): Promise<void> {
       models.delete(message.key)
       post({type: 'done', id: message.id, ms: performance.now() - started})
     } else {
+      if (message.shared !== undefined) shared = message.shared
       const loaded = models.get(message.key)
       if (loaded === undefined) throw new Error(`model ${message.key} is not loaded in this instance`)
-      const values = await loaded.model.run(message.input, message.n)
-      // The runtimes return arrays of their own; a view of a larger buffer is copied, not transferred.
-      const output = values.byteOffset === 0 && values.byteLength === values.buffer.byteLength ? values : new Float32Array(values)
-      post({type: 'result', id: message.id, output, computeMs: performance.now() - started}, [output.buffer as ArrayBuffer])
+      if (shared === undefined) throw new Error('no batch buffer')
+      const {inputShape, numClasses} = loaded.spec
+      const floats = message.n * inputShape[0] * inputShape[1] * inputShape[2]
+      if (scratch.length < floats) scratch = new Float32Array(shared.byteLength / 4)
+      const input = scratch.subarray(0, floats)
+      input.set(new Float32Array(shared, 0, floats))
+      const values = await loaded.model.run(input, message.n)
+      if (values.length !== message.n * numClasses) throw new Error(`the model answered ${values.length} values for ${message.n} images of ${numClasses} classes`)
+      new Float32Array(shared, 4 * floats, values.length).set(values)
+      post({type: 'result', id: message.id, length: values.length, computeMs: performance.now() - started})
     }
   } catch (error) {
     post({type: 'error', id: message.id, message: error instanceof Error ? error.message : String(error)})

@@ -1,5 +1,9 @@
 // The model instances of one server process: worker threads that each hold every loaded model
 // version and run one batch at a time. A dead instance is replaced and its models reloaded.
+// A batch's input and output cross in a SharedArrayBuffer each instance keeps (grown when a larger
+// batch comes): a fresh buffer per batch, moved to the worker, counted as external memory there and
+// triggered a full garbage collection in the worker every couple of seconds under load (each one a
+// 10-25 ms stall of every queued request).
 import {EventEmitter} from 'node:events'
 import {Worker} from 'node:worker_threads'
 import type {EnginePreference} from '../engine/backend.js'
@@ -15,8 +19,8 @@ export interface BatchResult {
 export interface Instances {
   idleCount(): number
   busyCount(): number
-  /** Runs a batch on an idle instance; call only when idleCount() > 0. */
-  run(key: string, input: Float32Array, n: number): Promise<BatchResult>
+  /** Runs a batch of n images, given as parts (whole images each, in order), on an idle instance; call only when idleCount() > 0. */
+  run(key: string, parts: readonly Float32Array[], n: number): Promise<BatchResult>
   /** Called whenever an instance becomes idle. */
   onIdle(listener: () => void): void
 }
@@ -31,6 +35,8 @@ class Instance {
   alive = false
   backend = ''
   readonly pending = new Map<number, Pending>()
+  /** The batch buffer shared with the worker: input floats, then output floats; undefined until the first batch. */
+  shared: SharedArrayBuffer | undefined
 
   constructor(
     readonly index: number,
@@ -40,9 +46,9 @@ class Instance {
 
 const WORKER_URL = new URL('./instance-worker.js', import.meta.url)
 
-/** Transfers a buffer the array owns whole; copies a view of a larger buffer. */
-function transferable(input: Float32Array): Float32Array {
-  return input.byteOffset === 0 && input.byteLength === input.buffer.byteLength ? input : input.slice()
+/** Floats per image in and out for a loaded model version. */
+function sizes(spec: LoadSpec): {input: number; output: number} {
+  return {input: spec.inputShape[0] * spec.inputShape[1] * spec.inputShape[2], output: spec.numClasses}
 }
 
 export class InstancePool extends EventEmitter implements Instances {
@@ -141,7 +147,7 @@ export class InstancePool extends EventEmitter implements Instances {
     }
   }
 
-  private request(instance: Instance, message: ToWorker, transfer: ArrayBuffer[] = []): Promise<FromWorker> {
+  private request(instance: Instance, message: ToWorker): Promise<FromWorker> {
     const id = this.nextId++
     const sent = {...message, id} as ToWorker
     return new Promise<FromWorker>((resolve, reject) => {
@@ -153,7 +159,7 @@ export class InstancePool extends EventEmitter implements Instances {
         resolve: (reply) => (reply.type === 'error' ? reject(new Error(reply.message)) : resolve(reply)),
         reject,
       })
-      instance.worker.postMessage(sent, transfer)
+      instance.worker.postMessage(sent)
     })
   }
 
@@ -173,15 +179,31 @@ export class InstancePool extends EventEmitter implements Instances {
     this.on('idle', listener)
   }
 
-  async run(key: string, input: Float32Array, n: number): Promise<BatchResult> {
+  async run(key: string, parts: readonly Float32Array[], n: number): Promise<BatchResult> {
     const instance = this.instances.find((i) => i.alive && !i.busy)
     if (instance === undefined) throw new Error('no idle model instance')
+    const spec = this.specs.get(key)
+    if (spec === undefined) throw new Error(`model ${key} is not loaded`)
+    const size = sizes(spec)
+    const inputFloats = n * size.input
+    const given = parts.reduce((sum, part) => sum + part.length, 0)
+    if (given !== inputFloats) throw new Error(`a batch of ${n} images needs ${inputFloats} floats, got ${given}`)
     instance.busy = true
-    const data = transferable(input)
     try {
-      const reply = await this.request(instance, {type: 'infer', id: 0, key, n, input: data}, [data.buffer as ArrayBuffer])
+      // Grown to the next power of two of images, so that a few sizes cover every batch.
+      const bytes = 4 * 2 ** Math.ceil(Math.log2(n)) * (size.input + size.output)
+      const grown = instance.shared === undefined || instance.shared.byteLength < bytes ? new SharedArrayBuffer(bytes) : undefined
+      if (grown !== undefined) instance.shared = grown
+      const input = new Float32Array(instance.shared!, 0, inputFloats)
+      let offset = 0
+      for (const part of parts) {
+        input.set(part, offset)
+        offset += part.length
+      }
+      const reply = await this.request(instance, {type: 'infer', id: 0, key, n, shared: grown})
       if (reply.type !== 'result') throw new Error(`unexpected reply ${reply.type}`)
-      return {output: reply.output, computeMs: reply.computeMs}
+      // Copied out: the buffer is the next batch's once the instance is idle.
+      return {output: new Float32Array(instance.shared!, 4 * inputFloats, reply.length).slice(), computeMs: reply.computeMs}
     } finally {
       if (instance.alive) {
         instance.busy = false

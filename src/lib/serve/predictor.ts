@@ -106,7 +106,7 @@ export async function moveToWorker(opened: OpenedModel, dir: string, inputShape:
   return {
     runtime: model.runtime,
     providers: model.providers,
-    run: async (input, n) => (await pool.run('model', input, n)).output,
+    run: async (input, n) => (await pool.run('model', [input], n)).output,
     dispose: () => void pool.close(),
   }
 }

@@ -279,16 +279,8 @@ export class Scheduler extends EventEmitter {
     queue.size -= n
     queue.depth?.set(queue.size)
     queue.running++
-    let input: Float32Array
-    if (batch.length === 1) input = batch[0]!.input
-    else {
-      input = new Float32Array(n * info.inputSize)
-      let offset = 0
-      for (const item of batch) {
-        input.set(item.input, offset)
-        offset += item.input.length
-      }
-    }
+    // The instance copies the parts into its batch buffer: no batch-sized array per dispatch.
+    const parts = batch.map((item) => item.input)
     for (const item of batch) item.input = EMPTY
     // A batch that outlives every deadline in it still answers its requests (504) on time.
     const deadline = Math.min(...batch.map((item) => item.deadline))
@@ -299,7 +291,7 @@ export class Scheduler extends EventEmitter {
         item.reject(new HttpError(504, 'the model did not answer within serve.requestTimeoutMs'))
       }
     }, Math.max(0, Math.ceil(deadline - now)))
-    this.instances.run(info.key, input, n).then(
+    this.instances.run(info.key, parts, n).then(
       ({output, computeMs}) => {
         this.metrics?.batch(info.model, info.version, n, computeMs / 1000)
         let offset = 0

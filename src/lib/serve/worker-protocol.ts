@@ -1,5 +1,6 @@
-// Messages between the server's main thread and its model instances (worker threads). Tensors cross
-// as Float32Arrays whose buffers are transferred, not copied.
+// Messages between the server's main thread and its model instances (worker threads). A batch's
+// tensors cross in the instance's SharedArrayBuffer (input floats from offset 0, then the output
+// floats), not in the messages.
 import type {EnginePreference} from '../engine/backend.js'
 import type {ExecutionProvider, InferenceRuntime} from '../engine/inference.js'
 
@@ -30,11 +31,13 @@ export interface WorkerInit {
 export type ToWorker =
   | {type: 'load'; id: number; spec: LoadSpec}
   | {type: 'unload'; id: number; key: string}
-  | {type: 'infer'; id: number; key: string; n: number; input: Float32Array}
+  /** `shared`: the instance's new batch buffer, sent when it was allocated or grown (else the last one). */
+  | {type: 'infer'; id: number; key: string; n: number; shared?: SharedArrayBuffer}
 
 export type FromWorker =
   | {type: 'ready'; backend: string}
   | {type: 'fatal'; message: string}
   | {type: 'done'; id: number; ms: number}
-  | {type: 'result'; id: number; output: Float32Array; computeMs: number}
+  /** `length` output floats were written to the batch buffer after the input. */
+  | {type: 'result'; id: number; length: number; computeMs: number}
   | {type: 'error'; id: number; message: string}

@@ -34,8 +34,14 @@ class FakeInstances implements Instances {
     this.listeners.push(listener)
   }
 
-  run(key: string, input: Float32Array, n: number): Promise<BatchResult> {
+  run(key: string, parts: readonly Float32Array[], n: number): Promise<BatchResult> {
     assert.ok(this.busy < this.count, 'the scheduler dispatched to a busy instance')
+    const input = new Float32Array(parts.reduce((sum, part) => sum + part.length, 0))
+    let offset = 0
+    for (const part of parts) {
+      input.set(part, offset)
+      offset += part.length
+    }
     this.busy++
     return new Promise<BatchResult>((resolve, reject) => {
       const release = () => {
