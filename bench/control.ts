@@ -13,8 +13,11 @@ import {Worker} from 'node:worker_threads'
 export interface ControlServer {
   url: string
   pid: number
-  /** Stops the server; resolves with the milliseconds of each request it answered, received to sent. */
-  stop(): Promise<number[]>
+  /**
+   * Stops the server; resolves with the milliseconds of each request it answered, received to sent,
+   * of those answered at or after `sinceEpochMs` (default: all).
+   */
+  stop(sinceEpochMs?: number): Promise<number[]>
 }
 
 /** Starts the control server in a process of its own (as `ml serve` runs in its own). */
@@ -25,20 +28,20 @@ export async function startControl(options: {hop: boolean; timingsFile: string})
     child.once('exit', (code) => reject(new Error(`the control server exited (${code})`)))
   })
   // Once: a second stop() (after a failure) must not wait for an exit that has already happened.
-  let stopped: Promise<number[]> | undefined
+  let stopped: Promise<Array<[number, number]>> | undefined
   return {
     url: `http://127.0.0.1:${port}`,
     pid: child.pid!,
-    stop() {
+    async stop(sinceEpochMs = Number.NEGATIVE_INFINITY) {
       stopped ??= (async () => {
         if (child.exitCode === null && child.signalCode === null) {
           const exited = new Promise((resolve) => child.once('exit', resolve))
           child.kill('SIGTERM')
           await exited
         }
-        return JSON.parse(await readFile(options.timingsFile, 'utf8')) as number[]
+        return JSON.parse(await readFile(options.timingsFile, 'utf8')) as Array<[number, number]>
       })()
-      return stopped
+      return (await stopped).filter(([at]) => at >= sinceEpochMs).map(([, ms]) => ms)
     },
   }
 }
@@ -72,7 +75,8 @@ const PROBABILITIES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.1]
 
 /** The server itself: control.js <hop|direct> <timings.json>. */
 function serveControl(hop: boolean, timingsFile: string): void {
-  const timings: number[] = []
+  /** [answered at (epoch ms), milliseconds from received to sent] per request. */
+  const timings: Array<[number, number]> = []
   const waiting = new Map<number, () => void>()
   let nextId = 0
   const worker = hop
@@ -106,7 +110,10 @@ function serveControl(hop: boolean, timingsFile: string): void {
         const reply = JSON.stringify({model_name: 'control', model_version: '1', outputs: [{name: 'probabilities', datatype: 'FP32', shape: [n, 10], data}]})
         res.writeHead(200, {'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(reply)})
         res.end(reply)
-        res.once('close', () => timings.push(performance.now() - started))
+        res.once('close', () => {
+          const now = performance.now()
+          timings.push([performance.timeOrigin + now, now - started])
+        })
       }
       if (worker === undefined) return answer()
       const id = nextId++

@@ -16,6 +16,13 @@ export interface PacedResult {
    */
   tickLateP99Ms: number
   tickLateMaxMs: number
+  /**
+   * Epoch milliseconds at which the measured part began (after the warm-up): a server's own timings
+   * of requests answered before it belong to the warm-up.
+   */
+  measuredFromEpochMs: number
+  /** Requests sent, the warm-up's included (per-request CPU is CPU over the whole run / this). */
+  sent: number
 }
 
 /** Connections the paced generator may open. */
@@ -30,7 +37,7 @@ const PACED_CONNECTIONS = 64
  * connection sends its per-second quota back to back and then pauses, so its "half load" is
  * saturation half of every second. Raw sockets with prebuilt requests keep this as cheap as autocannon.
  */
-export async function paced(url: string, bodies: string[], rate: number, seconds: number): Promise<PacedResult> {
+export async function paced(url: string, bodies: string[], rate: number, seconds: number, warmupSeconds = 0): Promise<PacedResult> {
   const target = new URL(url)
   const requests = bodies.map((body) => Buffer.concat([
     Buffer.from(`POST ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`),
@@ -88,8 +95,10 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
         if (buffer.length < need) return
         buffer = buffer.subarray(need)
         need = -1
-        if (status === 200) latencies.push(performance.now() - scheduledAt)
-        else failed++
+        if (scheduledAt >= measuredFrom) {
+          if (status === 200) latencies.push(performance.now() - scheduledAt)
+          else failed++
+        }
         busy = false
         finished(client)
       }
@@ -104,21 +113,24 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
       if (index >= 0) all.splice(index, 1)
       if (!busy) return
       busy = false
-      failed++
+      if (scheduledAt >= measuredFrom) failed++
       finished(undefined)
     })
     return client
   }
-  const total = Math.round(rate * seconds)
+  const total = Math.round(rate * (warmupSeconds + seconds))
   const interval = 1000 / rate
   const start = performance.now()
+  // The warm-up runs at the same rate on the same connections: what it measures is the steady state,
+  // not this process's start (its code still cold, its connections opening) nor the step up to `rate`.
+  const measuredFrom = start + warmupSeconds * 1000
   let sent = 0
   const late: number[] = []
   let lastTick = start
   await new Promise<void>((resolve) => {
     const timer = setInterval(() => {
       const now = performance.now()
-      late.push(Math.max(0, now - lastTick - 1))
+      if (now >= measuredFrom) late.push(Math.max(0, now - lastTick - 1))
       lastTick = now
       const due = Math.min(total, Math.floor((now - start) / interval) + 1)
       for (; sent < due; sent++) {
@@ -135,7 +147,7 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
     }, 1)
   })
   if (outstanding > 0 || waiting.length > 0) await new Promise<void>((resolve) => (drained = resolve))
-  const elapsed = (performance.now() - start) / 1000
+  const elapsed = (performance.now() - measuredFrom) / 1000
   for (const socket of [...all]) socket.destroy()
   late.sort((a, b) => a - b)
   return {
@@ -144,6 +156,8 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
     requestsPerSec: latencies.length / elapsed,
     tickLateP99Ms: late[Math.max(0, Math.ceil(0.99 * late.length) - 1)] ?? 0,
     tickLateMaxMs: late.at(-1) ?? 0,
+    measuredFromEpochMs: performance.timeOrigin + measuredFrom,
+    sent,
   }
 }
 
@@ -153,10 +167,10 @@ export async function paced(url: string, bodies: string[], rate: number, seconds
  * inference engine and its measurements, and its garbage collections would be counted as the
  * server's latency. The bodies travel through a temp file.
  */
-export async function pacedInChild(url: string, bodies: string[], rate: number, seconds: number, workDir: string): Promise<PacedResult> {
+export async function pacedInChild(url: string, bodies: string[], rate: number, seconds: number, workDir: string, warmupSeconds = 0): Promise<PacedResult> {
   const bodiesFile = path.join(workDir, 'paced-bodies.json')
   await writeFile(bodiesFile, JSON.stringify(bodies))
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), url, bodiesFile, String(rate), String(seconds)], {stdio: ['ignore', 'pipe', 'inherit']})
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), url, bodiesFile, String(rate), String(seconds), String(warmupSeconds)], {stdio: ['ignore', 'pipe', 'inherit']})
   let out = ''
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d))
   // 'close', not 'exit': it comes once stdout has been read to the end.
@@ -165,9 +179,9 @@ export async function pacedInChild(url: string, bodies: string[], rate: number, 
   return JSON.parse(out) as PacedResult
 }
 
-// Run as a script: paced.js <url> <bodies.json> <rate> <seconds>, the result as JSON on stdout.
+// Run as a script: paced.js <url> <bodies.json> <rate> <seconds> <warmup seconds>, the result as JSON on stdout.
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const [url, bodiesFile, rate, seconds] = process.argv.slice(2) as [string, string, string, string]
+  const [url, bodiesFile, rate, seconds, warmup] = process.argv.slice(2) as [string, string, string, string, string]
   const bodies = JSON.parse(await readFile(bodiesFile, 'utf8')) as string[]
-  process.stdout.write(JSON.stringify(await paced(url, bodies, Number(rate), Number(seconds))))
+  process.stdout.write(JSON.stringify(await paced(url, bodies, Number(rate), Number(seconds), Number(warmup))))
 }

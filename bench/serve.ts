@@ -42,6 +42,11 @@ const QUEUE_DELAY_MS = 2
 const CONNECTIONS = 128
 const SATURATION_SECONDS = 5
 const HALF_LOAD_SECONDS = 8
+/**
+ * Each half-load run first paces at its rate for this long in the same generator process, left out
+ * of the figures: the steady state is measured, not the generator's own start nor the step up.
+ */
+const HALF_LOAD_WARMUP_SECONDS = 1
 const RAW_SECONDS = 3
 const SINGLE_SECONDS = 4
 /** The peer's client-batched and own-half-load runs: shorter, so that the whole bench stays near six minutes. */
@@ -186,9 +191,9 @@ async function batches(url: string): Promise<{sum: number; count: number; lagMax
 }
 
 /** The access log's entries so far. */
-async function accessLogLines(file: string): Promise<Array<{ms: number}>> {
+async function accessLogLines(file: string): Promise<Array<{time: string; ms: number}>> {
   const text = await readFile(file, 'utf8').catch(() => '')
-  return text.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as {ms: number})
+  return text.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as {time: string; ms: number})
 }
 
 async function serve(config: string, cwd: string): Promise<ServeChild> {
@@ -242,8 +247,8 @@ interface Saturation {
 /** Client-batched binary requests at saturation, CLIENT_BATCHES[i] images each (fewer connections for bigger batches). */
 /** Event-loop CPU microseconds per answered request over a paced run (Linux; null elsewhere). */
 function perRequestMicros(before: number | undefined, after: number | undefined, run: PacedResult): number | null {
-  if (before === undefined || after === undefined || run.latencies.length === 0) return null
-  return Math.round(((after - before) * 1000) / run.latencies.length)
+  if (before === undefined || after === undefined || run.sent === 0) return null
+  return Math.round(((after - before) * 1000) / run.sent)
 }
 
 /**
@@ -255,14 +260,13 @@ function perRequestMicros(before: number | undefined, after: number | undefined,
 async function halfLoadFloor(bodies: Bodies, rate: number, dir: string) {
   const control = await startControl({hop: true, timingsFile: path.join(dir, 'control-timings.json')})
   try {
-    // One second of warm-up, as ml serve had; its requests are left out of the timings.
-    await pacedInChild(`${control.url}/`, bodies.fp32, rate, 1, dir)
     const ticks = machineTicks()
     const cpu = mainThreadCpuMs(control.pid)
-    const run = await pacedInChild(`${control.url}/`, bodies.fp32, rate, HALF_LOAD_SECONDS, dir)
+    // The same warm-up at the same rate as ml serve's run; its requests are left out of the timings.
+    const run = await pacedInChild(`${control.url}/`, bodies.fp32, rate, HALF_LOAD_SECONDS, dir, HALF_LOAD_WARMUP_SECONDS)
     const loopMicros = perRequestMicros(cpu, mainThreadCpuMs(control.pid), run)
     const steal = stealPct(ticks, machineTicks())
-    const timings = (await control.stop()).slice(rate).sort((a, b) => a - b)
+    const timings = (await control.stop(run.measuredFromEpochMs)).sort((a, b) => a - b)
     return {p50Ms: round(percentile(timings, 50)), p99Ms: round(percentile(timings, 99)), eventLoopMicrosPerRequest: loopMicros, stealPct: steal, generatorTickLateMaxMs: round(run.tickLateMaxMs)}
   } catch (error) {
     await control.stop().catch(() => [])
@@ -381,10 +385,10 @@ async function measurePeer(onnxFile: string, threads: number, bodies: Bodies, ha
       clientBatched[size] = await load(inferUrl, bodies.clientBatched[size]!, {seconds: PEER_BATCHED_SECONDS, imagesPerRequest: size, connections: Math.max(2, Math.ceil(CONNECTIONS / size))})
     }
     note(`peer: ml's half load, ${Math.round(halfRate)} requests/s for ${HALF_LOAD_SECONDS} s`)
-    const halfLoad = await pacedInChild(inferUrl, bodies.fp32, Math.round(halfRate), HALF_LOAD_SECONDS, dir)
+    const halfLoad = await pacedInChild(inferUrl, bodies.fp32, Math.round(halfRate), HALF_LOAD_SECONDS, dir, HALF_LOAD_WARMUP_SECONDS)
     const ownHalfRate = Math.max(1, Math.round(json.imagesPerSec / 2))
     note(`peer: its own half load, ${ownHalfRate} requests/s for ${PEER_BATCHED_SECONDS * 2} s`)
-    const ownHalfLoad = await pacedInChild(inferUrl, bodies.fp32, ownHalfRate, PEER_BATCHED_SECONDS * 2, dir)
+    const ownHalfLoad = await pacedInChild(inferUrl, bodies.fp32, ownHalfRate, PEER_BATCHED_SECONDS * 2, dir, HALF_LOAD_WARMUP_SECONDS)
     return {json, clientBatched, halfLoad, ownHalfLoad, ownHalfRate, versions: peer.versions}
   } finally {
     await peer.stop()
@@ -481,10 +485,10 @@ async function main(): Promise<void> {
     const logged = await accessLogLines(accessLog)
     const ticksBefore = machineTicks()
     const cpuBefore = mainThreadCpuMs(server.child.pid!)
-    const halfLoad = await pacedInChild(inferUrl, bodies.fp32, Math.round(half), HALF_LOAD_SECONDS, dir)
+    const halfLoad = await pacedInChild(inferUrl, bodies.fp32, Math.round(half), HALF_LOAD_SECONDS, dir, HALF_LOAD_WARMUP_SECONDS)
     const loopMicrosPerRequest = perRequestMicros(cpuBefore, mainThreadCpuMs(server.child.pid!), halfLoad)
     const halfLoadSteal = stealPct(ticksBefore, machineTicks())
-    const serverHalfLoad = (await accessLogLines(accessLog)).slice(logged.length).map((line) => line.ms).sort((a, b) => a - b)
+    const serverHalfLoad = (await accessLogLines(accessLog)).slice(logged.length).filter((line) => Date.parse(line.time) >= halfLoad.measuredFromEpochMs).map((line) => line.ms).sort((a, b) => a - b)
     const afterHalfLoad = await batches(server.url)
     note(`half-load floor: the control server with a worker-thread round trip, ${Math.round(half)} requests/s for ${HALF_LOAD_SECONDS} s`)
     const floor = await halfLoadFloor(bodies, Math.round(half), dir)
@@ -594,6 +598,8 @@ async function main(): Promise<void> {
       // With the server's event-loop lag and young-generation GC pauses over the same seconds: on a quiet
       // machine a scavenge takes about a millisecond and the lag stays near the 10 ms sampling precision.
       serverHalfLoad: {
+        // Seconds paced at the same rate before the measured ones (also for the floor and the peer).
+        warmupSeconds: HALF_LOAD_WARMUP_SECONDS,
         p50Ms: round(percentile(serverHalfLoad, 50)),
         p99Ms: round(serverP99),
         eventLoopLagMaxMs: round(afterHalfLoad.lagMaxMs),
