@@ -143,7 +143,7 @@ export interface ServingEngine {
   runtime: RuntimePreference
   /** What runs versions that have model.onnx: "onnxruntime (cpu)", "onnxruntime (cuda)", or "tfjs (wasm)" when ONNX Runtime is absent. */
   onnx: string
-  /** TensorFlow.js's backend, for versions run by TensorFlow.js. */
+  /** TensorFlow.js's backend, for versions run by TensorFlow.js; 'not started' while none is served (the instances start it with the first). */
   tfjs: string
   onnxruntimeVersion: string | null
   instances: number
@@ -155,14 +155,21 @@ export interface ServingEngine {
 export async function servingEngine(runtime: RuntimePreference, tfjsBackend: string, plan: {instances: number; threads: number; processes: number}): Promise<ServingEngine> {
   const ort = await onnxAvailability()
   const choice = selectInference(runtime, {hasOnnx: true}, ort)
-  return {
+  const engine = {
     runtime,
-    onnx: choice.runtime === 'onnx' ? choice.label : `tfjs (${tfjsBackend})`,
-    tfjs: tfjsBackend,
+    onnx: choice.runtime === 'onnx' ? choice.label : 'tfjs',
+    tfjs: '',
     onnxruntimeVersion: ort.version ?? null,
     instances: plan.instances,
     threads: plan.threads,
     processes: plan.processes,
     notes: choice.notes,
   }
+  return withTfjsBackend(engine, tfjsBackend)
+}
+
+/** The engine once TensorFlow.js runs on `backend` ('' while not started). */
+export function withTfjsBackend(engine: ServingEngine, backend: string): ServingEngine {
+  const tfjs = backend || 'not started'
+  return {...engine, tfjs, onnx: engine.onnx.startsWith('tfjs') ? `tfjs (${tfjs})` : engine.onnx}
 }

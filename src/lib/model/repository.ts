@@ -4,18 +4,11 @@ import path from 'node:path'
 import {resolvePath, type LoadedConfig} from '../config/load.js'
 import {errorCode, exists, joinPath, listNames, readJson, readVersioned, remove, writeFileAtomic} from '../storage/index.js'
 import {UserError} from '../errors.js'
+import {MODEL_FILES} from './files.js'
 import {resolveRunDir, RUN_FILES} from './run-dir.js'
 
 /** The files of a model version folder (and of a run's model folder, which holds the first two). */
-export const MODEL_FILES = {
-  modelJson: 'model.json',
-  weights: 'weights.bin',
-  onnx: 'model.onnx',
-  labels: 'labels.json',
-  preprocessing: 'preprocessing.json',
-  card: 'model-card.json',
-  cardMarkdown: 'MODEL_CARD.md',
-} as const
+export {MODEL_FILES}
 
 /** Numeric version folders of a model in the repository, ascending. */
 export async function listVersions(repoDir: string, name: string): Promise<number[]> {

@@ -19,7 +19,10 @@ export interface BatchResult {
 export interface Instances {
   idleCount(): number
   busyCount(): number
-  /** Runs a batch of n images, given as parts (whole images each, in order), on an idle instance; call only when idleCount() > 0. */
+  /**
+   * Runs a batch of n images, given as parts (whole images each, in order), on an idle instance; call
+   * only when idleCount() > 0. The parts are read before run() returns: the caller may reuse them then.
+   */
   run(key: string, parts: readonly Float32Array[], n: number): Promise<BatchResult>
   /** Called whenever an instance becomes idle. */
   onIdle(listener: () => void): void
@@ -80,8 +83,9 @@ export class InstancePool extends EventEmitter implements Instances {
     return this.instances.length
   }
 
+  /** TensorFlow.js's backend in the instances, once one has started it (with its first tfjs version); '' before. */
   get backend(): string {
-    return this.instances[0]?.backend ?? ''
+    return this.instances.find((i) => i?.backend)?.backend ?? ''
   }
 
   /** A replacement starts busy, so that no batch reaches it before its models are loaded. */
@@ -95,15 +99,14 @@ export class InstancePool extends EventEmitter implements Instances {
       worker.once('exit', onStartExit)
       worker.once('error', reject)
       worker.on('message', (message: FromWorker) => {
-        if (message.type === 'ready' || message.type === 'fatal') {
+        if (message.type === 'engine') {
+          instance.backend = message.backend
+          this.emit('engine', message.backend)
+          return
+        }
+        if (message.type === 'ready') {
           worker.off('exit', onStartExit)
           worker.off('error', reject)
-          if (message.type === 'fatal') {
-            void worker.terminate()
-            reject(new Error(`model instance ${index} could not start: ${message.message}`))
-            return
-          }
-          instance.backend = message.backend
           instance.alive = true
           worker.on('error', (error) => this.died(instance, error))
           worker.on('exit', (code) => this.died(instance, new Error(`exited with code ${code}`)))

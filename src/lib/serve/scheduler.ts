@@ -1,6 +1,7 @@
 // Dynamic batching: FIFO queues per model version grouped into batches for free instances, bounded
 // (503) and with deadlines (504); an idle server dispatches at once, so light load means small batches.
 import {EventEmitter} from 'node:events'
+import {giveFloats} from './floats.js'
 import {HttpError, unavailable} from './http-error.js'
 import type {ServeMetrics} from './metrics.js'
 import type {Instances} from './pool.js'
@@ -180,6 +181,8 @@ export class Scheduler extends EventEmitter {
 
   private settle(item: Item): void {
     item.state = 'settled'
+    // Queued work dropped (expired, cancelled): its floats go back for reuse.
+    if (item.input !== EMPTY) giveFloats(item.input)
     item.input = EMPTY
     if (item.token !== undefined) item.token.cancel = undefined
   }
@@ -291,7 +294,10 @@ export class Scheduler extends EventEmitter {
         item.reject(new HttpError(504, 'the model did not answer within serve.requestTimeoutMs'))
       }
     }, Math.max(0, Math.ceil(deadline - now)))
-    this.instances.run(info.key, parts, n).then(
+    const running = this.instances.run(info.key, parts, n)
+    // Copied into the instance's batch buffer by now (run reads its parts before it returns).
+    for (const part of parts) giveFloats(part)
+    running.then(
       ({output, computeMs}) => {
         this.metrics?.batch(info.model, info.version, n, computeMs / 1000)
         let offset = 0

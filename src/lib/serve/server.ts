@@ -16,7 +16,7 @@ import {JsonLog, openAccessLog, type AccessLogTarget} from './log.js'
 import {startGrpc, type GrpcHandle} from './grpc/server.js'
 import {ServeMetrics} from './metrics.js'
 import type {ServeOptions} from './options.js'
-import {servingEngine} from '../engine/inference.js'
+import {servingEngine, withTfjsBackend} from '../engine/inference.js'
 import {InstancePool} from './pool.js'
 import {readBody} from './protocols/http.js'
 import {kserveRoutes} from './protocols/kserve.js'
@@ -167,6 +167,12 @@ export async function startServer(options: ServeOptions, io: StartOptions = {}):
     metricsText: io.metricsText ?? (() => metrics.registry.metrics()),
     metricsContentType: metrics.registry.contentType,
   }
+  // A first TensorFlow.js version loaded later (a new version in the repository) starts it in the instances.
+  parts.pool.on('engine', (backend: string) => {
+    if (ctx.server.engine?.tfjs === backend) return
+    ctx.server.engine = withTfjsBackend(engine, backend)
+    log.event('info', 'inference-engine', {...ctx.server.engine})
+  })
 
   function onRequest(req: IncomingMessage, res: ServerResponse): void {
     const started = performance.now()

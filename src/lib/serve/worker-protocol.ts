@@ -35,8 +35,9 @@ export type ToWorker =
   | {type: 'infer'; id: number; key: string; n: number; shared?: SharedArrayBuffer}
 
 export type FromWorker =
-  | {type: 'ready'; backend: string}
-  | {type: 'fatal'; message: string}
+  | {type: 'ready'}
+  /** TensorFlow.js started in the instance (with its first tfjs version), on this backend. */
+  | {type: 'engine'; backend: string}
   | {type: 'done'; id: number; ms: number}
   /** `length` output floats were written to the batch buffer after the input. */
   | {type: 'result'; id: number; length: number; computeMs: number}

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import {once} from 'node:events'
 import {after, before, describe, it} from 'node:test'
 import {JsonLog} from '../../../src/lib/serve/log.js'
 import {serveOptions} from '../../../src/lib/serve/options.js'
@@ -63,6 +64,33 @@ describe('ONNX Runtime by default (onnxruntime-node)', () => {
     assert.equal(json.engine.tfjs, 'wasm')
     assert.match(json.engine.onnxruntimeVersion, /^\d+\.\d+/)
     assert.deepEqual([json.engine.instances, json.engine.threads, json.engine.processes], [1, 1, 1])
+  })
+
+  it('an instance starts TensorFlow.js only with a version it runs: not started while ONNX versions alone are served, named once one is added', async () => {
+    const {cp, mkdtemp, rm} = await import('node:fs/promises')
+    const path = await import('node:path')
+    const os = await import('node:os')
+    const repository = await mkdtemp(path.join(os.tmpdir(), 'ml-onnx-only-'))
+    await cp(path.join(model.repository, 'digits', '2'), path.join(repository, 'digits', '2'), {recursive: true})
+    const server = await startServer(serveOptions({repository, port: 0, instances: 2, maxBatchSize: 8, pollIntervalMs: 0, accessLog: 'off', engine: 'wasm', runtime: 'auto'}), {log: new JsonLog(undefined)})
+    try {
+      assert.equal(server.pool.backend, '')
+      const meta = (await request(`${server.url}/v2`)).json
+      assert.equal(meta.engine.tfjs, 'not started')
+      assert.equal(meta.engine.onnx, 'onnxruntime (cpu)')
+      assert.equal((await request(`${server.url}/v2/models/digits/versions/2/infer`, {body})).status, 200)
+      // A tfjs-only version appears: loading it starts TensorFlow.js in every instance, and the metadata says which backend.
+      await cp(path.join(model.repository, 'digits', '3'), path.join(repository, 'digits', '3'), {recursive: true})
+      const started = once(server.pool, 'engine')
+      await server.repository.scan()
+      assert.deepEqual(await started, ['wasm'])
+      assert.equal((await request(`${server.url}/v2/models/digits/versions/3/infer`, {body})).status, 200)
+      assert.equal(server.pool.backend, 'wasm')
+      assert.equal((await request(`${server.url}/v2`)).json.engine.tfjs, 'wasm')
+    } finally {
+      await server.close()
+      await rm(repository, {recursive: true, force: true})
+    }
   })
 
   it('serve.runtime tfjs serves model.json even beside model.onnx, and rejects a version without one', async () => {

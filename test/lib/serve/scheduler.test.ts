@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import {EventEmitter, once} from 'node:events'
 import {describe, it} from 'node:test'
 import {HttpError} from '../../../src/lib/serve/http-error.js'
+import {takeFloats} from '../../../src/lib/serve/floats.js'
 import type {BatchResult, Instances} from '../../../src/lib/serve/pool.js'
 import {Scheduler, type CancelToken, type SchedulerOptions} from '../../../src/lib/serve/scheduler.js'
 
@@ -259,6 +260,27 @@ describe('dynamic batching scheduler', () => {
     await Promise.all(results)
     await draining
     assert.equal(drained, true)
+    scheduler.close()
+  })
+
+  it('hands a request\'s floats back for reuse once its batch has them, or once it is dropped', async () => {
+    const {instances, scheduler} = setup(1)
+    const running = takeFloats(IN)
+    running.fill(5)
+    const queued = takeFloats(3 * IN)
+    queued.fill(1)
+    const first = scheduler.submit('m/1', running, 1, far())
+    // Handed to the instance (which copied it): the next request of that size may have it.
+    assert.equal(takeFloats(IN), running)
+    running.fill(9)
+    const token: CancelToken = {}
+    const abandoned = scheduler.submit('m/1', queued, 3, far(), token)
+    assert.notEqual(takeFloats(3 * IN), queued, 'still queued: not reused')
+    token.cancel!()
+    await assert.rejects(abandoned, (error: HttpError) => error.status === 499)
+    assert.equal(takeFloats(3 * IN), queued, 'dropped: reused')
+    instances.runs[0]!.finish()
+    assert.deepEqual([...(await first).output], [10, 0])
     scheduler.close()
   })
 })

@@ -2,6 +2,7 @@
 // FP32 tensors or BYTES elements holding encoded images, as JSON or as binary tensor data, plus the
 // classification extension.
 import {json, runModel, useVersion, type Reply, type RequestState, type ServeContext} from '../context.js'
+import {takeFloats} from '../floats.js'
 import {badRequest, HttpError} from '../http-error.js'
 import {checkBatch, decodeBase64, fillNumbers, flatten, imagesToInput, inputSize, isObject, shapeText, topScores} from '../inputs.js'
 import type {ModelVersion} from '../repository.js'
@@ -109,7 +110,7 @@ async function parseInput(ctx: ServeContext, version: ModelVersion, input: unkno
       }
       return {data: readFloats(binary, `input "${INPUT_NAME}" binary data`), n: n!}
     }
-    const data = new Float32Array(values)
+    const data = takeFloats(values)
     const count = fillNumbers(input.data, data, 0, `input "${INPUT_NAME}" data`)
     if (count !== data.length) throw badRequest(`input "${INPUT_NAME}": shape ${shapeText(shape as number[])} needs ${data.length} values, "data" has ${count}`)
     return {data, n: n!}
