@@ -102,7 +102,7 @@ async function runSingle(options: ServeOptions, hooks: ServeHooks): Promise<Serv
   // Handled before `listening` is announced: whoever reads it may signal at once.
   const signalled = nextSignal(log, options.shutdownDelayMs, () => void handle.shutdown({skipDelay: true}))
   const grpcPort = handle.grpcPort === undefined ? {} : {grpcPort: handle.grpcPort}
-  log.event('info', 'listening', {url: handle.url, port: handle.port, ...grpcPort, pid: process.pid, instances: options.instances, backend: handle.pool.backend, models})
+  log.event('info', 'listening', {url: handle.url, port: handle.port, ...grpcPort, pid: process.pid, instances: options.instances, backend: handle.pool.backend || 'not started', models})
   hooks.onListening?.({url: handle.url, port: handle.port, ...grpcPort, processes: 1, instances: options.instances, models})
   const signal = await signalled
   log.event('info', 'signal', {signal})
