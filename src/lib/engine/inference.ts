@@ -168,8 +168,11 @@ export async function servingEngine(runtime: RuntimePreference, tfjsBackend: str
   return withTfjsBackend(engine, tfjsBackend)
 }
 
+/** What a server says of TensorFlow.js's backend until a version runs on it. */
+export const TFJS_NOT_STARTED = 'not started'
+
 /** The engine once TensorFlow.js runs on `backend` ('' while not started). */
 export function withTfjsBackend(engine: ServingEngine, backend: string): ServingEngine {
-  const tfjs = backend || 'not started'
+  const tfjs = backend || TFJS_NOT_STARTED
   return {...engine, tfjs, onnx: engine.onnx.startsWith('tfjs') ? `tfjs (${tfjs})` : engine.onnx}
 }

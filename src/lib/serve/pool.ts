@@ -85,7 +85,7 @@ export class InstancePool extends EventEmitter implements Instances {
 
   /** TensorFlow.js's backend in the instances, once one has started it (with its first tfjs version); '' before. */
   get backend(): string {
-    return this.instances.find((i) => i?.backend)?.backend ?? ''
+    return this.instances.find((i) => i.backend !== '')?.backend ?? ''
   }
 
   /** A replacement starts busy, so that no batch reaches it before its models are loaded. */
@@ -196,8 +196,8 @@ export class InstancePool extends EventEmitter implements Instances {
       // Grown to the next power of two of images, so that a few sizes cover every batch.
       const bytes = 4 * 2 ** Math.ceil(Math.log2(n)) * (size.input + size.output)
       const grown = instance.shared === undefined || instance.shared.byteLength < bytes ? new SharedArrayBuffer(bytes) : undefined
-      if (grown !== undefined) instance.shared = grown
-      const input = new Float32Array(instance.shared!, 0, inputFloats)
+      const shared = (instance.shared = grown ?? instance.shared!)
+      const input = new Float32Array(shared, 0, inputFloats)
       let offset = 0
       for (const part of parts) {
         input.set(part, offset)
@@ -206,7 +206,7 @@ export class InstancePool extends EventEmitter implements Instances {
       const reply = await this.request(instance, {type: 'infer', id: 0, key, n, shared: grown})
       if (reply.type !== 'result') throw new Error(`unexpected reply ${reply.type}`)
       // Copied out: the buffer is the next batch's once the instance is idle.
-      return {output: new Float32Array(instance.shared!, 4 * inputFloats, reply.length).slice(), computeMs: reply.computeMs}
+      return {output: new Float32Array(shared, 4 * inputFloats, reply.length).slice(), computeMs: reply.computeMs}
     } finally {
       if (instance.alive) {
         instance.busy = false

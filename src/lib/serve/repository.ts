@@ -320,7 +320,7 @@ export class ModelRepository extends EventEmitter {
       record.inputShape = [p.height, p.width, p.channels]
       const warmup = [...new Set([1, Math.min(this.options.maxBatchSize, WARMUP_MAX)])]
       await this.loader.load({key, dir: local, runtime: meta.runtime, threads: this.options.threads, providers: meta.providers, inputShape: record.inputShape, numClasses: meta.labels.length, warmup})
-      this.scheduler.addModel({key, model: entry.name, version: String(version), inputSize: p.height * p.width * p.channels, outputSize: meta.labels.length})
+      this.scheduler.addModel({key, model: entry.name, version: String(version), outputSize: meta.labels.length})
       record.loadMs = Math.round(performance.now() - started)
       record.state = 'AVAILABLE'
       this.metrics.modelLoads.inc({...labels, result: 'success'})

@@ -4,6 +4,7 @@ import cluster, {type Worker} from 'node:cluster'
 import {once} from 'node:events'
 import {fileURLToPath} from 'node:url'
 import {AggregatorRegistry, Counter, Registry} from 'prom-client'
+import {TFJS_NOT_STARTED} from '../engine/inference.js'
 import {ExitCode, UserError, type ExitCodeName} from '../errors.js'
 import {SERVE} from '../metric-names.js'
 import {JsonLog} from './log.js'
@@ -102,7 +103,7 @@ async function runSingle(options: ServeOptions, hooks: ServeHooks): Promise<Serv
   // Handled before `listening` is announced: whoever reads it may signal at once.
   const signalled = nextSignal(log, options.shutdownDelayMs, () => void handle.shutdown({skipDelay: true}))
   const grpcPort = handle.grpcPort === undefined ? {} : {grpcPort: handle.grpcPort}
-  log.event('info', 'listening', {url: handle.url, port: handle.port, ...grpcPort, pid: process.pid, instances: options.instances, backend: handle.pool.backend || 'not started', models})
+  log.event('info', 'listening', {url: handle.url, port: handle.port, ...grpcPort, pid: process.pid, instances: options.instances, backend: handle.pool.backend || TFJS_NOT_STARTED, models})
   hooks.onListening?.({url: handle.url, port: handle.port, ...grpcPort, processes: 1, instances: options.instances, models})
   const signal = await signalled
   log.event('info', 'signal', {signal})

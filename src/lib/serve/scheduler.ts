@@ -20,8 +20,7 @@ export interface QueueInfo {
   key: string
   model: string
   version: string
-  /** Floats per image in, and per image out. */
-  inputSize: number
+  /** Floats per image out (the instance sizes the input from the loaded version). */
   outputSize: number
 }
 
@@ -155,7 +154,7 @@ export class Scheduler extends EventEmitter {
   }
 
   /**
-   * Queues `n` images (n * inputSize floats) for a model version. Rejects with an HttpError: 503 when
+   * Queues `n` images (all of their input floats) for a model version. Rejects with an HttpError: 503 when
    * the queue is full or the version is going away, 504 when `deadline` (performance.now() time)
    * passes first, 500 when the instance fails.
    */

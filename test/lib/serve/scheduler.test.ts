@@ -88,7 +88,7 @@ function image(value: number, n = 1): Float32Array {
 function setup(count: number, options: Partial<SchedulerOptions> = {}) {
   const instances = new FakeInstances(count)
   const scheduler = new Scheduler(instances, {maxBatchSize: 4, preferredBatchSize: 4, maxQueueDelayMs: 0, maxQueueSize: 16, ...options})
-  scheduler.addModel({key: 'm/1', model: 'm', version: '1', inputSize: IN, outputSize: OUT})
+  scheduler.addModel({key: 'm/1', model: 'm', version: '1', outputSize: OUT})
   return {instances, scheduler}
 }
 
