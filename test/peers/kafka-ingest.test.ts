@@ -29,6 +29,8 @@ const PASSWORD = 'correct-horse-battery'
 const WRONG = 'wrong-staple'
 const PASSWORD_ENV = 'ML_PEER_KAFKA_PASSWORD'
 const PROMPT_MS = 5000
+// Longer than a broker restart with kafkajs's reconnection backoff (~15-20 s here).
+const STALL_MS = 90_000
 
 let broker: RealKafka
 let kafka: Kafka
@@ -62,22 +64,55 @@ function names() {
   return {ws: path.join(dir, `ws${id}`), topic: `digits-${id}`, dead: `dead-${id}`, group: `g-${id}`}
 }
 
-/** Resolves once `check(progress)` holds, fed from runIngest's onProgress. */
+/**
+ * Resolves once `check(progress)` holds, fed from runIngest's onProgress. Fails instead of waiting
+ * forever: when the run ends first, or when progress has not moved for STALL_MS (the run is then
+ * aborted, and the error shows where it stood).
+ */
 function progressGate() {
   let latest: IngestProgress | undefined
-  const waiters: Array<{check: (p: IngestProgress) => boolean; resolve: () => void}> = []
+  let ended: Error | undefined
+  const waiters: Array<{check: (p: IngestProgress) => boolean; resolve: () => void; reject: (e: Error) => void}> = []
+  const failAll = (error: Error) => {
+    for (const w of waiters.splice(0)) w.reject(error)
+  }
+  let stall: NodeJS.Timeout | undefined
+  let abort: (() => void) | undefined
+  const watch = () => {
+    clearTimeout(stall)
+    if (waiters.length === 0) return
+    stall = setTimeout(() => {
+      abort?.()
+      failAll(new Error(`ingest made no progress for ${STALL_MS / 1000} s; last progress: ${JSON.stringify(latest)}`))
+    }, STALL_MS)
+  }
   return {
     onProgress(p: IngestProgress) {
+      const moved = latest === undefined || p.seen !== latest.seen
       latest = p
       for (const w of [...waiters]) {
         if (!w.check(p)) continue
         waiters.splice(waiters.indexOf(w), 1)
         w.resolve()
       }
+      if (moved) watch()
+    },
+    /** The run the gate watches: its end fails the waiters, and a stall aborts it. */
+    follow(run: Promise<unknown>, controller: AbortController) {
+      abort = () => controller.abort()
+      const end = (how: string) => () => {
+        ended = new Error(`ingest ${how} before the awaited progress; last progress: ${JSON.stringify(latest)}`)
+        clearTimeout(stall)
+        failAll(ended)
+      }
+      run.then(end('ended'), end('failed'))
     },
     until(check: (p: IngestProgress) => boolean): Promise<void> {
       if (latest && check(latest)) return Promise.resolve()
-      return new Promise((resolve) => waiters.push({check, resolve}))
+      if (ended) return Promise.reject(ended)
+      const waiting = new Promise<void>((resolve, reject) => waiters.push({check, resolve, reject}))
+      watch()
+      return waiting
     },
   }
 }
@@ -155,6 +190,7 @@ describe('ingest from a real Kafka broker', {skip}, () => {
       signal: controller.signal,
       onProgress: gate.onProgress,
     })
+    gate.follow(ingest, controller)
     await gate.until((p) => p.accepted >= 50)
     await broker.halt('SIGKILL')
     await broker.launch()

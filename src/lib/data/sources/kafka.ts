@@ -138,6 +138,13 @@ export class KafkaSourceStream implements SourceStream {
    */
   private committing = false
   private deferredAssignment: {assignment: Record<string, number[]>; memberId: string} | undefined
+  /**
+   * Set while an assignment is deferred. kafkajs fetches for the new generation as soon as it has
+   * joined, from the group's committed offsets: its batches wait here until the assignment takes
+   * effect, lest they be read against the old one (offsets below what was delivered before would be
+   * resolved as redelivered, and after a rejoin, which reads them again, never fetched again).
+   */
+  private assignmentPending: {done: Promise<void>; end: () => void} | undefined
   /** The member id of the assignment in effect: kafkajs rejoins with a new one after its session expired. */
   private memberId: string | undefined
   /**
@@ -364,6 +371,11 @@ export class KafkaSourceStream implements SourceStream {
   private assign(assignment: Record<string, number[]>, memberId: string): void {
     if (this.committing) {
       this.deferredAssignment = {assignment, memberId}
+      if (!this.assignmentPending) {
+        let end!: () => void
+        const done = new Promise<void>((resolve) => (end = resolve))
+        this.assignmentPending = {done, end}
+      }
       return
     }
     const rejoined = this.memberId !== undefined && this.memberId !== memberId
@@ -460,6 +472,7 @@ export class KafkaSourceStream implements SourceStream {
   }
 
   private async onBatch({batch, resolveOffset}: EachBatchPayload): Promise<void> {
+    while (this.assignmentPending) await this.assignmentPending.done
     const part = this.part(batch.topic, batch.partition)
     const epoch = part.epoch
     if (part.base) await part.base
@@ -705,6 +718,7 @@ export class KafkaSourceStream implements SourceStream {
     const deferred = this.deferredAssignment
     this.deferredAssignment = undefined
     if (deferred) this.assign(deferred.assignment, deferred.memberId)
+    this.assignmentApplied()
     for (const {part, epoch, offset} of snapshot) {
       if (part.epoch === epoch && part.assigned && offset > part.committedKafka) commits.push({topic: part.topic, partition: part.partition, offset: offset.toString()})
     }
@@ -721,10 +735,16 @@ export class KafkaSourceStream implements SourceStream {
     }
   }
 
+  private assignmentApplied(): void {
+    this.assignmentPending?.end()
+    this.assignmentPending = undefined
+  }
+
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
     this.rebalanceEnded()
+    this.assignmentApplied()
     this.wake()
     const steps: Array<() => Promise<void> | undefined> = [
       () => this.consumer?.disconnect(),
