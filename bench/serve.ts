@@ -167,6 +167,27 @@ async function httpCeiling(bodies: Bodies, dir: string, withBatches: boolean): P
   }
 }
 
+/**
+ * The control server with the real model (bench/control.ts, engine mode) at the served plan's instances
+ * and threads, under the same loads as a served round: HTTP, parsing and ONNX Runtime with batching,
+ * and nothing else (no scheduler, metrics, log or protocol checks). What serving can reach here at
+ * most, measured rather than estimated; ml's figures are taken against it in the same round.
+ */
+async function minimalServer(bodies: Bodies, dir: string, onnxFile: string, inputShape: [number, number, number]): Promise<{json: number; clientBatched: Record<number, number>}> {
+  const control = await startControl({hop: false, timingsFile: path.join(dir, 'control-timings.json'), engine: {onnxFile, inputShape, instances: PLAN.instances, threads: PLAN.threads, maxBatchSize: MAX_BATCH}})
+  try {
+    await load(`${control.url}/`, bodies.fp32, {seconds: 1})
+    const json = (await load(`${control.url}/`, bodies.fp32, {seconds: SATURATION_SECONDS})).imagesPerSec
+    const clientBatched: Record<number, number> = {}
+    for (const size of CLIENT_BATCHES) {
+      clientBatched[size] = (await load(`${control.url}/`, bodies.clientBatched[size]!, {seconds: SATURATION_SECONDS, imagesPerRequest: size, connections: batchConnections(size)})).imagesPerSec
+    }
+    return {json, clientBatched}
+  } finally {
+    await control.stop()
+  }
+}
+
 /** Connections of the client-batched loads: CONNECTIONS images in flight, at least 2 requests. */
 const batchConnections = (size: number) => Math.max(2, Math.ceil(CONNECTIONS / size))
 
@@ -427,6 +448,7 @@ async function main(): Promise<void> {
     // so each ratio is taken within a round (back to back) and the rounds' ratios are averaged.
     const raws: Array<Awaited<ReturnType<typeof rawByEngine>>> = []
     const rounds: Saturation[] = []
+    const minimals: Array<Awaited<ReturnType<typeof minimalServer>>> = []
     const naives: Load[] = []
     let single = 0
     for (let round = 1; round <= ROUNDS; round++) {
@@ -446,6 +468,8 @@ async function main(): Promise<void> {
       } finally {
         await stop(server)
       }
+      note(`round ${round}: the minimal server (HTTP and the same ONNX model in ${PLAN.instances} worker thread(s), nothing else) under the same loads`)
+      minimals.push(await minimalServer(bodies, dir, path.join(model.versionDir, 'model.onnx'), [preprocessing.height, preprocessing.width, preprocessing.channels]))
       note(`round ${round}: the same ${PLAN.instances} instance(s), batching off`)
       naives.push(await naiveRequestsPerSec(model.config, dir, served, bodies))
     }
@@ -589,6 +613,20 @@ async function main(): Promise<void> {
         // Timed inside the server (access log: request received to response sent). floorP99: the control
         // server with the same hand-off to a worker thread and nothing else, at the same rate.
         serverP99AtHalfLoadMs: {value: round(serverP99), target: round(p99TargetMs), met: serverP99 <= p99TargetMs, floorP99: floor.p99Ms},
+      },
+      // The control server with the real model (see minimalServer), alternating with ml in every round:
+      // how close to the ceiling and to raw any server gets on this machine, and ml against it.
+      minimalServer: {
+        instances: PLAN.instances,
+        threads: PLAN.threads,
+        imagesPerSec: Math.round(mean(minimals.map((m) => m.json))),
+        clientBatchedImagesPerSec: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, Math.round(mean(minimals.map((m) => m.clientBatched[size]!)))])),
+        jsonVsHttpCeiling: round(mean(minimals.map((m) => m.json)) / ceiling),
+        clientBatchedVsRaw: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, round(mean(minimals.map((m, i) => m.clientBatched[size]! / raws[i]!.best)))])),
+        mlVsMinimal: {
+          json: round(mean(rounds.map((r, i) => r.json.imagesPerSec / minimals[i]!.json))),
+          ...Object.fromEntries(CLIENT_BATCHES.map((size) => [size, round(mean(rounds.map((r, i) => r.clientBatched[size]!.imagesPerSec / minimals[i]!.clientBatched[size]!)))])),
+        },
       },
       halfLoadTargetRequestsPerSec: Math.round(half),
       halfLoadRequestsPerSec: Math.round(halfLoad.requestsPerSec),
