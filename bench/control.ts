@@ -132,11 +132,11 @@ async function engineWorkers(engine: ControlEngine): Promise<(item: Queued) => v
       const batch = running.get(worker)!
       running.delete(worker)
       free.push(worker)
+      const perImage = output.length / batch.reduce((sum, item) => sum + item.n, 0)
       let offset = 0
       for (const item of batch) {
-        const size = (output.length / batch.reduce((sum, b) => sum + b.n, 0)) * item.n
-        item.answer(output.subarray(offset, offset + size))
-        offset += size
+        item.answer(output.subarray(offset, offset + perImage * item.n))
+        offset += perImage * item.n
       }
       next()
     })
