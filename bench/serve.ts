@@ -178,11 +178,8 @@ async function minimalServer(bodies: Bodies, dir: string, onnxFile: string, inpu
   try {
     await load(`${control.url}/`, bodies.fp32, {seconds: 1})
     const json = (await load(`${control.url}/`, bodies.fp32, {seconds: SATURATION_SECONDS})).imagesPerSec
-    const clientBatched: Record<number, number> = {}
-    for (const size of CLIENT_BATCHES) {
-      clientBatched[size] = (await load(`${control.url}/`, bodies.clientBatched[size]!, {seconds: SATURATION_SECONDS, imagesPerRequest: size, connections: batchConnections(size)})).imagesPerSec
-    }
-    return {json, clientBatched}
+    const loads = await clientBatchedLoads(`${control.url}/`, bodies, 'the minimal server')
+    return {json, clientBatched: Object.fromEntries(CLIENT_BATCHES.map((size) => [size, loads[size]!.imagesPerSec]))}
   } finally {
     await control.stop()
   }

@@ -77,6 +77,18 @@ interface Entry {
   done: boolean
 }
 
+/** A promise to wait on (`done`) and the call that settles it (`end`). */
+interface Gate {
+  done: Promise<void>
+  end: () => void
+}
+
+function gate(): Gate {
+  let end!: () => void
+  const done = new Promise<void>((resolve) => (end = resolve))
+  return {done, end}
+}
+
 const key = (topic: string, partition: number) => `${topic}\u0000${partition}`
 const max = (a: bigint, b: bigint) => (a > b ? a : b)
 const describe = (error: unknown) => (error instanceof Error ? error.message : String(error))
@@ -144,14 +156,14 @@ export class KafkaSourceStream implements SourceStream {
    * effect, lest they be read against the old one (offsets below what was delivered before would be
    * resolved as redelivered, and after a rejoin, which reads them again, never fetched again).
    */
-  private assignmentPending: {done: Promise<void>; end: () => void} | undefined
+  private assignmentPending: Gate | undefined
   /** The member id of the assignment in effect: kafkajs rejoins with a new one after its session expired. */
   private memberId: string | undefined
   /**
    * From kafkajs's REBALANCING (it is rejoining the group) to the next assignment: any partition
    * may be revoked, so a commit waits for the assignment before taking its positions.
    */
-  private rebalancing: {done: Promise<void>; end: () => void} | undefined
+  private rebalancing: Gate | undefined
   private rebalanceTimeout = 0
   private closed = false
   private readonly keyName: string
@@ -291,10 +303,7 @@ export class KafkaSourceStream implements SourceStream {
   }
 
   private rebalanceStarted(): void {
-    if (this.rebalancing) return
-    let end!: () => void
-    const done = new Promise<void>((resolve) => (end = resolve))
-    this.rebalancing = {done, end}
+    this.rebalancing ??= gate()
   }
 
   private rebalanceEnded(): void {
@@ -371,11 +380,7 @@ export class KafkaSourceStream implements SourceStream {
   private assign(assignment: Record<string, number[]>, memberId: string): void {
     if (this.committing) {
       this.deferredAssignment = {assignment, memberId}
-      if (!this.assignmentPending) {
-        let end!: () => void
-        const done = new Promise<void>((resolve) => (end = resolve))
-        this.assignmentPending = {done, end}
-      }
+      this.assignmentPending ??= gate()
       return
     }
     const rejoined = this.memberId !== undefined && this.memberId !== memberId
